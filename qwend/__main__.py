@@ -1,0 +1,3 @@
+from qwend.cli import main
+
+main()

@@ -1,0 +1,49 @@
+"""qwend's own routes (seed 000): `GET /health` and `GET /`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from qwend import __version__
+from qwend.api.deps import RuntimeDep
+from qwend.errors import QwendError
+from qwend.runtime import Runtime
+
+router = APIRouter(tags=["qwend"])
+
+
+@router.get("/health", summary="Daemon health (seed 000's shape)")
+async def health(runtime: RuntimeDep):
+    default = runtime.models.loaded.get(_default_name(runtime))
+    return {
+        "status": "healthy",
+        "model_loaded": default is not None,
+        "model_size": default.model.size_class.upper() if default else None,
+        "model": default.name if default else runtime.settings.model,
+        "generation_in_progress": runtime.models.generating,
+        "queue": {
+            name: {"running": m.scheduler.running, "waiting": m.scheduler.waiting}
+            for name, m in runtime.models.loaded.items()
+        },
+        "available_profiles": [],
+        "available_tools": [],
+        "version": __version__,
+    }
+
+
+@router.get("/", summary="Name, version and status")
+async def root(runtime: RuntimeDep):
+    return {
+        "name": "qwend",
+        "version": __version__,
+        "status": "running",
+        "models_loaded": sorted(runtime.models.loaded),
+        "docs": "/docs",
+    }
+
+
+def _default_name(runtime: Runtime) -> str:
+    try:
+        return runtime.store.resolve(runtime.settings.model).name
+    except QwendError:
+        return runtime.settings.model

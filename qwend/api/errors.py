@@ -1,0 +1,61 @@
+"""Maps the exception tree (and FastAPI's own errors) to each protocol's error shape, once.
+
+OpenAI paths (`/v1/...`) get `{"error": {"message", "type", "param", "code"}}`; other paths get the
+FastAPI-style `{"detail": message}` their seed clients read.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from qwend.api.wire.openai import error_body
+from qwend.errors import Busy, QwendError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(
+    request: Request, status: int, message: str, *, type_: str = "invalid_request_error",
+    code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    if request.url.path.startswith("/v1/"):
+        body = error_body(message, type_, code, param)
+    else:
+        body = {"detail": message}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    first = exc.errors()[0]
+    if first.get("type") == "json_invalid":
+        return f"the body is not valid JSON: {first.get('ctx', {}).get('error', first.get('msg'))}", None
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    where = f" ({param})" if param else ""
+    return f"invalid request{where}: {first.get('msg')}", param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(QwendError)
+    async def qwend_error(request: Request, exc: QwendError) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Busy) else None
+        if exc.status >= 500 and not isinstance(exc, Busy):
+            log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+        return error_response(
+            request, exc.status, exc.message, type_=exc.type, code=exc.code, param=exc.param, headers=headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _validation_message(exc)
+        return error_response(request, 400, message, code="invalid_request", param=param)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        return error_response(request, exc.status_code, str(exc.detail), type_=type_, headers=exc.headers)

@@ -1,0 +1,46 @@
+"""The ASGI app: the Runtime is built in the lifespan, protocol routers are mounted, errors mapped once."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from qwend import __version__
+from qwend.api import daemon, openai
+from qwend.api.errors import install_error_handlers
+from qwend.errors import ModelNotFound
+from qwend.runtime import Runtime
+from qwend.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app. A prebuilt `runtime` (tests, benchmarks) is used as is and not closed on shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        owned = runtime is None
+        app.state.runtime = Runtime.create(settings) if owned else runtime
+        try:
+            await app.state.runtime.models.get(None)
+        except ModelNotFound as exc:
+            log.warning("starting without a model: %s", exc.message)
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.runtime.close()
+
+    app = FastAPI(
+        title="qwend",
+        version=__version__,
+        description="A local daemon for Qwen models.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(daemon.router)
+    app.include_router(openai.router)
+    return app

@@ -1,0 +1,66 @@
+"""Chat prompts through the model's own template, compiled in Jinja2's immutable sandbox.
+
+Templates come only from model files (GGUF metadata), never from requests: a template is code
+(llama-cpp-python CVE-2024-34359 ran one unsandboxed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from jinja2 import TemplateError
+from jinja2.ext import loopcontrols
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from qwend.errors import BackendError
+from qwend.types import Message
+
+# Used only when a model ships no template: Qwen's ChatML, which every Qwen model speaks.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def _raise_exception(message: str) -> None:
+    raise TemplateError(message)
+
+
+def _tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False, sort_keys: bool = False) -> str:
+    # transformers' tojson: unlike Jinja2's own it does not HTML-escape, which Qwen templates rely on
+    return json.dumps(value, indent=indent, ensure_ascii=ensure_ascii, sort_keys=sort_keys)
+
+
+class ChatTemplate:
+    def __init__(self, source: str | None, *, bos_token: str = "", eos_token: str = "") -> None:
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+        env.filters["tojson"] = _tojson
+        env.globals["raise_exception"] = _raise_exception
+        env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+        self.is_builtin = source is None
+        self._template = env.from_string(source or CHATML_TEMPLATE)
+        self._bos_token = bos_token
+        self._eos_token = eos_token
+
+    def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
+        try:
+            return self._template.render(
+                messages=[_to_template_message(m) for m in messages],
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self._bos_token,
+                eos_token=self._eos_token,
+            )
+        except TemplateError as exc:
+            raise BackendError(f"the model's chat template failed: {exc}") from exc
+
+
+def _to_template_message(message: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.name:
+        out["name"] = message.name
+    return out

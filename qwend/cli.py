@@ -1,0 +1,127 @@
+"""The `qwend` command: serve, pull, models, bench."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from qwend.errors import QwendError
+from qwend.models.store import LocalModel, ModelStore
+from qwend.settings import Settings
+
+app = typer.Typer(help="qwend: a local daemon for Qwen models.", no_args_is_help=True, add_completion=False)
+console = Console(stderr=True)
+
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Where models and state live.")]
+
+
+def _settings(**overrides) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def pull_with_progress(store: ModelStore, name: str) -> LocalModel:
+    """Pull `name` if missing, drawing a progress bar; exits with a clear message on failure."""
+    model = store.resolve(name)
+    if model.present:
+        return model
+    total = model.entry.size if model.entry else None
+    columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+               TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(f"pulling {model.name}", total=total)
+        try:
+            return store.pull(name, on_progress=lambda n: progress.advance(task, n))
+        except QwendError as exc:
+            progress.stop()
+            console.print(f"[red]error:[/red] {exc.message}")
+            raise typer.Exit(1) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default 5997).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "--model_name", help="Model to load at start.")] = None,
+    log_level: Annotated[Optional[str], typer.Option("--log-level", help="debug, info, warning or error.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Serve the HTTP API, fetching the start model first if it is missing."""
+    import uvicorn
+
+    from qwend.app import create_app
+
+    settings = _settings(host=host, port=port, model=model, log_level=log_level, data_dir=data_dir)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.pull_missing:
+        try:
+            pull_with_progress(ModelStore(settings.store_dir, settings.models_dir), settings.model)
+        except QwendError as exc:
+            console.print(f"[red]error:[/red] {exc.message}")
+            raise typer.Exit(1) from None
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+@app.command()
+def pull(
+    name: Annotated[Optional[str], typer.Argument(help="Catalog name, hf:OWNER/REPO[:FILE] or a .gguf name.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Fetch a model into the store (verified by sha256 for catalog models)."""
+    settings = _settings(data_dir=data_dir)
+    store = ModelStore(settings.store_dir, settings.models_dir)
+    try:
+        model = pull_with_progress(store, name or settings.model)
+    except QwendError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    console.print(f"{model.name}: {model.path} ({model.path.stat().st_size:,} bytes)")
+
+
+@app.command()
+def models(data_dir: DataDir = None) -> None:
+    """List the models on disk and which ones a running daemon has loaded."""
+    settings = _settings(data_dir=data_dir)
+    store = ModelStore(settings.store_dir, settings.models_dir)
+    loaded, daemon = set(), "not running"
+    try:
+        reply = httpx.get(f"http://{settings.host}:{settings.port}/v1/models", timeout=2)
+        loaded = {m["id"] for m in reply.json()["data"] if m.get("loaded")}
+        daemon = f"running on {settings.host}:{settings.port}"
+    except (httpx.HTTPError, ValueError, KeyError):
+        pass
+    table = Table(title=f"models in {store.store_dir} and {store.models_dir} (daemon {daemon})")
+    for column in ("name", "size", "loaded", "path"):
+        table.add_column(column)
+    for model in store.list():
+        size = f"{model.path.stat().st_size / 1e6:,.0f} MB"
+        table.add_row(model.name, size, "yes" if model.name in loaded else "", str(model.path))
+    Console().print(table)
+
+
+bench_app = typer.Typer(help="Benchmarks that print figures measured side by side in one run.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("stream")
+def bench_stream(
+    model: Annotated[Optional[str], typer.Option(help="Model to measure (default: the configured one).")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Tokens generated per run.")] = 128,
+    rounds: Annotated[int, typer.Option(help="Runs per path; paths alternate each round.")] = 3,
+    data_dir: DataDir = None,
+) -> None:
+    """Time to first token and decode tokens/s: streaming HTTP API vs llama-cpp-python called directly."""
+    from qwend.bench import run_stream_bench
+
+    settings = _settings(model=model, data_dir=data_dir)
+    run_stream_bench(settings, max_tokens=max_tokens, rounds=rounds, console=Console())
+
+
+def main() -> None:
+    app()

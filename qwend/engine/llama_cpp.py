@@ -1,0 +1,185 @@
+"""The llama.cpp backend (llama-cpp-python): GGUF models on CPU or GPU.
+
+Blocking llama.cpp calls run in a worker thread; tokens cross to the event loop one at a time, and the
+thread checks a stop flag between tokens so a closed stream frees the model at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import ctypes
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+
+import anyio
+
+from qwend.chat.prompt import ChatTemplate
+from qwend.engine.base import Finished, Generated, ModelInfo, Piece, Prefill
+from qwend.errors import BackendError
+from qwend.settings import Settings
+from qwend.types import Message, SamplingParams
+
+MAX_DEFAULT_CONTEXT = 32768
+RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: a fresh random seed
+_END = object()
+
+
+class LlamaCppBackend:
+    def __init__(self, llama, path: Path) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self.llama = llama
+        model = llama._model
+        self._vocab = model.vocab
+        self._bos_text = model.token_get_text(model.token_bos()) if model.token_bos() >= 0 else ""
+        eos_text = model.token_get_text(model.token_eos()) if model.token_eos() >= 0 else ""
+        self._add_bos = model.add_bos_token()
+        template = llama.metadata.get("tokenizer.chat_template")
+        self.template = ChatTemplate(template, bos_token=self._bos_text, eos_token=eos_text)
+        self.info = ModelInfo(
+            context_length=llama.n_ctx(),
+            trained_context_length=model.n_ctx_train(),
+            vocab_size=llama.n_vocab(),
+            parameters=model.n_params(),
+            file_size=path.stat().st_size,
+            chat_template=template is not None,
+        )
+
+    @classmethod
+    def load(cls, path: Path, settings: Settings) -> LlamaCppBackend:
+        """Load a GGUF file (blocking: call it from a worker thread)."""
+        from llama_cpp import Llama
+
+        # llama.cpp's own log lines go through this logger; show them only when debugging qwend
+        verbose = settings.log_level == "debug"
+        logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
+        n_ctx = settings.context_length or min(_trained_context(path), MAX_DEFAULT_CONTEXT)
+        threads = settings.threads or os.cpu_count() or 1
+        try:
+            llama = Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_batch=settings.batch_size,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_gpu_layers=settings.gpu_layers,
+                verbose=verbose,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise BackendError(f"llama.cpp could not load {path.name}: {exc}") from exc
+        return cls(llama, path)
+
+    def tokenize(self, text: str) -> list[int]:
+        add_bos = self._add_bos and not (self._bos_text and text.startswith(self._bos_text))
+        return self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def render(self, messages: Sequence[Message]) -> str:
+        return self.template.render(messages, add_generation_prompt=True)
+
+    async def generate(self, prompt: Sequence[int], params: SamplingParams) -> AsyncIterator[Generated]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for item in self._generate_blocking(prompt, params, stop):
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+            except Exception as exc:  # surfaced to the consumer below
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _END)
+
+        worker = loop.run_in_executor(None, produce)
+        try:
+            while (item := await queue.get()) is not _END:
+                if isinstance(item, Exception):
+                    raise BackendError(f"llama.cpp generation failed: {item}") from item
+                yield item
+        finally:
+            stop.set()
+            # the model must be idle before the next job starts, even while this task is being cancelled
+            with anyio.CancelScope(shield=True):
+                await worker
+
+    def _generate_blocking(
+        self, prompt: Sequence[int], params: SamplingParams, stop: threading.Event
+    ) -> Iterator[Generated]:
+        llama = self.llama
+        cached = _common_prefix(llama._input_ids, prompt)
+        cached = min(cached, len(prompt) - 1) if llama.n_tokens else 0  # llama.generate re-reads at least one
+        budget = self.info.context_length - len(prompt)
+        limit = budget if params.max_tokens is None else min(params.max_tokens, budget)
+        yield Prefill(cached)
+        if limit <= 0:
+            yield Finished("length")
+            return
+        llama.set_seed(RANDOM_SEED if params.seed is None else params.seed)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        tokens = llama.generate(
+            prompt,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            min_p=params.min_p,
+            temp=params.temperature,
+            repeat_penalty=params.repeat_penalty,
+            frequency_penalty=params.frequency_penalty,
+            presence_penalty=params.presence_penalty,
+        )
+        count, reason = 0, "length"
+        try:
+            for token in tokens:
+                if stop.is_set():
+                    reason = "cancelled"
+                    break
+                if self._lib.llama_vocab_is_eog(self._vocab, token):
+                    reason = "stop"
+                    break
+                count += 1
+                yield Piece(decoder.decode(llama.detokenize([token], special=False)))
+                if count >= limit:
+                    break
+        finally:
+            tokens.close()
+        if tail := decoder.decode(b"", final=True):
+            yield Piece(tail, tokens=0)
+        yield Finished(reason)
+
+    def close(self) -> None:
+        self.llama.close()
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _trained_context(path: Path) -> int:
+    """The model's trained context length from GGUF metadata, read without loading weights or a context."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise BackendError(f"llama.cpp could not read {path.name}: not a valid GGUF file")
+    try:
+        buffer = ctypes.create_string_buffer(128)
+
+        def meta(key: str) -> str | None:
+            found = llama_cpp.llama_model_meta_val_str(model, key.encode(), buffer, len(buffer))
+            return buffer.value.decode() if found >= 0 else None
+
+        value = meta(f"{meta('general.architecture')}.context_length")
+        return int(value) if value else MAX_DEFAULT_CONTEXT
+    finally:
+        llama_cpp.llama_model_free(model)

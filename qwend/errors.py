@@ -1,0 +1,62 @@
+"""The one exception tree; each protocol maps it once to its own error shape.
+
+QwendError
+├── InvalidRequest          400  a body that cannot be served as sent
+│   └── ContextOverflow     400  the prompt (plus max_tokens) does not fit the context window
+├── ModelNotFound           404  a model name that resolves to nothing on disk or in the catalog
+├── Busy                    503  the model's queue is full; carries retry_after seconds
+├── ModelFetchError         500  a pull that failed (offline, pip error, missing file)
+│   └── ChecksumMismatch         the assembled file's sha256 is not the pinned one
+└── BackendError            500  the inference engine failed
+"""
+
+from __future__ import annotations
+
+
+class QwendError(Exception):
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidRequest(QwendError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class ContextOverflow(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class ModelNotFound(QwendError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class Busy(QwendError):
+    status = 503
+    type = "server_error"
+    code = "busy"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ModelFetchError(QwendError):
+    code = "model_fetch_failed"
+
+
+class ChecksumMismatch(ModelFetchError):
+    code = "checksum_mismatch"
+
+
+class BackendError(QwendError):
+    code = "backend_error"

@@ -1,0 +1,84 @@
+"""Shared fixtures. Unit tests use FakeBackend in-process; tests under real/ use the real default model,
+pulled by ./run-tests into the default data dir (or QWEND_DATA_DIR)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from qwend.engine.manager import LoadedModel
+from qwend.engine.scheduler import Scheduler
+from qwend.models.store import LocalModel
+from qwend.runtime import Runtime
+from qwend.settings import DEFAULT_MODEL, Settings
+from tests.fakes import FakeBackend
+
+ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
+
+
+def fake_runtime(tmp_path: Path, backend: FakeBackend, *, queue_size: int = 4) -> Runtime:
+    """A Runtime whose default model `fake.gguf` is already loaded with `backend`."""
+    models_dir = tmp_path / "models"
+    models_dir.mkdir(exist_ok=True)
+    (models_dir / "fake.gguf").write_bytes(b"GGUF")
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", models_dir=models_dir, model="fake.gguf",
+                        queue_size=queue_size)
+    runtime = Runtime.create(settings)
+    model = LocalModel("fake.gguf", models_dir / "fake.gguf")
+    runtime.models.loaded[model.name] = LoadedModel(model, backend, Scheduler(backend, queue_size=queue_size))
+    return runtime
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    """The real default model, as ./run-tests pulled it."""
+    from qwend.models.store import ModelStore
+
+    settings = Settings(_env_file=None)
+    model = ModelStore(settings.store_dir, settings.models_dir).resolve(DEFAULT_MODEL)
+    if not model.present:
+        pytest.fail(f"the default model is not at {model.path}; run `qwend pull {DEFAULT_MODEL}` (./run-tests does)")
+    return model.path
+
+
+@pytest.fixture(scope="session")
+def daemon(model_path: Path, tmp_path_factory) -> str:
+    """A real `qwend serve` process with the real default model; yields its base URL."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("daemon") / "daemon.log"
+    env = {**os.environ, "QWEND_PULL_MISSING": "false", "QWEND_QUEUE_SIZE": "1"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "qwend", "serve", "--port", str(port), "--log-level", "warning"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path_factory.mktemp("cwd"),
+        )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"qwend serve exited with {proc.returncode}: {log.read_text()}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).json().get("model_loaded"):
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail(f"qwend serve did not become healthy: {log.read_text()}")
+    yield base
+    proc.terminate()
+    proc.wait(timeout=30)

@@ -1,0 +1,49 @@
+"""A scripted backend for unit tests of the scheduler and wire encoders (never used by the daemon)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+from qwend.engine.base import Finished, Generated, ModelInfo, Piece, Prefill
+from qwend.types import Message, SamplingParams
+
+
+class FakeBackend:
+    """Tokenizes by characters and answers with `reply`, one word-piece per `delay` seconds."""
+
+    def __init__(self, reply: str = "Hello there, friend.", *, delay: float = 0.0, context_length: int = 512):
+        self.reply = reply
+        self.delay = delay
+        self.info = ModelInfo(context_length, context_length, 256, 1000, 1, True)
+        self.active = 0  # generations currently running; the scheduler must keep this <= 1
+        self.max_active = 0
+        self.stopped_early = 0
+
+    def tokenize(self, text: str) -> list[int]:
+        return [ord(c) % 256 for c in text]
+
+    def render(self, messages: Sequence[Message]) -> str:
+        return "".join(f"<{m.role}>{m.content}" for m in messages) + "<assistant>"
+
+    async def generate(self, prompt: Sequence[int], params: SamplingParams) -> AsyncIterator[Generated]:
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        pieces = [w + " " for w in self.reply.split(" ")]
+        pieces[-1] = pieces[-1].rstrip()
+        limit = params.max_tokens or len(pieces)
+        done = False
+        try:
+            yield Prefill(0)
+            for piece in pieces[:limit]:
+                await asyncio.sleep(self.delay)
+                yield Piece(piece)
+            done = True
+            yield Finished("stop" if limit >= len(pieces) else "length")
+        finally:
+            self.active -= 1
+            if not done:
+                self.stopped_early += 1
+
+    def close(self) -> None:
+        pass

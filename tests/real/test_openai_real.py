@@ -1,0 +1,166 @@
+"""The official openai SDK against a real `qwend serve` with the real default model."""
+
+import time
+
+import httpx
+import openai
+import pytest
+from llama_cpp import Llama
+
+QUESTION = "What is the capital of France? Answer in one word."
+# Greedy on this prompt the model writes for as long as it is allowed: a job that reliably stays busy.
+LONG = {"messages": [{"role": "user", "content": "Count from 1 to 1000, one number per line."}], "temperature": 0}
+# What Qwen2.5's own template renders for one user message (its default system prompt included),
+# written out by hand so the usage check does not go through qwend's renderer.
+EXPECTED_PROMPT = (
+    "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+    f"<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+@pytest.fixture(scope="module")
+def sdk(daemon):
+    return openai.OpenAI(base_url=f"{daemon}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def vocab(model_path):
+    llama = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+    yield lambda text: llama.tokenize(text.encode(), add_bos=False, special=True)
+    llama.close()
+
+
+def ask(sdk, **kwargs):
+    return sdk.chat.completions.create(
+        model="qwen2.5-coder:0.5b", messages=[{"role": "user", "content": QUESTION}], temperature=0, **kwargs
+    )
+
+
+def test_non_streaming_answer_and_usage(sdk, vocab):
+    reply = ask(sdk)
+    answer = reply.choices[0].message.content
+    assert "Paris" in answer
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.model == "qwen2.5-coder:0.5b"
+    assert reply.usage.prompt_tokens == len(vocab(EXPECTED_PROMPT))
+    assert reply.usage.completion_tokens == len(vocab(answer))
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+def test_streaming_matches_non_streaming(sdk):
+    expected = ask(sdk)
+    chunks = list(ask(sdk, stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == expected.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.completion_tokens == expected.usage.completion_tokens
+    assert chunks[-1].usage.prompt_tokens == expected.usage.prompt_tokens
+
+
+def test_second_identical_request_reuses_the_prompt_cache(sdk):
+    ask(sdk)
+    again = ask(sdk)
+    assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 1
+
+
+def test_max_tokens_gives_length(sdk, vocab):
+    reply = sdk.chat.completions.create(
+        model="qwen2.5-coder:0.5b", messages=[{"role": "user", "content": "Write a poem about the sea."}],
+        temperature=0, max_tokens=5,
+    )
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage.completion_tokens == 5
+
+
+def test_stop_string(sdk):
+    reply = sdk.chat.completions.create(
+        model="qwen2.5-coder:0.5b", messages=[{"role": "user", "content": "Count from 1 to 10, separated by commas."}],
+        temperature=0, stop=["5"],
+    )
+    content = reply.choices[0].message.content
+    assert "4" in content and "5" not in content and "6" not in content
+    assert reply.choices[0].finish_reason == "stop"
+
+
+def test_seed_makes_sampling_repeatable(sdk):
+    def sample():
+        return sdk.chat.completions.create(
+            model="qwen2.5-coder:0.5b", messages=[{"role": "user", "content": "Name a colour."}],
+            temperature=1.0, seed=1234, max_tokens=20,
+        ).choices[0].message.content
+
+    assert sample() == sample()
+
+
+def test_unknown_model_is_404(sdk):
+    with pytest.raises(openai.NotFoundError) as caught:
+        sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.body["code"] == "model_not_found"
+
+
+def test_context_overflow_is_400_naming_both_lengths(sdk):
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.chat.completions.create(model="qwen2.5-coder:0.5b", messages=[{"role": "user", "content": "hello " * 40000}])
+    message = caught.value.body["message"]
+    assert "32768" in message and "the prompt is" in message
+    assert caught.value.body["code"] == "context_length_exceeded"
+
+
+def test_invalid_body_is_400(sdk):
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.chat.completions.create(model="qwen2.5-coder:0.5b", messages=[{"role": "user", "content": "hi"}], temperature=9)
+    assert caught.value.body["param"] == "temperature"
+
+
+def wait_idle(daemon, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not httpx.get(f"{daemon}/health").json()["generation_in_progress"]:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_stream_disconnect_frees_the_scheduler(daemon, sdk):
+    body = {**LONG, "stream": True, "max_tokens": 2000}
+    with httpx.stream("POST", f"{daemon}/v1/chat/completions", json=body, timeout=30) as reply:
+        lines = reply.iter_lines()
+        seen = [next(lines) for _ in range(6)]
+        assert any(l.startswith("data: {") for l in seen)
+        assert httpx.get(f"{daemon}/health").json()["generation_in_progress"] is True
+    assert wait_idle(daemon), "generation went on after the client left"
+    assert "Paris" in ask(sdk).choices[0].message.content
+
+
+def test_non_streaming_disconnect_frees_the_scheduler(daemon):
+    body = {**LONG, "max_tokens": 2000}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{daemon}/v1/chat/completions", json=body, timeout=1.5)
+    assert wait_idle(daemon), "generation went on after the client left"
+
+
+def test_queue_full_is_503_with_retry_after(daemon):
+    """The test daemon runs with QWEND_QUEUE_SIZE=1: one running, one waiting, the third is refused."""
+    body = {**LONG, "stream": True, "max_tokens": 400}
+    with httpx.Client(timeout=30) as a, httpx.Client(timeout=30) as b:
+        with a.stream("POST", f"{daemon}/v1/chat/completions", json=body) as first:
+            first_lines = first.iter_lines()  # kept: dropping the iterator would close the response
+            next(first_lines)
+            with b.stream("POST", f"{daemon}/v1/chat/completions", json=body) as second:
+                time.sleep(0.3)
+                refused = httpx.post(f"{daemon}/v1/chat/completions", json=body, timeout=10)
+                assert refused.status_code == 503
+                assert refused.json()["error"]["code"] == "busy"
+                assert int(refused.headers["retry-after"]) >= 1
+                assert second.status_code == 200
+                assert httpx.get(f"{daemon}/health").json()["queue"]["qwen2.5-coder:0.5b"] == {"running": 1, "waiting": 1}
+    assert wait_idle(daemon)
+
+
+def test_models_and_health(daemon):
+    models = httpx.get(f"{daemon}/v1/models").json()["data"]
+    assert {"id": "qwen2.5-coder:0.5b", "loaded": True}.items() <= next(
+        m for m in models if m["id"] == "qwen2.5-coder:0.5b").items()
+    health = httpx.get(f"{daemon}/health").json()
+    assert health["model_loaded"] is True and health["model_size"] == "SMALL"
