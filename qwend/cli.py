@@ -17,7 +17,7 @@ from qwend.models.store import LocalModel, ModelStore
 from qwend.settings import Settings
 
 app = typer.Typer(help="qwend: a local daemon for Qwen models.", no_args_is_help=True, add_completion=False)
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress and errors; results go to stdout
 
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Where models and state live.")]
 
@@ -26,22 +26,22 @@ def _settings(**overrides) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
+def fail(exc: QwendError) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc.message}")
+    return typer.Exit(1)
+
+
 def pull_with_progress(store: ModelStore, name: str) -> LocalModel:
-    """Pull `name` if missing, drawing a progress bar; exits with a clear message on failure."""
+    """Pull `name` if it is missing, drawing a progress bar."""
     model = store.resolve(name)
     if model.present:
         return model
     total = model.entry.size if model.entry else None
     columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=console) as progress:
         task = progress.add_task(f"pulling {model.name}", total=total)
-        try:
-            return store.pull(name, on_progress=lambda n: progress.advance(task, n))
-        except QwendError as exc:
-            progress.stop()
-            console.print(f"[red]error:[/red] {exc.message}")
-            raise typer.Exit(1) from None
+        return store.pull(name, on_progress=lambda n: progress.advance(task, n))
 
 
 @app.command()
@@ -63,8 +63,7 @@ def serve(
         try:
             pull_with_progress(ModelStore(settings.store_dir, settings.models_dir), settings.model)
         except QwendError as exc:
-            console.print(f"[red]error:[/red] {exc.message}")
-            raise typer.Exit(1) from None
+            raise fail(exc) from None
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
@@ -79,9 +78,8 @@ def pull(
     try:
         model = pull_with_progress(store, name or settings.model)
     except QwendError as exc:
-        console.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(1) from None
-    console.print(f"{model.name}: {model.path} ({model.path.stat().st_size:,} bytes)")
+        raise fail(exc) from None
+    print(f"{model.name}: {model.path} ({model.path.stat().st_size:,} bytes)")
 
 
 @app.command()

@@ -21,11 +21,7 @@ class ClientGone(Exception):
 async def open_stream(events: AsyncIterator[ChatEvent]) -> AsyncIterator[ChatEvent]:
     """Run the stream up to its first event, raising what a request can fail with before any byte is sent,
     and return an iterator that replays that event first."""
-    try:
-        first = await anext(events)
-    except BaseException:
-        await events.aclose()
-        raise
+    first = await anext(events)  # an exception here has already finalized `events`
 
     async def replay() -> AsyncIterator[ChatEvent]:
         try:

