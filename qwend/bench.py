@@ -7,18 +7,15 @@ reset before every run so neither path gains from the other's prefix. Rounds alt
 from __future__ import annotations
 
 import json
-import socket
 import statistics
-import threading
 import time
 from dataclasses import dataclass
 
 import httpx
-import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from qwend.app import create_app
+from qwend.local_server import serve_in_thread
 from qwend.runtime import Runtime
 from qwend.settings import Settings
 from qwend.types import Message
@@ -31,12 +28,6 @@ class Run:
     ttft_s: float
     decode_tps: float
     tokens: int
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _api_run(base: str, model: str, max_tokens: int) -> Run:
@@ -78,35 +69,26 @@ def _direct_run(llama, prompt: str, max_tokens: int) -> Run:
 def run_stream_bench(settings: Settings, *, max_tokens: int, rounds: int, console: Console) -> None:
     runtime = Runtime.create(settings)
     model = runtime.store.find(settings.model)
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, runtime), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise SystemExit("the benchmark server failed to start")
-        time.sleep(0.05)
+    runs: dict[str, list[Run]] = {"api": [], "direct": []}
     try:
-        backend = runtime.models.loaded[model.name].backend
-        llama = backend.llama
-        prompt = backend.render([Message("user", PROMPT)])
-        console.print(f"model {model.name}, prompt {len(backend.tokenize(prompt))} tokens, "
-                      f"{max_tokens} tokens per run, {rounds} rounds, KV cache reset before each run")
-        base = f"http://127.0.0.1:{port}"
-        runs: dict[str, list[Run]] = {"api": [], "direct": []}
-        for i in range(rounds):
-            order = ("api", "direct") if i % 2 == 0 else ("direct", "api")
-            for path in order:
-                llama.reset()
-                run = _api_run(base, model.name, max_tokens) if path == "api" else _direct_run(llama, prompt, max_tokens)
-                runs[path].append(run)
-                console.print(f"  round {i + 1} {path:6} ttft {run.ttft_s * 1000:7.0f} ms  "
-                              f"decode {run.decode_tps:6.2f} tok/s  ({run.tokens} tokens)")
+        with serve_in_thread(runtime) as base:
+            backend = runtime.models.loaded[model.name].backend
+            llama = backend.llama
+            prompt = backend.render([Message("user", PROMPT)])
+            console.print(f"model {model.name}, prompt {len(backend.tokenize(prompt))} tokens, "
+                          f"{max_tokens} tokens per run, {rounds} rounds, KV cache reset before each run")
+            for i in range(rounds):
+                order = ("api", "direct") if i % 2 == 0 else ("direct", "api")
+                for path in order:
+                    llama.reset()
+                    if path == "api":
+                        run = _api_run(base, model.name, max_tokens)
+                    else:
+                        run = _direct_run(llama, prompt, max_tokens)
+                    runs[path].append(run)
+                    console.print(f"  round {i + 1} {path:6} ttft {run.ttft_s * 1000:7.0f} ms  "
+                                  f"decode {run.decode_tps:6.2f} tok/s  ({run.tokens} tokens)")
     finally:
-        server.should_exit = True
-        thread.join()
         runtime.models.close()
 
     def med(path: str, field: str) -> float:

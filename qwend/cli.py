@@ -121,5 +121,22 @@ def bench_stream(
     run_stream_bench(settings, max_tokens=max_tokens, rounds=rounds, console=Console())
 
 
+eval_app = typer.Typer(help="Accuracy evaluations that print tables.")
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("tools")
+def eval_tools(
+    model: Annotated[Optional[str], typer.Option(help="Model to evaluate (default: the configured one).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="At most this many cases per category.")] = None,
+    baseline: Annotated[bool, typer.Option(help="Also run llama-cpp-python's own server.")] = True,
+    data_dir: DataDir = None,
+) -> None:
+    """Tool-calling accuracy per category: qwend with and without grammar, and llama_cpp.server."""
+    from qwend.evals.tools import run_tools_eval
+
+    run_tools_eval(_settings(model=model, data_dir=data_dir), limit=limit, baseline=baseline, console=Console())
+
+
 def main() -> None:
     app()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from qwend.engine.manager import ModelManager
@@ -16,6 +17,7 @@ class Runtime:
     store: ModelStore
     models: ModelManager
     started_at: float = field(default_factory=time.time)
+    tool_parse_outcomes: Counter[str] = field(default_factory=Counter)  # parsed / repaired / fell_back / ...
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # a JSON object, as text
 
 
 @dataclass(frozen=True)
@@ -14,6 +21,32 @@ class Message:
     role: Role
     content: str
     name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # assistant messages that called tools
+    tool_call_id: str | None = None  # tool messages: the call this result answers
+    reasoning: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call; `parameters` is its JSON schema."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass(frozen=True)
+class OutputConstraint:
+    """What shape the answer must take; backends enforce it as they can (llama.cpp: a grammar).
+
+    calls: "none" (text only), "optional" (text, or calls to `tools`), "required" (one or more calls).
+    json_schema: the answer is one JSON value valid against it ({} for any JSON object).
+    """
+
+    tools: tuple[ToolSpec, ...] = ()
+    calls: Literal["none", "optional", "required"] = "none"
+    parallel: bool = True
+    json_schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +70,11 @@ class ChatRequest:
     messages: tuple[Message, ...]
     model: str | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: Literal["none", "auto", "required"] | str = "auto"  # any other string names one tool
+    parallel_tool_calls: bool = True
+    json_schema: dict[str, Any] | None = None  # structured output; {} for any JSON object
+    constrained: bool = True  # enforce tools and JSON by grammar where the backend can
 
 
 @dataclass(frozen=True)
@@ -50,7 +88,8 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-# Events of one chat stream, in order: Queued* Started Token* Done.
+# Events of one chat stream, in order: Queued* Started (Reasoning | Token | ToolCallStart ToolCallDelta*
+# ToolCallEnd)* Done.
 
 
 @dataclass(frozen=True)
@@ -70,9 +109,33 @@ class Token:
 
 
 @dataclass(frozen=True)
+class Reasoning:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallStart:
+    index: int
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    index: int
+    arguments: str  # the next piece of the arguments' JSON text
+
+
+@dataclass(frozen=True)
+class ToolCallEnd:
+    index: int
+    call: ToolCall  # the whole call, validated
+
+
+@dataclass(frozen=True)
 class Done:
     finish_reason: FinishReason
     usage: Usage
 
 
-ChatEvent = Queued | Started | Token | Done
+ChatEvent = Queued | Started | Reasoning | Token | ToolCallStart | ToolCallDelta | ToolCallEnd | Done

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 from qwend.engine.base import Finished, Generated, ModelInfo, Piece, Prefill
-from qwend.types import Message, SamplingParams
+from qwend.types import Message, OutputConstraint, SamplingParams, ToolSpec
 
 
 class FakeBackend:
@@ -23,10 +23,12 @@ class FakeBackend:
     def tokenize(self, text: str) -> list[int]:
         return [ord(c) % 256 for c in text]
 
-    def render(self, messages: Sequence[Message]) -> str:
+    def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
         return "".join(f"<{m.role}>{m.content}" for m in messages) + "<assistant>"
 
-    async def generate(self, prompt: Sequence[int], params: SamplingParams) -> AsyncIterator[Generated]:
+    async def generate(
+        self, prompt: Sequence[int], params: SamplingParams, constraint: OutputConstraint | None = None
+    ) -> AsyncIterator[Generated]:
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         pieces = [w + " " for w in self.reply.split(" ")]

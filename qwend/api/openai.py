@@ -15,7 +15,7 @@ from qwend.api.streaming import ClientGone, open_stream, unless_disconnected
 from qwend.api.wire import openai as wire
 from qwend.chat.service import chat, complete
 from qwend.errors import QwendError
-from qwend.types import ChatEvent, Done, Started, Token
+from qwend.types import ChatEvent, Done, Reasoning, Started, Token, ToolCallDelta, ToolCallStart
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["OpenAI"])
@@ -33,7 +33,9 @@ async def create_chat_completion(body: wire.ChatCompletionRequest, request: Requ
     except ClientGone:
         return Response(status_code=499)
     finish = "stop" if result.finish_reason == "cancelled" else result.finish_reason
-    return wire.completion_body(wire.completion_id(), result.model, result.text, finish, result.usage)
+    return wire.completion_body(
+        wire.completion_id(), result.model, result.text, finish, result.usage, result.tool_calls, result.reasoning
+    )
 
 
 async def _sse(events: AsyncIterator[ChatEvent], include_usage: bool) -> AsyncIterator[str]:
@@ -50,6 +52,14 @@ async def _sse(events: AsyncIterator[ChatEvent], include_usage: bool) -> AsyncIt
                     yield chunk({"role": "assistant", "content": ""})
                 case Token(text):
                     yield chunk({"content": text})
+                case Reasoning(text):
+                    yield chunk({"reasoning_content": text})
+                case ToolCallStart(index, call_id, name):
+                    call = {"index": index, "id": call_id, "type": "function",
+                            "function": {"name": name, "arguments": ""}}
+                    yield chunk({"tool_calls": [call]})
+                case ToolCallDelta(index, arguments):
+                    yield chunk({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]})
                 case Done(reason, usage):
                     yield chunk({}, "stop" if reason == "cancelled" else reason)
                     if include_usage:

@@ -16,7 +16,7 @@ from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from qwend.errors import BackendError
-from qwend.types import Message
+from qwend.types import Message, ToolSpec
 
 # Used only when a model ships no template: Qwen's ChatML, which every Qwen model speaks.
 CHATML_TEMPLATE = (
@@ -47,10 +47,13 @@ class ChatTemplate:
         self._bos_token = bos_token
         self._eos_token = eos_token
 
-    def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
+    def render(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (), *, add_generation_prompt: bool = True
+    ) -> str:
         try:
             return self._template.render(
                 messages=[_to_template_message(m) for m in messages],
+                tools=[to_openai_tool(t) for t in tools] or None,
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self._bos_token,
                 eos_token=self._eos_token,
@@ -59,8 +62,32 @@ class ChatTemplate:
             raise BackendError(f"the model's chat template failed: {exc}") from exc
 
 
+def to_openai_tool(tool: ToolSpec) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {"name": tool.name, "description": tool.description, "parameters": tool.parameters},
+    }
+
+
 def _to_template_message(message: Message) -> dict[str, Any]:
     out: dict[str, Any] = {"role": message.role, "content": message.content}
     if message.name:
         out["name"] = message.name
+    if message.tool_calls:
+        # templates follow transformers: arguments as an object, which they serialise themselves
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": _as_object(c.arguments)}}
+            for c in message.tool_calls
+        ]
+    if message.tool_call_id:
+        out["tool_call_id"] = message.tool_call_id
+    if message.reasoning:
+        out["reasoning_content"] = message.reasoning
     return out
+
+
+def _as_object(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from qwend.types import FinishReason, Message, SamplingParams
+from qwend.types import FinishReason, Message, OutputConstraint, SamplingParams, ToolSpec
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class ModelInfo:
     parameters: int
     file_size: int
     chat_template: bool  # False when the model has none and ChatML is used
+    grammar: bool = False  # can enforce an OutputConstraint while decoding
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,13 @@ class Backend(Protocol):
     def tokenize(self, text: str) -> list[int]:
         """Token ids of a rendered prompt (special tokens parsed, BOS as the model wants)."""
 
-    def render(self, messages: Sequence[Message]) -> str:
-        """The prompt for `messages` through the model's own chat template, ready for the assistant turn."""
+    def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
+        """The prompt for `messages` (and the tools on offer) through the model's own chat template,
+        ready for the assistant turn."""
 
-    def generate(self, prompt: Sequence[int], params: SamplingParams) -> AsyncIterator[Generated]:
+    def generate(
+        self, prompt: Sequence[int], params: SamplingParams, constraint: OutputConstraint | None = None
+    ) -> AsyncIterator[Generated]:
         """Prefill, Pieces, then one Finished. Closing the iterator stops generation before the next token."""
 
     def close(self) -> None:

@@ -18,13 +18,16 @@ from pathlib import Path
 import anyio
 
 from qwend.chat.prompt import ChatTemplate
+from qwend.engine import grammar
 from qwend.engine.base import Finished, Generated, ModelInfo, Piece, Prefill
 from qwend.errors import BackendError
 from qwend.settings import Settings
-from qwend.types import Message, SamplingParams
+from qwend.types import Message, OutputConstraint, SamplingParams, ToolSpec
 
 MAX_DEFAULT_CONTEXT = 32768
 RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: a fresh random seed
+MAX_HELD_TOKENS = 6  # an answer's intent (call or text) shows within its first few tokens
+MAX_NAME_TOKENS = 24  # and a call's tool name within these
 _END = object()
 
 
@@ -48,6 +51,7 @@ class LlamaCppBackend:
             parameters=model.n_params(),
             file_size=path.stat().st_size,
             chat_template=template is not None,
+            grammar=True,
         )
 
     @classmethod
@@ -78,17 +82,19 @@ class LlamaCppBackend:
         add_bos = self._add_bos and not (self._bos_text and text.startswith(self._bos_text))
         return self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
-    def render(self, messages: Sequence[Message]) -> str:
-        return self.template.render(messages, add_generation_prompt=True)
+    def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
+        return self.template.render(messages, tools, add_generation_prompt=True)
 
-    async def generate(self, prompt: Sequence[int], params: SamplingParams) -> AsyncIterator[Generated]:
+    async def generate(
+        self, prompt: Sequence[int], params: SamplingParams, constraint: OutputConstraint | None = None
+    ) -> AsyncIterator[Generated]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         stop = threading.Event()
 
         def produce() -> None:
             try:
-                for item in self._generate_blocking(prompt, params, stop):
+                for item in self._generate_blocking(prompt, params, constraint, stop):
                     loop.call_soon_threadsafe(queue.put_nowait, item)
             except Exception as exc:  # surfaced to the consumer below
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
@@ -108,7 +114,8 @@ class LlamaCppBackend:
                 await worker
 
     def _generate_blocking(
-        self, prompt: Sequence[int], params: SamplingParams, stop: threading.Event
+        self, prompt: Sequence[int], params: SamplingParams, constraint: OutputConstraint | None,
+        stop: threading.Event,
     ) -> Iterator[Generated]:
         llama = self.llama
         cached = _common_prefix(llama._input_ids, prompt)
@@ -121,8 +128,79 @@ class LlamaCppBackend:
             return
         llama.set_seed(RANDOM_SEED if params.seed is None else params.seed)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        tokens = llama.generate(
-            prompt,
+        rules, deciding = _plan(constraint)
+        tokens = self._sample(list(prompt), params, rules)
+        held: list[int] = []  # while deciding: the answer's first tokens, until they show call or text
+        count, reason = 0, "length"
+        try:
+            while (token := next(tokens, None)) is not None:
+                if stop.is_set():
+                    reason = "cancelled"
+                    break
+                if self._lib.llama_vocab_is_eog(self._vocab, token):
+                    reason = "stop"
+                    break
+                if deciding:
+                    held.append(token)
+                    choice = self._decide(llama.detokenize(held, special=False), constraint, len(held))
+                    if choice is None:
+                        continue
+                    deciding = False
+                    if choice != "text":
+                        # generate again from the (cached) prompt: the calls under the call grammar, or
+                        # (the model reached for a tool that was not offered) a text answer
+                        tokens.close()
+                        held = []
+                        tokens = self._restart(list(prompt), params, choice, constraint)
+                        continue
+                for held_token in held or [token]:
+                    count += 1
+                    yield Piece(decoder.decode(llama.detokenize([held_token], special=False)))
+                held = []
+                if count >= limit:
+                    break
+            for held_token in held:  # the answer ended while still ambiguous: it was text
+                count += 1
+                yield Piece(decoder.decode(llama.detokenize([held_token], special=False)))
+        finally:
+            tokens.close()
+        if tail := decoder.decode(b"", final=True):
+            yield Piece(tail, tokens=0)
+        yield Finished(reason)
+
+    @staticmethod
+    def _decide(held: bytes, constraint: OutputConstraint, count: int) -> str | None:
+        """From an answer's first tokens: "text" (go on as it is), "calls", "text_again", or None (unclear)."""
+        text = held.decode("utf-8", "ignore")
+        intent = grammar.call_intent(text)
+        if intent is None:
+            return None if count < MAX_HELD_TOKENS else "text"
+        if not intent:
+            return "text"
+        name = grammar.called_name(text)
+        if name is None:
+            return None if count < MAX_NAME_TOKENS else "calls"
+        return "calls" if any(t.name == name for t in constraint.tools) else "text_again"
+
+    def _restart(
+        self, prompt: list[int], params: SamplingParams, choice: str, constraint: OutputConstraint
+    ) -> Iterator[int]:
+        if choice == "calls":
+            yield from self._sample(prompt, params, grammar.calls_grammar(constraint.tools, parallel=constraint.parallel))
+            return
+        # only the first token needs steering away from a call; the rest runs at full speed
+        first_tokens = self._sample(prompt, params, grammar.TEXT_ONLY_START)
+        first = next(first_tokens, None)
+        first_tokens.close()
+        if first is not None:
+            yield first
+            yield from self._sample(prompt + [first], params, None)
+
+    def _sample(self, tokens: list[int], params: SamplingParams, rules: str | None) -> Iterator[int]:
+        from llama_cpp import LlamaGrammar
+
+        return self.llama.generate(
+            tokens,
             top_k=params.top_k,
             top_p=params.top_p,
             min_p=params.min_p,
@@ -130,28 +208,28 @@ class LlamaCppBackend:
             repeat_penalty=params.repeat_penalty,
             frequency_penalty=params.frequency_penalty,
             presence_penalty=params.presence_penalty,
+            grammar=LlamaGrammar.from_string(rules, verbose=False) if rules else None,
         )
-        count, reason = 0, "length"
-        try:
-            for token in tokens:
-                if stop.is_set():
-                    reason = "cancelled"
-                    break
-                if self._lib.llama_vocab_is_eog(self._vocab, token):
-                    reason = "stop"
-                    break
-                count += 1
-                yield Piece(decoder.decode(llama.detokenize([token], special=False)))
-                if count >= limit:
-                    break
-        finally:
-            tokens.close()
-        if tail := decoder.decode(b"", final=True):
-            yield Piece(tail, tokens=0)
-        yield Finished(reason)
 
     def close(self) -> None:
         self.llama.close()
+
+
+def _plan(constraint: OutputConstraint | None) -> tuple[str | None, bool]:
+    """The grammar to start with, and whether the answer's first tokens must first show call or text.
+
+    Optional calls start unconstrained: a grammar over free text costs ~35% speed, and steering the
+    model's first token away from its own way of starting a call (bare or fenced JSON) loses the call.
+    """
+    if constraint is None:
+        return None, False
+    if constraint.json_schema is not None:
+        return grammar.json_grammar(constraint.json_schema), False
+    if not constraint.tools or constraint.calls == "none":
+        return None, False
+    if constraint.calls == "required":
+        return grammar.calls_grammar(constraint.tools, parallel=constraint.parallel), False
+    return None, True
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -17,7 +17,7 @@ import anyio
 
 from qwend.engine.base import Backend, Generated
 from qwend.errors import Busy
-from qwend.types import SamplingParams
+from qwend.types import OutputConstraint, SamplingParams
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Scheduler:
         return max(1, math.ceil(self._mean_job_s))
 
     async def run(
-        self, prompt: Sequence[int], params: SamplingParams
+        self, prompt: Sequence[int], params: SamplingParams, constraint: OutputConstraint | None = None
     ) -> AsyncIterator[Waiting | Admitted | Generated]:
         """Queue a job and stream it. Raises Busy on the first step when the queue is full.
 
@@ -83,7 +83,7 @@ class Scheduler:
                 await ticket.moved.wait()
             yield Admitted()
             started = time.monotonic()
-            generation = self.backend.generate(prompt, params)
+            generation = self.backend.generate(prompt, params, constraint)
             try:
                 async for item in generation:
                     yield item

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from qwend.errors import InvalidRequest
-from qwend.types import ChatRequest, Message, SamplingParams, Usage
+from qwend.types import ChatRequest, Message, SamplingParams, ToolCall, ToolSpec, Usage
 
 
 class _Wire(BaseModel):
@@ -21,10 +21,51 @@ class ContentPart(_Wire):
     text: str | None = None
 
 
+class FunctionCall(_Wire):
+    name: str
+    arguments: str = "{}"
+
+
+class ToolCallIn(_Wire):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Wire):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
+    reasoning_content: str | None = None
+
+
+class FunctionDefinition(_Wire):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class ToolDefinition(_Wire):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedToolChoice(_Wire):
+    type: Literal["function"]
+    function: dict[str, str]
+
+
+class JsonSchemaFormat(_Wire):
+    name: str = "response"
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Wire):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
 
 
 class StreamOptions(_Wire):
@@ -48,6 +89,11 @@ class ChatCompletionRequest(_Wire):
     n: int = Field(1, ge=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    tools: list[ToolDefinition] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
+    response_format: ResponseFormat | None = None
+    constrained_decoding: bool = Field(True, description="qwend extension: enforce tools and JSON by grammar")
 
 
 def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
@@ -70,7 +116,31 @@ def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
         max_tokens=body.max_completion_tokens or body.max_tokens,
     )
     messages = tuple(_to_message(m, i) for i, m in enumerate(body.messages))
-    return ChatRequest(messages=messages, model=body.model, sampling=sampling)
+    tools = tuple(ToolSpec(t.function.name, t.function.description, t.function.parameters) for t in body.tools or ())
+    if len({t.name for t in tools}) != len(tools):
+        raise InvalidRequest("tool names must be unique", param="tools")
+    choice = body.tool_choice or "auto"
+    if isinstance(choice, NamedToolChoice):
+        if "name" not in choice.function:
+            raise InvalidRequest("tool_choice.function.name is required", param="tool_choice")
+        choice = choice.function["name"]
+    if choice == "required" and not tools:
+        raise InvalidRequest("tool_choice 'required' needs at least one tool", param="tool_choice")
+    return ChatRequest(
+        messages=messages, model=body.model, sampling=sampling, tools=tools, tool_choice=choice,
+        parallel_tool_calls=body.parallel_tool_calls, json_schema=_json_schema(body.response_format),
+        constrained=body.constrained_decoding,
+    )
+
+
+def _json_schema(response_format: ResponseFormat | None) -> dict[str, Any] | None:
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        return {}
+    if response_format.json_schema is None or not response_format.json_schema.schema_:
+        raise InvalidRequest("response_format json_schema needs a schema", param="response_format.json_schema")
+    return response_format.json_schema.schema_
 
 
 def _pick(value, default):
@@ -90,7 +160,11 @@ def _to_message(message: ChatMessage, index: int) -> Message:
                 )
             texts.append(part.text)
         content = "".join(texts)
-    return Message(role=role, content=content or "", name=message.name)
+    calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or ())
+    return Message(
+        role=role, content=content or "", name=message.name, tool_calls=calls,
+        tool_call_id=message.tool_call_id, reasoning=message.reasoning_content,
+    )
 
 
 def completion_id() -> str:
@@ -106,7 +180,19 @@ def usage_body(usage: Usage) -> dict[str, Any]:
     }
 
 
-def completion_body(cid: str, model: str, text: str, finish_reason: str, usage: Usage) -> dict[str, Any]:
+def tool_call_body(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
+def completion_body(
+    cid: str, model: str, text: str, finish_reason: str, usage: Usage,
+    tool_calls: tuple[ToolCall, ...] = (), reasoning: str = "",
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text or (None if tool_calls else "")}
+    if tool_calls:
+        message["tool_calls"] = [tool_call_body(c) for c in tool_calls]
+    if reasoning:
+        message["reasoning_content"] = reasoning
     return {
         "id": cid,
         "object": "chat.completion",
@@ -115,7 +201,7 @@ def completion_body(cid: str, model: str, text: str, finish_reason: str, usage: 
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish_reason,
             }

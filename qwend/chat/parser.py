@@ -1,0 +1,297 @@
+"""One incremental parser from generated text to chat events: reasoning, content and tool calls.
+
+Recognised, in order of trust:
+  <think>...</think>              reasoning (also when the prompt already opened the block)
+  <tool_call>{json}</tool_call>   a call; under a grammar its arguments stream as they are generated
+  bare or ```json-fenced {json}   a call only when it is the whole answer and `lenient` (no grammar), as
+                                  small Qwen models answer that way; a list or several objects: several calls
+A call to a tool that was not offered, or with arguments that do not validate, is never returned as a call:
+its text stays content. Nothing here raises on model output.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from qwend.types import ChatEvent, Reasoning, Token, ToolCall, ToolCallDelta, ToolCallEnd, ToolCallStart, ToolSpec
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
+_CALL_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"([^"\\]*)"\s*,\s*"arguments"\s*:\s*(?=\{)')
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)\s*(?:```)?\s*", re.DOTALL)
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+class OutputParser:
+    def __init__(
+        self, tools: Sequence[ToolSpec] = (), *, trusted: bool = False, lenient: bool = True,
+        in_reasoning: bool = False, max_calls: int | None = None,
+    ) -> None:
+        self.tools = {t.name: t for t in tools}
+        self.max_calls = max_calls  # parallel_tool_calls=false: calls past the first are dropped
+        self.trusted = trusted  # a grammar guarantees the calls' shape: stream arguments as they come
+        self.lenient = lenient and bool(tools) and not trusted
+        self.outcomes: Counter[str] = Counter()  # parsed / repaired / fell_back, for metrics
+        self._mode = "reasoning" if in_reasoning else "content"
+        self._buffer = ""
+        self._answer_started = False  # any content or call emitted yet
+        self._content_seen = False  # text answered: a grammar only shapes calls that open the answer
+        self._calls = 0
+        self._streamed: _StreamedCall | None = None  # the trusted call whose arguments are streaming
+
+    @property
+    def calls(self) -> int:
+        return self._calls
+
+    def feed(self, text: str) -> list[ChatEvent]:
+        self._buffer += text
+        events: list[ChatEvent] = []
+        while self._step(events, final=False):
+            pass
+        return events
+
+    def finish(self) -> list[ChatEvent]:
+        events: list[ChatEvent] = []
+        while self._step(events, final=True):
+            pass
+        return events
+
+    # each step consumes what it can from the buffer; returns whether to go on
+    def _step(self, events: list[ChatEvent], final: bool) -> bool:
+        if not self._buffer:
+            return False
+        if self._mode == "reasoning":
+            return self._until(THINK_CLOSE, events, Reasoning, final, then="content")
+        if self._mode == "call":
+            return self._in_call(events, final)
+        if self._mode == "whole":
+            if final:
+                self._whole_answer(events)
+            return False
+        # content
+        head = self._buffer.lstrip()
+        if not self._answer_started and head.startswith(THINK_OPEN):
+            self._buffer = head[len(THINK_OPEN):]
+            self._mode = "reasoning"
+            return True
+        if not self._answer_started and self.lenient and head[:1] in ("{", "[", "`"):
+            self._mode = "whole"
+            return True
+        if not self._answer_started and not head and not final:
+            return False  # only whitespace so far: wait to see what the answer starts with
+        if not self._answer_started and not final and THINK_OPEN.startswith(head):
+            return False  # may be the start of a reasoning block
+        if self.tools:
+            return self._until(CALL_OPEN, events, Token, final, then="call")
+        self._emit_content(self._buffer, events)
+        self._buffer = ""
+        return False
+
+    def _until(self, marker: str, events, kind, final: bool, *, then: str) -> bool:
+        """Emit buffer text up to `marker` as `kind`, switching mode at the marker; hold back a partial one."""
+        at = self._buffer.find(marker)
+        if at >= 0:
+            self._emit(kind, self._buffer[:at], events)
+            self._buffer = self._buffer[at + len(marker):]
+            self._mode = then
+            return True
+        keep = 0 if final else _partial_suffix(self._buffer, marker)
+        self._emit(kind, self._buffer[: len(self._buffer) - keep], events)
+        self._buffer = self._buffer[len(self._buffer) - keep:]
+        return False
+
+    def _emit(self, kind, text: str, events: list[ChatEvent]) -> None:
+        if kind is Token:
+            self._emit_content(text, events)
+        elif text:
+            events.append(kind(text))
+
+    def _emit_content(self, text: str, events: list[ChatEvent]) -> None:
+        if not self._answer_started:
+            text = text.lstrip()
+        if self._calls and not text.strip():
+            return  # whitespace between or after calls is not an answer
+        if text:
+            self._answer_started = self._content_seen = True
+            events.append(Token(text))
+
+    def _in_call(self, events: list[ChatEvent], final: bool) -> bool:
+        end = self._buffer.find(CALL_CLOSE)
+        body = self._buffer if end < 0 else self._buffer[:end]
+        if self.trusted and not self._content_seen and not self._full():
+            self._stream_arguments(body, events)
+        if end < 0 and not final:
+            return False
+        self._buffer = "" if end < 0 else self._buffer[end + len(CALL_CLOSE):]
+        self._mode = "content"
+        self._finish_tagged_call(body, events)
+        return True
+
+    def _stream_arguments(self, body: str, events: list[ChatEvent]) -> None:
+        if self._streamed is None:
+            head = _CALL_HEAD.match(body)
+            if head is None or head.group(1) not in self.tools:
+                return
+            self._streamed = _StreamedCall(self._calls, new_call_id(), head.group(1), head.end())
+            events.append(ToolCallStart(self._streamed.index, self._streamed.id, self._streamed.name))
+        call = self._streamed
+        if piece := call.tracker.take(body[call.offset + len(call.arguments):]):
+            call.arguments += piece
+            events.append(ToolCallDelta(call.index, piece))
+
+    def _finish_tagged_call(self, body: str, events: list[ChatEvent]) -> None:
+        streamed, self._streamed = self._streamed, None
+        if streamed is not None:
+            # the grammar guaranteed the call; only max_tokens can have cut its arguments short
+            outcome = "parsed" if streamed.tracker.done else "truncated"
+            self._end_call(streamed.index, streamed.id, streamed.name, streamed.arguments, events, outcome=outcome)
+            return
+        parsed = _loads_repairing(body)
+        call = self._validated(parsed[0]) if parsed else None
+        if call is None:
+            self.outcomes["fell_back"] += 1
+            self._emit_content(f"{CALL_OPEN}{body}{CALL_CLOSE}", events)
+            return
+        self._emit_call(*call, events, outcome="parsed" if not parsed[1] else "repaired")
+
+    def _whole_answer(self, events: list[ChatEvent]) -> None:
+        """The answer began like JSON: it is calls only if all of it is calls to offered tools."""
+        text, self._buffer = self._buffer, ""
+        fenced = _FENCE.fullmatch(text.strip())
+        objects = _json_values((fenced.group(1) if fenced else text).strip())
+        calls = [self._validated(o) for o in objects] if objects else []
+        if calls and all(calls):
+            for call in calls:
+                self._emit_call(*call, events, outcome="repaired")
+            return
+        if objects and any(isinstance(o, dict) and "name" in o for o in objects):
+            self.outcomes["fell_back"] += 1
+        self._mode = "content"
+        self._emit_content(text, events)
+
+    def _validated(self, value: Any) -> tuple[str, str] | None:
+        """(name, arguments JSON) if `value` is a call to an offered tool with valid arguments."""
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+            return None
+        tool = self.tools.get(value["name"])
+        arguments = value.get("arguments", value.get("parameters", {}))
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except ValueError:
+                return None
+        if tool is None or not isinstance(arguments, dict) or not _valid(arguments, tool.parameters):
+            return None
+        return tool.name, json.dumps(arguments, ensure_ascii=False)
+
+    def _full(self) -> bool:
+        return self.max_calls is not None and self._calls >= self.max_calls
+
+    def _emit_call(self, name: str, arguments: str, events: list[ChatEvent], *, outcome: str) -> None:
+        if self._full():
+            self.outcomes["dropped"] += 1
+            return
+        index, call_id = self._calls, new_call_id()
+        events.append(ToolCallStart(index, call_id, name))
+        events.append(ToolCallDelta(index, arguments))
+        self._end_call(index, call_id, name, arguments, events, outcome=outcome)
+
+    def _end_call(self, index, call_id, name, arguments, events, *, outcome: str) -> None:
+        events.append(ToolCallEnd(index, ToolCall(call_id, name, arguments)))
+        self._calls += 1
+        self._answer_started = True
+        self.outcomes[outcome] += 1
+
+
+class _StreamedCall:
+    def __init__(self, index: int, call_id: str, name: str, offset: int) -> None:
+        self.index, self.id, self.name = index, call_id, name
+        self.offset = offset  # where the arguments begin in the call's text
+        self.arguments = ""
+        self.tracker = _ArgumentsEnd()
+
+
+class _ArgumentsEnd:
+    """Follows a JSON value character by character to tell where it ends."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.in_string = False
+        self.escaped = False
+        self.done = False
+
+    def take(self, text: str) -> str:
+        """The part of `text` that belongs to the value."""
+        for i, ch in enumerate(text):
+            if self.done:
+                return text[:i]
+            if self.in_string:
+                if self.escaped:
+                    self.escaped = False
+                elif ch == "\\":
+                    self.escaped = True
+                elif ch == '"':
+                    self.in_string = False
+            elif ch == '"':
+                self.in_string = True
+            elif ch in "{[":
+                self.depth += 1
+            elif ch in "}]":
+                self.depth -= 1
+                if self.depth == 0:
+                    self.done = True
+        return text
+
+
+def _partial_suffix(text: str, marker: str) -> int:
+    for k in range(min(len(marker) - 1, len(text)), 0, -1):
+        if text.endswith(marker[:k]):
+            return k
+    return 0
+
+
+def _json_values(text: str) -> list[Any]:
+    """One JSON value, a list of them, or several back to back; [] if the text is anything else."""
+    decoder, values, pos = json.JSONDecoder(), [], 0
+    while pos < len(text):
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except ValueError:
+            return []
+        values.extend(value if isinstance(value, list) else [value])
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+    return values
+
+
+def _loads_repairing(text: str) -> tuple[Any, bool] | None:
+    """(value, repaired) for a JSON object, closing one cut off at the end; None if hopeless."""
+    text = text.strip()
+    try:
+        return json.loads(text), False
+    except ValueError:
+        pass
+    for closing in ("}", "}}", "\"}}", "}}}", "\"}", "]}}"):
+        try:
+            return json.loads(text + closing), True
+        except ValueError:
+            continue
+    return None
+
+
+def _valid(arguments: dict, schema: dict) -> bool:
+    try:
+        return Draft202012Validator(schema or {"type": "object"}).is_valid(arguments)
+    except SchemaError:
+        return True  # a schema we cannot read is the client's affair; the JSON is still an object
