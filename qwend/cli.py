@@ -130,12 +130,17 @@ def eval_tools(
     model: Annotated[Optional[str], typer.Option(help="Model to evaluate (default: the configured one).")] = None,
     limit: Annotated[Optional[int], typer.Option(help="At most this many cases per category.")] = None,
     baseline: Annotated[bool, typer.Option(help="Also run llama-cpp-python's own server.")] = True,
+    category: Annotated[Optional[list[str]], typer.Option(help="Only these categories (repeatable).")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Tool-calling accuracy per category: qwend with and without grammar, and llama_cpp.server."""
-    from qwend.evals.tools import run_tools_eval
+    from qwend.evals.tools import CATEGORIES, run_tools_eval
 
-    run_tools_eval(_settings(model=model, data_dir=data_dir), limit=limit, baseline=baseline, console=Console())
+    unknown = set(category or ()) - set(CATEGORIES)
+    if unknown:
+        raise typer.BadParameter(f"unknown categories {sorted(unknown)}; known: {', '.join(CATEGORIES)}")
+    run_tools_eval(_settings(model=model, data_dir=data_dir), limit=limit, baseline=baseline, console=Console(),
+                   categories=tuple(category or CATEGORIES))
 
 
 def main() -> None:

@@ -47,6 +47,7 @@ class OutputConstraint:
     calls: Literal["none", "optional", "required"] = "none"
     parallel: bool = True
     json_schema: dict[str, Any] | None = None
+    calls_prompt: tuple[int, ...] = ()  # the prompt to generate calls from, where it differs from the request's
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ async def health(runtime: RuntimeDep):
             name: {"running": m.scheduler.running, "waiting": m.scheduler.waiting}
             for name, m in runtime.models.loaded.items()
         },
+        "tool_parse_outcomes": dict(runtime.tool_parse_outcomes),
         "available_profiles": [],
         "available_tools": [],
         "version": __version__,

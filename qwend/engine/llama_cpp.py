@@ -118,6 +118,7 @@ class LlamaCppBackend:
         stop: threading.Event,
     ) -> Iterator[Generated]:
         llama = self.llama
+        prompt, rules, deciding = _plan(prompt, constraint)
         cached = _common_prefix(llama._input_ids, prompt)
         cached = min(cached, len(prompt) - 1) if llama.n_tokens else 0  # llama.generate re-reads at least one
         budget = self.info.context_length - len(prompt)
@@ -128,7 +129,6 @@ class LlamaCppBackend:
             return
         llama.set_seed(RANDOM_SEED if params.seed is None else params.seed)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        rules, deciding = _plan(constraint)
         tokens = self._sample(list(prompt), params, rules)
         held: list[int] = []  # while deciding: the answer's first tokens, until they show call or text
         count, reason = 0, "length"
@@ -153,15 +153,15 @@ class LlamaCppBackend:
                         held = []
                         tokens = self._restart(list(prompt), params, choice, constraint)
                         continue
-                for held_token in held or [token]:
+                for released in (held or [token])[: limit - count]:
                     count += 1
-                    yield Piece(decoder.decode(llama.detokenize([held_token], special=False)))
+                    yield Piece(decoder.decode(llama.detokenize([released], special=False)))
                 held = []
                 if count >= limit:
                     break
-            for held_token in held:  # the answer ended while still ambiguous: it was text
+            for released in held[: limit - count]:  # the answer ended while still ambiguous: it was text
                 count += 1
-                yield Piece(decoder.decode(llama.detokenize([held_token], special=False)))
+                yield Piece(decoder.decode(llama.detokenize([released], special=False)))
         finally:
             tokens.close()
         if tail := decoder.decode(b"", final=True):
@@ -186,7 +186,8 @@ class LlamaCppBackend:
         self, prompt: list[int], params: SamplingParams, choice: str, constraint: OutputConstraint
     ) -> Iterator[int]:
         if choice == "calls":
-            yield from self._sample(prompt, params, grammar.calls_grammar(constraint.tools, parallel=constraint.parallel))
+            calls = grammar.calls_grammar(constraint.tools, parallel=constraint.parallel)
+            yield from self._sample(list(constraint.calls_prompt) or prompt, params, calls)
             return
         # only the first token needs steering away from a call; the rest runs at full speed
         first_tokens = self._sample(prompt, params, grammar.TEXT_ONLY_START)
@@ -215,21 +216,25 @@ class LlamaCppBackend:
         self.llama.close()
 
 
-def _plan(constraint: OutputConstraint | None) -> tuple[str | None, bool]:
-    """The grammar to start with, and whether the answer's first tokens must first show call or text.
+def _plan(
+    prompt: Sequence[int], constraint: OutputConstraint | None
+) -> tuple[Sequence[int], str | None, bool]:
+    """The prompt and grammar to start with, and whether the answer's first tokens must first show call or
+    text.
 
     Optional calls start unconstrained: a grammar over free text costs ~35% speed, and steering the
     model's first token away from its own way of starting a call (bare or fenced JSON) loses the call.
     """
     if constraint is None:
-        return None, False
+        return prompt, None, False
     if constraint.json_schema is not None:
-        return grammar.json_grammar(constraint.json_schema), False
+        return prompt, grammar.json_grammar(constraint.json_schema), False
     if not constraint.tools or constraint.calls == "none":
-        return None, False
+        return prompt, None, False
     if constraint.calls == "required":
-        return grammar.calls_grammar(constraint.tools, parallel=constraint.parallel), False
-    return None, True
+        calls = grammar.calls_grammar(constraint.tools, parallel=constraint.parallel)
+        return constraint.calls_prompt or prompt, calls, False
+    return prompt, None, True
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

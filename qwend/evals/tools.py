@@ -88,13 +88,15 @@ def _matches(expected: list[dict], calls: list[tuple[str, dict]]) -> bool:
     return True
 
 
-def run_suite(base: str, *, extra: dict | None = None, limit: int | None = None, on_case=None) -> list[Outcome]:
+def run_suite(
+    base: str, *, extra: dict | None = None, limit: int | None = None, categories=CATEGORIES, on_case=None
+) -> list[Outcome]:
     data = load_cases()
     counts: dict[str, int] = defaultdict(int)
     outcomes = []
     with httpx.Client(timeout=300) as client:
         for case in data["cases"]:
-            if limit is not None and counts[case["category"]] >= limit:
+            if case["category"] not in categories or (limit is not None and counts[case["category"]] >= limit):
                 continue
             counts[case["category"]] += 1
             outcome = run_case(client, base, case, data["tools"], extra or {})
@@ -122,7 +124,9 @@ def summarise(outcomes: list[Outcome]) -> dict[str, dict[str, float]]:
     return table
 
 
-def run_tools_eval(settings, *, limit: int | None, baseline: bool, console) -> dict[str, dict]:
+def run_tools_eval(
+    settings, *, limit: int | None, baseline: bool, console, categories=CATEGORIES
+) -> dict[str, dict]:
     """qwend with and without constrained decoding, then llama-cpp-python's server, on the same model."""
     from rich.table import Table
 
@@ -141,13 +145,15 @@ def run_tools_eval(settings, *, limit: int | None, baseline: bool, console) -> d
     try:
         with serve_in_thread(runtime) as base:
             for label, extra in (("qwend (grammar)", {}), ("qwend (no grammar)", {"constrained_decoding": False})):
-                results[label] = summarise(run_suite(base, extra=extra, limit=limit, on_case=progress(label)))
+                results[label] = summarise(
+                    run_suite(base, extra=extra, limit=limit, categories=categories, on_case=progress(label)))
     finally:
         runtime.models.close()
     if baseline:
         with llama_cpp_server(model.path) as base:
             label = "llama_cpp.server"
-            results[label] = summarise(run_suite(base, limit=limit, on_case=progress(label)))
+            results[label] = summarise(
+                run_suite(base, limit=limit, categories=categories, on_case=progress(label)))
 
     table = Table(title=f"qwend eval tools: {model.name}, greedy (well-formed / correct; irrelevant: no call)")
     table.add_column("category")

@@ -90,3 +90,11 @@ def test_bench_stream_prints_ratio(model_path):
     assert result.returncode == 0, result.stderr
     assert "decode ratio API/direct:" in result.stdout
     assert "llama-cpp-python direct" in result.stdout
+
+
+def test_eval_tools_runs_qwend_and_the_baseline_server(model_path):
+    result = qwend("eval", "tools", "--limit", "1", "--category", "single", "--category", "irrelevant", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for column in ("qwend (grammar)", "qwend (no grammar)", "llama_cpp.server"):
+        assert column in result.stdout
+    assert "single" in result.stdout and "no call" in result.stdout

@@ -42,3 +42,38 @@ def test_tojson_does_not_html_escape_like_transformers():
 def test_templates_run_sandboxed_and_fail_cleanly(source):
     with pytest.raises(BackendError, match="chat template failed"):
         ChatTemplate(source).render([Message("user", "hi")])
+
+
+# Written for this test in the style of Qwen3's template: the constructs it relies on must work in the sandbox.
+QWEN3_STYLE = """
+{%- if tools %}{{- '<|im_start|>system\\n# Tools\\n<tools>' }}{%- for tool in tools %}{{- '\\n' + (tool | tojson) }}{%- endfor %}{{- '\\n</tools><|im_end|>\\n' }}{%- endif %}
+{%- set ns = namespace(last_query_index=messages|length - 1) %}
+{%- for message in messages[::-1] %}{%- if message.role == 'user' and not message.content.startswith('<tool_response>') %}{%- set ns.last_query_index = (messages|length - 1) - loop.index0 %}{%- break %}{%- endif %}{%- endfor %}
+{%- for message in messages %}
+{%- if message.role == 'assistant' %}
+{%- set reasoning = message.reasoning_content if message.reasoning_content is string else '' %}
+{%- set content = message.content.split('</think>')[-1].lstrip('\\n') %}
+{{- '<|im_start|>assistant\\n' }}{%- if loop.index0 > ns.last_query_index and reasoning %}{{- '<think>\\n' + reasoning + '\\n</think>\\n\\n' }}{%- endif %}{{- content }}
+{%- for call in message.tool_calls or [] %}{{- '<tool_call>\\n{"name": "' + call.function.name + '", "arguments": ' + (call.function.arguments | tojson) + '}\\n</tool_call>' }}{%- endfor %}{{- '<|im_end|>\\n' }}
+{%- elif message.role == 'tool' %}{{- '<|im_start|>user\\n<tool_response>\\n' + message.content + '\\n</tool_response><|im_end|>\\n' }}
+{%- else %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}
+"""
+
+
+def test_qwen3_style_template_renders_tools_calls_results_and_reasoning():
+    from qwend.types import ToolCall, ToolSpec
+
+    messages = [
+        Message("user", "Weather in Paris?"),
+        Message("assistant", "", tool_calls=(ToolCall("call_1", "get_weather", '{"city": "Paris"}'),),
+                reasoning="I should call the tool."),
+        Message("tool", '{"temp": 18}', tool_call_id="call_1"),
+    ]
+    prompt = ChatTemplate(QWEN3_STYLE).render(messages, [ToolSpec("get_weather", "Weather")])
+    assert '"name": "get_weather"' in prompt.split("</tools>")[0]
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>' in prompt
+    assert "<think>\nI should call the tool.\n</think>" in prompt
+    assert '<tool_response>\n{"temp": 18}\n</tool_response>' in prompt
+    assert prompt.endswith("<|im_start|>assistant\n")

@@ -1,0 +1,45 @@
+import pytest
+from llama_cpp import LlamaGrammar
+
+from qwend.engine.grammar import call_intent, called_name, calls_grammar, json_grammar, TEXT_ONLY_START
+from qwend.types import ToolSpec
+
+TOOLS = [
+    ToolSpec("get_weather", "", {"type": "object", "properties": {
+        "city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}, "required": ["city"]}),
+    ToolSpec("set_timer", "", {"type": "object", "properties": {"minutes": {"type": "integer"}}, "required": ["minutes"]}),
+    ToolSpec("ping"),  # no parameters schema given: any object
+]
+
+
+@pytest.mark.parametrize("rules", [
+    calls_grammar(TOOLS, parallel=True),
+    calls_grammar(TOOLS[:1], parallel=False),
+    json_grammar({}),
+    json_grammar({"type": "object", "properties": {"a": {"type": "array", "items": {"type": "number"}}}, "required": ["a"]}),
+    TEXT_ONLY_START,
+])
+def test_grammars_compile_in_llama_cpp(rules):
+    LlamaGrammar.from_string(rules, verbose=False)
+
+
+def test_calls_grammar_names_only_offered_tools_and_repeats_only_when_parallel():
+    rules = calls_grammar(TOOLS, parallel=True)
+    assert '"\\"get_weather\\""' in rules and '"\\"set_timer\\""' in rules
+    assert rules.splitlines()[0].endswith(")*")
+    assert not calls_grammar(TOOLS, parallel=False).splitlines()[0].endswith(")*")
+
+
+@pytest.mark.parametrize("text, intent", [
+    ("", None), (" ", None), ("<tool", None), ("<tool_call>", True), ("{", True), ("[", None), ("[{", True),
+    ("[Link](x)", False), ("```", None), ("```j", None), ("```json", None), ("```json\n", None),
+    ("```json\n{", True), ("```\n{", True), ("```python", False), ("```\ndef", False), ("Sure", False),
+])
+def test_call_intent(text, intent):
+    assert call_intent(text) is intent
+
+
+def test_called_name():
+    assert called_name('{"name": "get_weather", "argu') == "get_weather"
+    assert called_name('{"name": "get_wea') is None
+    assert called_name('```json\n{\n  "name": "reverse"') == "reverse"
