@@ -21,12 +21,43 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from qwend.chat.stops import partial_suffix
 from qwend.types import ChatEvent, Reasoning, Token, ToolCall, ToolCallDelta, ToolCallEnd, ToolCallStart, ToolSpec
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 _CALL_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"([^"\\]*)"\s*,\s*"arguments"\s*:\s*(?=\{)')
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)\s*(?:```)?\s*", re.DOTALL)
+
+
+_NAMED = re.compile(r'"name"\s*:\s*"([^"\\]*)"')
+
+
+def called_name(text: str) -> str | None:
+    """The tool name in the beginning of a call, once it is complete."""
+    found = _NAMED.search(text)
+    return found.group(1) if found else None
+
+
+def call_intent(text: str) -> bool | None:
+    """Whether an answer that begins with `text` is meant as tool calls, in any form small Qwen models
+    use (tag, bare JSON, a list of calls, fenced JSON); None while the beginning is still ambiguous."""
+    head = text.lstrip()
+    if not head:
+        return None
+    if head.startswith(("<tool_call>", "{", "[{")):
+        return True
+    if "<tool_call>".startswith(head) or "```".startswith(head) or head == "[":
+        return None
+    if head.startswith("```"):
+        rest = head[3:]
+        if rest.startswith("json"):
+            rest = rest[4:]
+        elif rest and "json".startswith(rest):
+            return None  # "```j", "```js"
+        rest = rest.lstrip()
+        return rest[0] in "{[" if rest else None  # a fence's language and first line tell
+    return False
 
 
 def new_call_id() -> str:
@@ -85,9 +116,13 @@ class OutputParser:
             self._buffer = head[len(THINK_OPEN):]
             self._mode = "reasoning"
             return True
-        if not self._answer_started and self.lenient and head[:1] in ("{", "[", "`"):
-            self._mode = "whole"
-            return True
+        if not self._answer_started and self.lenient and not head.startswith("<"):  # tags: per block, below
+            intent = call_intent(head)
+            if intent:
+                self._mode = "whole"
+                return True
+            if intent is None and head and not final:
+                return False  # "```", "[": the next piece tells whether this is a call
         if not self._answer_started and not head and not final:
             return False  # only whitespace so far: wait to see what the answer starts with
         if not self._answer_started and not final and THINK_OPEN.startswith(head):
@@ -106,7 +141,7 @@ class OutputParser:
             self._buffer = self._buffer[at + len(marker):]
             self._mode = then
             return True
-        keep = 0 if final else _partial_suffix(self._buffer, marker)
+        keep = 0 if final else partial_suffix(self._buffer, marker)
         self._emit(kind, self._buffer[: len(self._buffer) - keep], events)
         self._buffer = self._buffer[len(self._buffer) - keep:]
         return False
@@ -252,13 +287,6 @@ class _ArgumentsEnd:
                 if self.depth == 0:
                     self.done = True
         return text
-
-
-def _partial_suffix(text: str, marker: str) -> int:
-    for k in range(min(len(marker) - 1, len(text)), 0, -1):
-        if text.endswith(marker[:k]):
-            return k
-    return 0
 
 
 def _json_values(text: str) -> list[Any]:

@@ -19,7 +19,7 @@ class StopMatcher:
         if hits:
             self._held = ""
             return buffer[: min(hits)], True
-        hold = max((_overlap(buffer, s) for s in self.stops), default=0)
+        hold = max((partial_suffix(buffer, s) for s in self.stops), default=0)
         self._held = buffer[len(buffer) - hold :]
         return buffer[: len(buffer) - hold], False
 
@@ -29,9 +29,10 @@ class StopMatcher:
         return held
 
 
-def _overlap(text: str, stop: str) -> int:
-    """Length of the longest suffix of `text` that is a proper prefix of `stop`."""
-    for k in range(min(len(stop) - 1, len(text)), 0, -1):
-        if text.endswith(stop[:k]):
+def partial_suffix(text: str, marker: str) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of `marker`: text to hold back
+    because the next piece may complete the marker."""
+    for k in range(min(len(marker) - 1, len(text)), 0, -1):
+        if text.endswith(marker[:k]):
             return k
     return 0

@@ -53,36 +53,8 @@ def calls_grammar(tools: Sequence[ToolSpec], *, parallel: bool) -> str:
     return f"root ::= {root}\n" + _schema_rules(call_schema(tools), "call-json")
 
 
-_NAMED = re.compile(r'"name"\s*:\s*"([^"\\]*)"')
 # The first character of an answer that must not open a call in any of those forms.
 TEXT_ONLY_START = 'root ::= [^<{`[ \\t\\n] [^\\x00]*'
-
-
-def called_name(text: str) -> str | None:
-    """The tool name in the beginning of a call, once it is complete."""
-    found = _NAMED.search(text)
-    return found.group(1) if found else None
-
-
-def call_intent(text: str) -> bool | None:
-    """Whether an answer that begins with `text` is meant as tool calls, in any form small Qwen models
-    use (tag, bare JSON, a list of calls, fenced JSON); None while the beginning is still ambiguous."""
-    head = text.lstrip()
-    if not head:
-        return None
-    if head.startswith(("<tool_call>", "{", "[{")):
-        return True
-    if "<tool_call>".startswith(head) or head == "[":
-        return None
-    if head.startswith("```"):
-        rest = head[3:]
-        if rest.startswith("json"):
-            rest = rest[4:]
-        elif rest and "json".startswith(rest):
-            return None  # "```j", "```js"
-        rest = rest.lstrip()
-        return rest[0] in "{[" if rest else None  # a fence's language and first line tell
-    return False
 
 
 def json_grammar(schema: dict) -> str:

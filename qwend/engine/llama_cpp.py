@@ -17,6 +17,7 @@ from pathlib import Path
 
 import anyio
 
+from qwend.chat.parser import call_intent, called_name
 from qwend.chat.prompt import ChatTemplate
 from qwend.engine import grammar
 from qwend.engine.base import Finished, Generated, ModelInfo, Piece, Prefill
@@ -172,12 +173,12 @@ class LlamaCppBackend:
     def _decide(held: bytes, constraint: OutputConstraint, count: int) -> str | None:
         """From an answer's first tokens: "text" (go on as it is), "calls", "text_again", or None (unclear)."""
         text = held.decode("utf-8", "ignore")
-        intent = grammar.call_intent(text)
+        intent = call_intent(text)
         if intent is None:
             return None if count < MAX_HELD_TOKENS else "text"
         if not intent:
             return "text"
-        name = grammar.called_name(text)
+        name = called_name(text)
         if name is None:
             return None if count < MAX_NAME_TOKENS else "calls"
         return "calls" if any(t.name == name for t in constraint.tools) else "text_again"

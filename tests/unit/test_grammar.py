@@ -1,7 +1,8 @@
 import pytest
 from llama_cpp import LlamaGrammar
 
-from qwend.engine.grammar import call_intent, called_name, calls_grammar, json_grammar, TEXT_ONLY_START
+from qwend.chat.parser import call_intent, called_name
+from qwend.engine.grammar import TEXT_ONLY_START, calls_grammar, json_grammar
 from qwend.types import ToolSpec
 
 TOOLS = [
@@ -32,7 +33,7 @@ def test_calls_grammar_names_only_offered_tools_and_repeats_only_when_parallel()
 
 @pytest.mark.parametrize("text, intent", [
     ("", None), (" ", None), ("<tool", None), ("<tool_call>", True), ("{", True), ("[", None), ("[{", True),
-    ("[Link](x)", False), ("```", None), ("```j", None), ("```json", None), ("```json\n", None),
+    ("[Link](x)", False), ("`", None), ("``", None), ("`code`", False), ("```", None), ("```j", None), ("```json", None), ("```json\n", None),
     ("```json\n{", True), ("```\n{", True), ("```python", False), ("```\ndef", False), ("Sure", False),
 ])
 def test_call_intent(text, intent):
