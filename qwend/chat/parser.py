@@ -73,7 +73,8 @@ class OutputParser:
         self.max_calls = max_calls  # parallel_tool_calls=false: calls past the first are dropped
         self.trusted = trusted  # a grammar guarantees the calls' shape: stream arguments as they come
         self.lenient = lenient and bool(tools) and not trusted
-        self.outcomes: Counter[str] = Counter()  # parsed / repaired / fell_back, for metrics
+        # parsed / repaired / fell_back / truncated / invalid / dropped, for metrics
+        self.outcomes: Counter[str] = Counter()
         self._mode = "reasoning" if in_reasoning else "content"
         self._buffer = ""
         self._answer_started = False  # any content or call emitted yet
@@ -188,8 +189,14 @@ class OutputParser:
     def _finish_tagged_call(self, body: str, events: list[ChatEvent]) -> None:
         streamed, self._streamed = self._streamed, None
         if streamed is not None:
-            # the grammar guaranteed the call; only max_tokens can have cut its arguments short
-            outcome = "parsed" if streamed.tracker.done else "truncated"
+            # the grammar shaped the call; max_tokens may have cut it short, and a schema keyword the
+            # grammar cannot express (a pattern, a format) may still fail: counted, as it has been sent
+            if not streamed.tracker.done:
+                outcome = "truncated"
+            elif self._validated({"name": streamed.name, "arguments": streamed.arguments}) is None:
+                outcome = "invalid"
+            else:
+                outcome = "parsed"
             self._end_call(streamed.index, streamed.id, streamed.name, streamed.arguments, events, outcome=outcome)
             return
         parsed = _loads_repairing(body)

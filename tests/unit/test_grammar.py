@@ -44,3 +44,27 @@ def test_called_name():
     assert called_name('{"name": "get_weather", "argu') == "get_weather"
     assert called_name('{"name": "get_wea') is None
     assert called_name('```json\n{\n  "name": "reverse"') == "reverse"
+
+
+def test_local_refs_are_inlined_so_nested_tool_schemas_still_compile():
+    from qwend.chat.schemas import prepare_schema
+
+    schema = prepare_schema({"type": "object", "properties": {"a": {"$ref": "#/$defs/x"}}, "required": ["a"],
+                             "$defs": {"x": {"type": "string", "enum": ["p", "q"]}}}, param="p")
+    assert schema == {"type": "object", "properties": {"a": {"type": "string", "enum": ["p", "q"]}}, "required": ["a"]}
+    LlamaGrammar.from_string(calls_grammar([ToolSpec("t", "", schema)], parallel=True), verbose=False)
+
+
+@pytest.mark.parametrize("schema, message", [
+    ({"type": "weird"}, "invalid JSON schema"),
+    ({"properties": {"a": {"$ref": "https://example.com/s.json"}}}, "only local references"),
+    ({"properties": {"a": {"$ref": "#/$defs/node"}}, "$defs": {"node": {"properties": {"next": {"$ref": "#/$defs/node"}}}}},
+     "recursive"),
+    ({"properties": {"a": {"$ref": "#/$defs/missing"}}}, "points at nothing"),
+])
+def test_schemas_that_cannot_be_enforced_are_400(schema, message):
+    from qwend.chat.schemas import prepare_schema
+    from qwend.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match=message):
+        prepare_schema(schema, param="tools[0].function.parameters")

@@ -91,3 +91,9 @@ async def test_unknown_tool_in_model_output_stays_content(tmp_path):
         assert "tool_calls" not in message and message["content"] == invented
         health = (await client.get("/health")).json()
         assert health["tool_parse_outcomes"] == {"fell_back": 1}
+
+
+async def test_a_tool_schema_with_a_remote_ref_is_400(client):
+    tool = {"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"$ref": "https://example.com/x.json"}}}}}
+    assert_openai_error(await client.post(URL, json={**ASK, "tools": [tool]}), 400, param="tools[0].function.parameters")

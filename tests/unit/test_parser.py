@@ -128,6 +128,13 @@ def test_trusted_call_cut_short_reports_truncated():
     assert parser.outcomes == {"truncated": 1}
 
 
+def test_trusted_call_that_fails_a_schema_keyword_is_counted_invalid():
+    pattern = ToolSpec("code", "", {"type": "object", "properties": {"c": {"type": "string", "pattern": "^[A-Z]+$"}}})
+    parser = OutputParser([pattern], trusted=True)
+    events = parser.feed('<tool_call>\n{"name": "code", "arguments": {"c": "abc"}}\n</tool_call>') + parser.finish()
+    assert isinstance(events[-1], ToolCallEnd) and parser.outcomes == {"invalid": 1}
+
+
 def test_no_tools_means_no_calls():
     parser = OutputParser([])
     text = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from qwend.chat.schemas import prepare_schema
 from qwend.errors import InvalidRequest
 from qwend.types import ChatRequest, Message, SamplingParams, ToolCall, ToolSpec, Usage
 
@@ -116,7 +117,11 @@ def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
         max_tokens=body.max_completion_tokens or body.max_tokens,
     )
     messages = tuple(_to_message(m, i) for i, m in enumerate(body.messages))
-    tools = tuple(ToolSpec(t.function.name, t.function.description, t.function.parameters) for t in body.tools or ())
+    tools = tuple(
+        ToolSpec(t.function.name, t.function.description,
+                 prepare_schema(t.function.parameters, param=f"tools[{i}].function.parameters"))
+        for i, t in enumerate(body.tools or ())
+    )
     if len({t.name for t in tools}) != len(tools):
         raise InvalidRequest("tool names must be unique", param="tools")
     choice = body.tool_choice or "auto"
@@ -140,7 +145,7 @@ def _json_schema(response_format: ResponseFormat | None) -> dict[str, Any] | Non
         return {}
     if response_format.json_schema is None or not response_format.json_schema.schema_:
         raise InvalidRequest("response_format json_schema needs a schema", param="response_format.json_schema")
-    return response_format.json_schema.schema_
+    return prepare_schema(response_format.json_schema.schema_, param="response_format.json_schema.schema")
 
 
 def _pick(value, default):
