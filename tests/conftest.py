@@ -4,7 +4,6 @@ pulled by ./run-tests into the default data dir (or QWEND_DATA_DIR)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from qwend.engine.manager import LoadedModel
 from qwend.engine.scheduler import Scheduler
+from qwend.local_server import free_port
 from qwend.models.store import LocalModel
 from qwend.runtime import Runtime
 from qwend.settings import DEFAULT_MODEL, Settings
@@ -36,12 +36,6 @@ def fake_runtime(tmp_path: Path, backend: FakeBackend, *, queue_size: int = 4) -
     return runtime
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def model_path() -> Path:
     """The real default model, as ./run-tests pulled it."""
@@ -57,7 +51,7 @@ def model_path() -> Path:
 @pytest.fixture(scope="session")
 def daemon(model_path: Path, tmp_path_factory) -> str:
     """A real `qwend serve` process with the real default model; yields its base URL."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("daemon") / "daemon.log"
     env = {**os.environ, "QWEND_PULL_MISSING": "false", "QWEND_QUEUE_SIZE": "1"}
     with open(log, "w") as out:

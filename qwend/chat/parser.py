@@ -28,8 +28,6 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 _CALL_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"([^"\\]*)"\s*,\s*"arguments"\s*:\s*(?=\{)')
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)\s*(?:```)?\s*", re.DOTALL)
-
-
 _NAMED = re.compile(r'"name"\s*:\s*"([^"\\]*)"')
 
 
@@ -45,9 +43,9 @@ def call_intent(text: str) -> bool | None:
     head = text.lstrip()
     if not head:
         return None
-    if head.startswith(("<tool_call>", "{", "[{")):
+    if head.startswith((CALL_OPEN, "{", "[{")):
         return True
-    if "<tool_call>".startswith(head) or "```".startswith(head) or head == "[":
+    if CALL_OPEN.startswith(head) or "```".startswith(head) or head == "[":
         return None
     if head.startswith("```"):
         rest = head[3:]

@@ -130,6 +130,10 @@ class LlamaCppBackend:
             return
         llama.set_seed(RANDOM_SEED if params.seed is None else params.seed)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+        def piece(token: int) -> Piece:
+            return Piece(decoder.decode(llama.detokenize([token], special=False)))
+
         tokens = self._sample(list(prompt), params, rules)
         held: list[int] = []  # while deciding: the answer's first tokens, until they show call or text
         count, reason = 0, "length"
@@ -156,13 +160,13 @@ class LlamaCppBackend:
                         continue
                 for released in (held or [token])[: limit - count]:
                     count += 1
-                    yield Piece(decoder.decode(llama.detokenize([released], special=False)))
+                    yield piece(released)
                 held = []
                 if count >= limit:
                     break
             for released in held[: limit - count]:  # the answer ended while still ambiguous: it was text
                 count += 1
-                yield Piece(decoder.decode(llama.detokenize([released], special=False)))
+                yield piece(released)
         finally:
             tokens.close()
         if tail := decoder.decode(b"", final=True):
@@ -187,8 +191,8 @@ class LlamaCppBackend:
         self, prompt: list[int], params: SamplingParams, choice: str, constraint: OutputConstraint
     ) -> Iterator[int]:
         if choice == "calls":
-            calls = grammar.calls_grammar(constraint.tools, parallel=constraint.parallel)
-            yield from self._sample(list(constraint.calls_prompt) or prompt, params, calls)
+            calls_prompt, rules = _calls(prompt, constraint)
+            yield from self._sample(list(calls_prompt), params, rules)
             return
         # only the first token needs steering away from a call; the rest runs at full speed
         first_tokens = self._sample(prompt, params, grammar.TEXT_ONLY_START)
@@ -233,9 +237,14 @@ def _plan(
     if not constraint.tools or constraint.calls == "none":
         return prompt, None, False
     if constraint.calls == "required":
-        calls = grammar.calls_grammar(constraint.tools, parallel=constraint.parallel)
-        return constraint.calls_prompt or prompt, calls, False
+        return (*_calls(prompt, constraint), False)
     return prompt, None, True
+
+
+def _calls(prompt: Sequence[int], constraint: OutputConstraint) -> tuple[Sequence[int], str]:
+    """The prompt and grammar that tool calls are generated from."""
+    rules = grammar.calls_grammar(constraint.tools, parallel=constraint.parallel)
+    return constraint.calls_prompt or prompt, rules
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
