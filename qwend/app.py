@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from qwend import __version__
-from qwend.api import daemon, openai
+from qwend.api import cortex, daemon, openai
 from qwend.api.errors import install_error_handlers
 from qwend.errors import ModelNotFound
 from qwend.runtime import Runtime
@@ -24,6 +24,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         owned = runtime is None
         app.state.runtime = Runtime.create(settings) if owned else runtime
+        if owned:
+            await app.state.runtime.start()
         try:
             await app.state.runtime.models.get(None)
         except ModelNotFound as exc:
@@ -43,4 +45,5 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(daemon.router)
     app.include_router(openai.router)
+    app.include_router(cortex.router)
     return app

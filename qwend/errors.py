@@ -2,8 +2,10 @@
 
 QwendError
 ├── InvalidRequest          400  a body that cannot be served as sent
-│   └── ContextOverflow     400  the prompt (plus max_tokens) does not fit the context window
+│   ├── ContextOverflow     400  the prompt (plus max_tokens) does not fit the context window
+│   └── InvalidToolArguments 400 arguments that fail a tool's schema (names the argument)
 ├── ModelNotFound           404  a model name that resolves to nothing on disk or in the catalog
+├── ToolNotFound            404  a tool name that is not registered (or is switched off by configuration)
 ├── Busy                    503  the model's queue is full; carries retry_after seconds
 ├── ModelFetchError         500  a pull that failed (offline, pip error, missing file)
 │   └── ChecksumMismatch         the assembled file's sha256 is not the pinned one
@@ -34,10 +36,20 @@ class ContextOverflow(InvalidRequest):
     code = "context_length_exceeded"
 
 
+class InvalidToolArguments(InvalidRequest):
+    code = "invalid_tool_arguments"
+
+
 class ModelNotFound(QwendError):
     status = 404
     type = "invalid_request_error"
     code = "model_not_found"
+
+
+class ToolNotFound(QwendError):
+    status = 404
+    type = "invalid_request_error"
+    code = "tool_not_found"
 
 
 class Busy(QwendError):

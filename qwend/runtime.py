@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -9,6 +10,10 @@ from dataclasses import dataclass, field
 from qwend.engine.manager import ModelManager
 from qwend.models.store import ModelStore
 from qwend.settings import Settings
+from qwend.tools.base import ToolContext
+from qwend.tools.mcp_client import McpServers
+from qwend.tools.registry import ToolRegistry
+from qwend.tools.sandbox import Limits, Sandbox
 
 
 @dataclass
@@ -18,11 +23,29 @@ class Runtime:
     models: ModelManager
     started_at: float = field(default_factory=time.time)
     tool_parse_outcomes: Counter[str] = field(default_factory=Counter)  # parsed / repaired / fell_back / ...
+    sandbox: Sandbox = field(init=False)
+    tools: ToolRegistry = field(init=False)
+    mcp: McpServers = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        limits = Limits(
+            wall_seconds=s.sandbox_timeout, cpu_seconds=math.ceil(s.sandbox_timeout), memory_bytes=s.sandbox_memory_mb << 20
+        )
+        self.sandbox = Sandbox(limits, allow_unsandboxed=s.allow_unsandboxed_code)
+        self.tools = ToolRegistry(ToolContext(s, self.sandbox, self))
+        self.tools.load()
+        self.mcp = McpServers(s.mcp_servers_file)
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
         store = ModelStore(settings.store_dir, settings.models_dir)
         return cls(settings, store, ModelManager(settings, store))
 
+    async def start(self) -> None:
+        """What needs the event loop: connections to MCP servers."""
+        await self.mcp.start(self.tools.register)
+
     async def close(self) -> None:
+        await self.mcp.close()
         self.models.close()

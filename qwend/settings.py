@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "qwen2.5-coder:0.5b"
@@ -17,10 +17,15 @@ def default_data_dir() -> Path:
     return Path(base) / "qwend"
 
 
+def _alias(name: str) -> AliasChoices:
+    """Accept both `QWEND_<NAME>` and the bare `<NAME>` that seed 001's `.env` uses."""
+    return AliasChoices(name, f"QWEND_{name.upper()}", name.upper())
+
+
 class Settings(BaseSettings):
     """Everything qwend reads from its environment. Every field is `QWEND_<NAME>`."""
 
-    model_config = SettingsConfigDict(env_prefix="QWEND_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="QWEND_", env_file=".env", extra="ignore", populate_by_name=True)
 
     # server
     host: str = Field("127.0.0.1", description="Address to bind; loopback by default.")
@@ -46,6 +51,50 @@ class Settings(BaseSettings):
     # scheduling
     queue_size: int = Field(16, ge=0, description="Jobs that may wait per model before requests get 503 busy.")
 
+    # tools (seed 001's ENABLE_* and LINEAR_API_KEY names are read too)
+    enable_web_search: bool = Field(
+        True, validation_alias=_alias("enable_web_search"), description="Load web_search and web_fetch."
+    )
+    enable_code_execution: bool = Field(
+        True, validation_alias=_alias("enable_code_execution"), description="Load python_repl and code_generator."
+    )
+    enable_file_operations: bool = Field(
+        False, validation_alias=_alias("enable_file_operations"), description="Load read_file, write_file, list_files."
+    )
+    tool_modules: list[str] = Field(
+        default_factory=list, description="Python modules whose @tool functions are added (JSON list in env)."
+    )
+    workspace_dir: Path | None = Field(
+        None, description="The only folder file tools touch; default <data_dir>/workspace."
+    )
+    mcp_config: Path | None = Field(
+        None, description="MCP servers file ({\"mcpServers\": {...}}); default <data_dir>/mcp.json when present."
+    )
+    allow_unsandboxed_code: bool = Field(
+        False, description="INSECURE: let python_repl run without bubblewrap (rlimits only) when it is missing."
+    )
+    sandbox_timeout: float = Field(10.0, gt=0, le=300, description="Wall-clock seconds a python_repl run may take.")
+    sandbox_memory_mb: int = Field(512, ge=64, description="Address-space limit of a python_repl run, in MiB.")
+    search_provider: Literal["duckduckgo", "searxng"] = Field("duckduckgo", description="Engine behind web_search.")
+    searxng_url: str | None = Field(None, description="Base URL of a SearXNG instance (search_provider=searxng).")
+    fetch_timeout: float = Field(10.0, gt=0, description="Seconds web_fetch and web_search may take per request.")
+    fetch_max_bytes: int = Field(2 << 20, ge=1024, description="Most bytes web_fetch downloads from one URL.")
+    fetch_allow_networks: list[str] = Field(
+        default_factory=list, description="CIDRs web_fetch may reach although private (e.g. an intranet)."
+    )
+    linear_api_key: SecretStr | None = Field(
+        None, validation_alias=_alias("linear_api_key"), description="Linear personal API key."
+    )
+    linear_api_url: str = Field("https://api.linear.app/graphql", description="Linear's GraphQL endpoint.")
+
     @property
     def store_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def workspace(self) -> Path:
+        return self.workspace_dir or self.data_dir / "workspace"
+
+    @property
+    def mcp_servers_file(self) -> Path:
+        return self.mcp_config or self.data_dir / "mcp.json"

@@ -23,17 +23,26 @@ from tests.fakes import FakeBackend
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 
 
-def fake_runtime(tmp_path: Path, backend: FakeBackend, *, queue_size: int = 4) -> Runtime:
-    """A Runtime whose default model `fake.gguf` is already loaded with `backend`."""
+def fake_runtime(tmp_path: Path, backend: FakeBackend, *, queue_size: int = 4, **settings) -> Runtime:
+    """A Runtime whose default model `fake.gguf` is already loaded with `backend`; `settings` override."""
     models_dir = tmp_path / "models"
     models_dir.mkdir(exist_ok=True)
     (models_dir / "fake.gguf").write_bytes(b"GGUF")
     settings = Settings(_env_file=None, data_dir=tmp_path / "data", models_dir=models_dir, model="fake.gguf",
-                        queue_size=queue_size)
+                        queue_size=queue_size, **settings)
     runtime = Runtime.create(settings)
     model = LocalModel("fake.gguf", models_dir / "fake.gguf")
     runtime.models.loaded[model.name] = LoadedModel(model, backend, Scheduler(backend, queue_size=queue_size))
     return runtime
+
+
+def client_for(runtime: Runtime) -> httpx.AsyncClient:
+    """An in-process HTTP client for the app around `runtime`."""
+    from qwend.app import create_app
+
+    app = create_app(runtime.settings, runtime)
+    app.state.runtime = runtime  # the lifespan would set it; ASGITransport does not run lifespans
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 
 @pytest.fixture(scope="session")

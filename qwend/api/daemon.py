@@ -1,4 +1,4 @@
-"""qwend's own routes (seed 000): `GET /health` and `GET /`."""
+"""qwend's own routes (seed 000): `GET /health`, `GET /`, `GET /v1/tools`, `POST /v1/tools/{name}/invoke`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from qwend import __version__
 from qwend.api.deps import RuntimeDep
+from qwend.api.wire.tools import InvokeBody, native_tool
 from qwend.errors import QwendError
 from qwend.runtime import Runtime
 
@@ -27,7 +28,7 @@ async def health(runtime: RuntimeDep):
         },
         "tool_parse_outcomes": dict(runtime.tool_parse_outcomes),
         "available_profiles": [],
-        "available_tools": [],
+        "available_tools": runtime.tools.names(),
         "version": __version__,
     }
 
@@ -41,6 +42,16 @@ async def root(runtime: RuntimeDep):
         "models_loaded": sorted(runtime.models.loaded),
         "docs": "/docs",
     }
+
+
+@router.get("/v1/tools", summary="Every tool, with its JSON schema and whether it is enabled")
+async def list_tools(runtime: RuntimeDep):
+    return {"tools": [native_tool(t) for t in runtime.tools.all()]}
+
+
+@router.post("/v1/tools/{name}/invoke", summary="Run one tool directly, without the model")
+async def invoke_tool(name: str, body: InvokeBody, runtime: RuntimeDep):
+    return (await runtime.tools.invoke(name, body.arguments)).to_dict()
 
 
 def _default_name(runtime: Runtime) -> str:

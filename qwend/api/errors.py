@@ -1,7 +1,7 @@
 """Maps the exception tree (and FastAPI's own errors) to each protocol's error shape, once.
 
-OpenAI paths (`/v1/...`) get `{"error": {"message", "type", "param", "code"}}`; other paths get the
-FastAPI-style `{"detail": message}` their seed clients read.
+OpenAI paths (`/v1/...`) get `{"error": {"message", "type", "param", "code"}}`; seed 000's own `/v1` routes
+and every other path get the FastAPI-style `{"detail": message}` their seed clients read.
 """
 
 from __future__ import annotations
@@ -23,11 +23,16 @@ def error_response(
     request: Request, status: int, message: str, *, type_: str = "invalid_request_error",
     code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    if request.url.path.startswith("/v1/"):
+    if _is_openai_path(request.url.path):
         body = error_body(message, type_, code, param)
     else:
         body = {"detail": message}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _is_openai_path(path: str) -> bool:
+    native = path == "/v1/chat" or path.startswith(("/v1/sessions", "/v1/tools", "/v1/profiles"))
+    return path.startswith("/v1/") and not native
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:

@@ -3,21 +3,13 @@
 import asyncio
 import json
 
-import httpx
 import pytest
 
-from qwend.app import create_app
-from tests.conftest import fake_runtime
+from tests.conftest import client_for, fake_runtime
 from tests.fakes import FakeBackend
 
 URL = "/v1/chat/completions"
 HELLO = {"messages": [{"role": "user", "content": "hi"}]}
-
-
-def client_for(runtime):
-    app = create_app(runtime.settings, runtime)
-    app.state.runtime = runtime  # the lifespan would set it; ASGITransport does not run lifespans
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 
 @pytest.fixture

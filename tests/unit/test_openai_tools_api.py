@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from tests.conftest import fake_runtime
+from tests.conftest import client_for, fake_runtime
 from tests.fakes import FakeBackend
-from tests.unit.test_openai_api import URL, assert_openai_error, client_for
+from tests.unit.test_openai_api import URL, assert_openai_error
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city",
