@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from qwend import __version__
-from qwend.api import cortex, daemon, openai
+from qwend.api import cortex, daemon, openai, sessions
 from qwend.api.errors import install_error_handlers
 from qwend.errors import ModelNotFound
 from qwend.runtime import Runtime
@@ -44,6 +44,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(daemon.router)
+    app.include_router(sessions.router)
     app.include_router(openai.router)
     app.include_router(cortex.router)
     return app

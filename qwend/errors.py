@@ -4,8 +4,11 @@ QwendError
 ├── InvalidRequest          400  a body that cannot be served as sent
 │   ├── ContextOverflow     400  the prompt (plus max_tokens) does not fit the context window
 │   └── InvalidToolArguments 400 arguments that fail a tool's schema (names the argument)
-├── ModelNotFound           404  a model name that resolves to nothing on disk or in the catalog
-├── ToolNotFound            404  a tool name that is not registered (or is switched off by configuration)
+├── NotFound                404
+│   ├── ModelNotFound            a model name that resolves to nothing on disk or in the catalog
+│   ├── SessionNotFound          a session id that no session store knows
+│   ├── ProfileNotFound          a profile name that no profile file defines
+│   └── ToolNotFound             a tool name that is not registered (or is switched off by configuration)
 ├── Busy                    503  the model's queue is full; carries retry_after seconds
 ├── ModelFetchError         500  a pull that failed (offline, pip error, missing file)
 │   └── ChecksumMismatch         the assembled file's sha256 is not the pinned one
@@ -40,15 +43,25 @@ class InvalidToolArguments(InvalidRequest):
     code = "invalid_tool_arguments"
 
 
-class ModelNotFound(QwendError):
+class NotFound(QwendError):
     status = 404
     type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
-class ToolNotFound(QwendError):
-    status = 404
-    type = "invalid_request_error"
+class SessionNotFound(NotFound):
+    code = "session_not_found"
+
+
+class ProfileNotFound(NotFound):
+    code = "profile_not_found"
+
+
+class ToolNotFound(NotFound):
     code = "tool_not_found"
 
 

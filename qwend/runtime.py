@@ -7,8 +7,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from qwend.agents.profiles import Profiles
 from qwend.engine.manager import ModelManager
 from qwend.models.store import ModelStore
+from qwend.sessions.queue import SessionTurns
+from qwend.sessions.sqlite import SqliteSessionStore
+from qwend.sessions.store import SessionStore
 from qwend.settings import Settings
 from qwend.tools.base import ToolContext
 from qwend.tools.mcp_client import McpServers
@@ -26,6 +30,9 @@ class Runtime:
     sandbox: Sandbox = field(init=False)
     tools: ToolRegistry = field(init=False)
     mcp: McpServers = field(init=False)
+    profiles: Profiles = field(init=False)
+    sessions: SessionStore = field(init=False)
+    session_turns: SessionTurns = field(default_factory=SessionTurns)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -36,6 +43,8 @@ class Runtime:
         self.tools = ToolRegistry(ToolContext(s, self.sandbox, self))
         self.tools.load()
         self.mcp = McpServers(s.mcp_servers_file)
+        self.profiles = Profiles(s.profiles_path)
+        self.sessions = SqliteSessionStore(s.database)
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -48,4 +57,5 @@ class Runtime:
 
     async def close(self) -> None:
         await self.mcp.close()
+        await self.sessions.close()
         self.models.close()

@@ -87,6 +87,30 @@ class Settings(BaseSettings):
     )
     linear_api_url: str = Field("https://api.linear.app/graphql", description="Linear's GraphQL endpoint.")
 
+    # seed 000's model sizes: each names a model; unset means the default model
+    model_small: str | None = Field(None, description="Model used for model_size=small (default: `model`).")
+    model_medium: str | None = Field(None, description="Model used for model_size=medium (default: `model`).")
+    model_large: str | None = Field(None, description="Model used for model_size=large (default: `model`).")
+
+    # sessions and profiles
+    profiles_dir: Path | None = Field(None, description="Your own profile TOML files; default <data_dir>/profiles.")
+    context_overflow: Literal["summarize", "drop"] = Field(
+        "summarize", description="What happens to a session's oldest turns when they no longer fit the window."
+    )
+    reply_reserve: int = Field(
+        512, ge=16, description="Tokens kept free for the reply when fitting a session's history into the window."
+    )
+
+    # agents (seed 001's ENABLE_AGENTS, MAX_AGENT_ITERATIONS, DEFAULT_AGENT_VERBOSE are read too)
+    enable_agents: bool = Field(True, validation_alias=_alias("enable_agents"), description="Serve /api/agents/*.")
+    max_agent_iterations: int = Field(
+        10, ge=1, le=100, validation_alias=_alias("max_agent_iterations"),
+        description="ReAct steps an agent run may take when the request does not say.",
+    )
+    default_agent_verbose: bool = Field(
+        True, validation_alias=_alias("default_agent_verbose"), description="Agent runs return every step."
+    )
+
     @property
     def store_dir(self) -> Path:
         return self.data_dir / "models"
@@ -94,6 +118,21 @@ class Settings(BaseSettings):
     @property
     def workspace(self) -> Path:
         return self.workspace_dir or self.data_dir / "workspace"
+
+    @property
+    def profiles_path(self) -> Path:
+        return self.profiles_dir or self.data_dir / "profiles"
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "qwend.db"
+
+    def model_for_size(self, size: str | None) -> str:
+        """The model name a seed 000 `model_size` stands for."""
+        chosen = {"small": self.model_small, "medium": self.model_medium, "large": self.model_large}.get(
+            (size or "").lower()
+        )
+        return chosen or self.model
 
     @property
     def mcp_servers_file(self) -> Path:

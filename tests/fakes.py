@@ -10,10 +10,16 @@ from qwend.types import Message, OutputConstraint, SamplingParams, ToolSpec
 
 
 class FakeBackend:
-    """Tokenizes by characters and answers with `reply`, one word-piece per `delay` seconds."""
+    """Tokenizes by characters and answers with `reply`, one word-piece per `delay` seconds. With `replies`,
+    each generation answers with the next one in turn (the last repeats), for multi-step loops."""
 
-    def __init__(self, reply: str = "Hello there, friend.", *, delay: float = 0.0, context_length: int = 512):
+    def __init__(
+        self, reply: str = "Hello there, friend.", *, delay: float = 0.0, context_length: int = 512,
+        replies: Sequence[str] = (),
+    ):
         self.reply = reply
+        self.replies = list(replies)
+        self.prompts: list[str] = []  # every rendered prompt, in order, for tests to inspect
         self.delay = delay
         self.info = ModelInfo(context_length, context_length, 256, 1000, 1, True)
         self.active = 0  # generations currently running; the scheduler must keep this <= 1
@@ -24,13 +30,17 @@ class FakeBackend:
         return [ord(c) % 256 for c in text]
 
     def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
-        return "".join(f"<{m.role}>{m.content}" for m in messages) + "<assistant>"
+        prompt = "".join(f"<{m.role}>{m.content}" for m in messages) + "<assistant>"
+        self.prompts.append(prompt)
+        return prompt
 
     async def generate(
         self, prompt: Sequence[int], params: SamplingParams, constraint: OutputConstraint | None = None
     ) -> AsyncIterator[Generated]:
         self.active += 1
         self.max_active = max(self.max_active, self.active)
+        if self.replies:
+            self.reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
         pieces = [w + " " for w in self.reply.split(" ")]
         pieces[-1] = pieces[-1].rstrip()
         limit = params.max_tokens or len(pieces)

@@ -1,4 +1,4 @@
-"""qwend's own routes (seed 000): `GET /health`, `GET /`, `GET /v1/tools`, `POST /v1/tools/{name}/invoke`."""
+"""qwend's own routes (seed 000): `GET /health`, `GET /`, tools and profiles (chat and sessions: api/sessions.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ async def health(runtime: RuntimeDep):
             for name, m in runtime.models.loaded.items()
         },
         "tool_parse_outcomes": dict(runtime.tool_parse_outcomes),
-        "available_profiles": [],
+        "available_profiles": runtime.profiles.names(),
         "available_tools": runtime.tools.names(),
         "version": __version__,
     }
@@ -52,6 +52,16 @@ async def list_tools(runtime: RuntimeDep):
 @router.post("/v1/tools/{name}/invoke", summary="Run one tool directly, without the model")
 async def invoke_tool(name: str, body: InvokeBody, runtime: RuntimeDep):
     return (await runtime.tools.invoke(name, body.arguments)).to_dict()
+
+
+@router.get("/v1/profiles", summary="Agent profiles: system prompt, tools, model and sampling defaults")
+async def list_profiles(runtime: RuntimeDep):
+    return {"profiles": [p.public() for p in runtime.profiles.all()]}
+
+
+@router.get("/v1/profiles/{name}", summary="One agent profile")
+async def get_profile(name: str, runtime: RuntimeDep):
+    return runtime.profiles.get(name).public()
 
 
 def _default_name(runtime: Runtime) -> str:

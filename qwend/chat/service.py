@@ -90,7 +90,8 @@ async def _prepare(
 # Small models answer a follow-up from the tool results already in the conversation (inventing the new
 # result) instead of calling again; measured on `qwend eval tools`, this reminder after the last message
 # turns most such answers into calls. Only added once tool results are in the history: before that it
-# makes small models call tools for questions that need none.
+# makes small models call tools for questions that need none, and not after a tool result (the model is
+# then to answer from it, and the reminder would make it call the same tool again).
 TOOL_REMINDER = (
     "Reminder: tools give fresh results. For the user's last message, call the matching tool "
     "(one call per item) unless no tool fits."
@@ -104,7 +105,8 @@ PARALLEL_HINT = "Make one tool call for each item the user asks about."
 
 
 def render(backend, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...], hint: str | None = None) -> str:
-    notes = [n for n in (TOOL_REMINDER if tools and any(m.role == "tool" for m in messages) else None, hint) if n]
+    follow_up = messages[-1].role == "user" and any(m.role == "tool" for m in messages)
+    notes = [n for n in (TOOL_REMINDER if tools and follow_up else None, hint) if n]
     if notes:
         try:
             return backend.render(messages + (Message("system", " ".join(notes)),), tools)

@@ -1,0 +1,128 @@
+"""The server-side tool loop: the model calls tools, qwend runs them, the results go back, until an answer.
+
+Guards: at most `max_steps` rounds of calls (the round after the last one offers no tools, so the model
+must answer); an identical call made twice is not run again (the model is told to use the earlier result);
+a tool that fails, or arguments that do not fit its schema, become the tool message the model reads,
+never a failed request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from qwend.chat.service import chat
+from qwend.errors import InvalidToolArguments, ToolNotFound
+from qwend.runtime import Runtime
+from qwend.tools.base import ToolResult
+from qwend.types import (
+    ChatEvent, ChatRequest, Done, FinishReason, Message, Reasoning, SamplingParams, Token, ToolCall, ToolCallEnd,
+    ToolSpec, Usage,
+)
+
+MAX_RESULT_CHARS = 8000  # what the model reads of one tool result; the client still gets all of it
+
+
+@dataclass(frozen=True)
+class ToolResultEvent:
+    call: ToolCall
+    result: ToolResult
+
+
+@dataclass(frozen=True)
+class StepDone:
+    """One generation of the loop finished (its Done, re-labelled so a stream has one final `done`)."""
+
+    finish_reason: FinishReason
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class TurnEnd:
+    """The loop's answer: the messages it added (assistant and tool), summed usage, and why it stopped."""
+
+    messages: tuple[Message, ...]
+    finish_reason: FinishReason
+    usage: Usage
+    steps: int
+    tool_results: tuple[ToolResultEvent, ...] = field(default=())
+
+    @property
+    def answer(self) -> str:
+        return self.messages[-1].content if self.messages and self.messages[-1].role == "assistant" else ""
+
+
+LoopEvent = ChatEvent | ToolResultEvent | StepDone | TurnEnd
+
+
+async def run_tool_loop(
+    runtime: Runtime, messages: Sequence[Message], *, tools: Sequence[ToolSpec], model: str | None,
+    sampling: SamplingParams, max_steps: int,
+) -> AsyncIterator[LoopEvent]:
+    """Chat events of every step, a ToolResultEvent per executed call, a StepDone per generation, then TurnEnd."""
+    history = list(messages)
+    added: list[Message] = []
+    results: list[ToolResultEvent] = []
+    seen_calls: set[tuple[str, str]] = set()
+    totals = [0, 0, 0]
+    finish: FinishReason = "stop"
+    step = 0
+    while True:
+        offered = tuple(tools) if step < max_steps else ()
+        request = ChatRequest(tuple(history), model=model, sampling=sampling, tools=offered)
+        text, thoughts, calls = [], [], []
+        async with aclosing(chat(runtime, request)) as events:
+            async for event in events:
+                match event:
+                    case Token(piece):
+                        text.append(piece)
+                    case Reasoning(piece):
+                        thoughts.append(piece)
+                    case ToolCallEnd(_, call):
+                        calls.append(call)
+                    case Done(reason, usage):
+                        finish = reason
+                        totals = [totals[0] + usage.prompt_tokens, totals[1] + usage.completion_tokens,
+                                  totals[2] + usage.cached_tokens]
+                        yield StepDone(reason, usage)
+                        continue
+                yield event
+        step += 1
+        reply = Message("assistant", "".join(text), tool_calls=tuple(calls), reasoning="".join(thoughts) or None)
+        history.append(reply)
+        added.append(reply)
+        if not calls:
+            break
+        for call in calls:
+            result = await _run_call(runtime, call, seen_calls)
+            results.append(ToolResultEvent(call, result))
+            yield results[-1]
+            message = Message("tool", tool_result_text(result), name=call.name, tool_call_id=call.id)
+            history.append(message)
+            added.append(message)
+    yield TurnEnd(tuple(added), finish, Usage(*totals), step, tuple(results))
+
+
+async def _run_call(runtime: Runtime, call: ToolCall, seen: set[tuple[str, str]]) -> ToolResult:
+    try:
+        arguments = json.loads(call.arguments or "{}")
+    except ValueError:
+        return ToolResult(False, error=f"the arguments are not valid JSON: {call.arguments[:200]}")
+    key = (call.name, json.dumps(arguments, sort_keys=True))
+    if key in seen:
+        return ToolResult(False, error="this exact call was already made and its result is above; use it to answer")
+    seen.add(key)
+    try:
+        return await runtime.tools.invoke(call.name, arguments)
+    except (ToolNotFound, InvalidToolArguments) as exc:
+        return ToolResult(False, error=exc.message)
+
+
+def tool_result_text(result: ToolResult) -> str:
+    """What the model reads: the result itself (JSON unless text), or the error."""
+    if not result.success:
+        return f"Error: {result.error}"
+    value = result.result if isinstance(result.result, str) else json.dumps(result.result, ensure_ascii=False)
+    return value if len(value) <= MAX_RESULT_CHARS else value[:MAX_RESULT_CHARS] + " …[truncated]"

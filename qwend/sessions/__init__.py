@@ -1,0 +1,1 @@
+"""Sessions: persisted chat history behind the `SessionStore` protocol (SQLite today)."""

@@ -1,0 +1,253 @@
+"""SqliteSessionStore: records, turns, folds, migrations, concurrency, and surviving SIGKILL."""
+
+import asyncio
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from qwend.errors import InvalidRequest, QwendError, SessionNotFound
+from qwend.sessions import sqlite as sqlite_store
+from qwend.sessions.sqlite import SqliteSessionStore
+from qwend.sessions.store import StoredMessage
+from qwend.types import ToolCall
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def store(tmp_path):
+    store = SqliteSessionStore(tmp_path / "nested" / "sessions.db")
+    yield store
+    await store.close()
+
+
+def user(text):
+    return StoredMessage("user", text)
+
+
+def _user_version(path):
+    with sqlite3.connect(path) as db:
+        return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+async def test_create_get_list_update_delete(store):
+    first = await store.create("default", model="qwen", title="one", metadata={"k": 1})
+    second = await store.create("coder")
+    assert len(first.id) == 32 and first.created_at == first.updated_at
+    assert await store.get(first.id) == first
+    assert (second.model, second.title, second.metadata) == (None, None, {})
+    assert [s.id for s in await store.list()] == [second.id, first.id]
+
+    await store.append_turn(first.id, [user("hi")])
+    assert [s.id for s in await store.list()] == [first.id, second.id]
+
+    renamed = await store.update(first.id, title="renamed")
+    assert (renamed.title, renamed.metadata, renamed.profile) == ("renamed", {"k": 1}, "default")
+    assert renamed.updated_at > first.updated_at
+    changed = await store.update(first.id, metadata={"k": 2})
+    assert (changed.title, changed.metadata) == ("renamed", {"k": 2})
+
+    await store.delete(first.id)
+    assert [s.id for s in await store.list()] == [second.id]
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0  # cascaded
+
+
+async def test_unknown_session_raises_session_not_found(store):
+    calls = [store.get("nope"), store.update("nope", title="x"), store.delete("nope"), store.messages("nope"),
+             store.append_turn("nope", [user("hi")]), store.fold("nope", 1, StoredMessage("summary", "s"))]
+    for call in calls:
+        with pytest.raises(SessionNotFound) as raised:
+            await call
+        assert (raised.value.status, raised.value.type, raised.value.code) == (
+            404, "invalid_request_error", "session_not_found")
+
+
+async def test_turns_keep_order_tool_calls_and_tokens(store):
+    session = await store.create("default")
+    call = ToolCall("call_1", "calculator", '{"expression": "2+2"}')
+    turn1 = [StoredMessage("system", "be brief"), user("what is 2+2?"),
+             StoredMessage("assistant", "", reasoning="use the tool", tool_calls=(call,), prompt_tokens=30,
+                           completion_tokens=12),
+             StoredMessage("tool", "4", tool_call_id="call_1", name="calculator"),
+             StoredMessage("assistant", "4.", prompt_tokens=50, completion_tokens=3)]
+    stored1 = await store.append_turn(session.id, turn1)
+    stored2 = await store.append_turn(session.id, [user("thanks"), StoredMessage("assistant", "welcome")])
+    stored3 = await store.append_turn(session.id, [user("bye")])
+
+    assert [m.turn for m in stored1 + stored2 + stored3] == [1] * 5 + [2] * 2 + [3]
+    assert all(m.id is not None and m.created_at is not None for m in stored1)
+    assert [replace(m, id=None, turn=None, created_at=None) for m in stored1] == turn1
+    history = await store.messages(session.id)
+    assert history == stored1 + stored2 + stored3
+    assert history[2].tool_calls == (call,) and isinstance(history[2].tool_calls[0], ToolCall)
+    assert (history[2].prompt_tokens, history[2].completion_tokens) == (30, 12)
+    assert (await store.get(session.id)).updated_at == stored3[0].created_at
+
+
+async def test_a_failing_turn_stores_nothing(store):
+    session = await store.create("default")
+    await store.append_turn(session.id, [user("kept")])
+    before = await store.get(session.id)
+    broken = [user("a"), user("b"), StoredMessage("user", None)]  # NOT NULL fails on the third insert
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.append_turn(session.id, broken)
+    assert [m.content for m in await store.messages(session.id)] == ["kept"]
+    assert await store.get(session.id) == before
+    assert (await store.append_turn(session.id, [user("next")]))[0].turn == 2
+    with pytest.raises(ValueError):
+        await store.append_turn(session.id, [])
+
+
+async def test_fold_places_the_summary_between_folded_and_live_messages(store):
+    session = await store.create("default")
+    for n in range(1, 4):
+        await store.append_turn(session.id, [user(f"q{n}"), StoredMessage("assistant", f"a{n}")])
+    history = await store.messages(session.id)
+
+    summary = await store.fold(session.id, history[3].id, StoredMessage("summary", "s1"))
+    assert (summary.role, summary.turn, summary.folded, summary.id is not None) == ("summary", 2, False, True)
+    await store.append_turn(session.id, [user("q4")])
+    history = await store.messages(session.id)
+    assert [(m.content, m.folded) for m in history] == [
+        ("q1", True), ("a1", True), ("q2", True), ("a2", True), ("s1", False), ("q3", False), ("a3", False),
+        ("q4", False)]
+
+    # A second fold supersedes the first summary and lands before the live turn.
+    await store.fold(session.id, history[6].id, StoredMessage("summary", "s2"))
+    history = await store.messages(session.id)
+    assert [m.content for m in history if not m.folded] == ["s2", "q4"]
+    assert [m.content for m in history][-3:] == ["a3", "s2", "q4"]
+
+    # Folding through the newest message puts the summary at the end; later turns follow it.
+    await store.fold(session.id, history[-1].id, StoredMessage("summary", "s3"))
+    await store.append_turn(session.id, [user("q5")])
+    assert [m.content for m in await store.messages(session.id) if not m.folded] == ["s3", "q5"]
+
+    other = await store.create("default")
+    with pytest.raises(InvalidRequest):
+        await store.fold(other.id, history[0].id, StoredMessage("summary", "x"))
+    with pytest.raises(ValueError):
+        await store.fold(session.id, history[0].id, StoredMessage("assistant", "x"))
+
+
+async def test_migrations_run_once_and_upgrade_old_databases(tmp_path, monkeypatch):
+    path = tmp_path / "s.db"
+    await (store := SqliteSessionStore(path)).create("default", title="old")
+    await store.close()
+    assert _user_version(path) == len(sqlite_store.MIGRATIONS) == 1
+
+    applied = []
+
+    def v1_must_not_rerun(db):
+        raise AssertionError("v1 ran again")
+
+    def v2_pinned(db):
+        applied.append(2)
+        db.execute("ALTER TABLE sessions ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0")
+
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", (v1_must_not_rerun, v2_pinned))
+    for _ in range(2):  # the second open applies nothing
+        store = SqliteSessionStore(path)
+        assert [s.title for s in await store.list()] == ["old"]
+        await store.close()
+    assert applied == [2] and _user_version(path) == 2
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT pinned FROM sessions").fetchall() == [(0,)]
+
+
+async def test_a_failing_migration_is_rolled_back(tmp_path, monkeypatch):
+    path = tmp_path / "s.db"
+    await SqliteSessionStore(path).close()
+
+    def v2_broken(db):
+        db.execute("CREATE TABLE half_done (x)")
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", (sqlite_store._v1_initial, v2_broken))
+    with pytest.raises(RuntimeError, match="boom"):
+        SqliteSessionStore(path)
+    assert _user_version(path) == 1
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() == []
+
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", ())
+    with pytest.raises(QwendError, match="schema version 1"):
+        SqliteSessionStore(path)  # a database newer than the code is refused, not guessed at
+
+
+async def test_concurrent_appends_never_interleave(store):
+    session = await store.create("default")
+
+    async def writer(task):
+        for turn in range(5):
+            await store.append_turn(session.id, [user(f"{task}-{turn}-{i}") for i in range(10)])
+
+    await asyncio.gather(*(writer(task) for task in range(8)))
+    history = await store.messages(session.id)
+    assert len(history) == 8 * 5 * 10
+    for turn in range(1, 41):
+        messages = history[(turn - 1) * 10:turn * 10]
+        assert {m.turn for m in messages} == {turn}
+        labels = [m.content.rsplit("-", 1) for m in messages]
+        assert len({prefix for prefix, _ in labels}) == 1
+        assert [int(i) for _, i in labels] == list(range(10))
+
+
+CRASH_CHILD = """
+import asyncio, sys
+from pathlib import Path
+from qwend.sessions.sqlite import SqliteSessionStore
+from qwend.sessions.store import StoredMessage
+
+async def main():
+    store = SqliteSessionStore(Path(sys.argv[1]))
+    while True:
+        turn = [StoredMessage("user", f"{i}:" + "x" * 500) for i in range(50)]
+        print((await store.append_turn(sys.argv[2], turn))[0].turn, flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_sigkill_mid_write_leaves_only_whole_turns(tmp_path):
+    path = tmp_path / "crash.db"
+    store = SqliteSessionStore(path)
+    session = await store.create("default")
+    await store.close()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    committed = 0
+    for _ in range(3):
+        child = subprocess.Popen([sys.executable, "-c", CRASH_CHILD, str(path), session.id], cwd=ROOT, env=env,
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            for _ in range(3):  # at least three turns committed in this round
+                line = child.stdout.readline()
+                assert line, "the writer died before committing"
+                committed = int(line)
+            time.sleep(random.uniform(0.0, 0.1))
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=10)
+        committed = max([committed, *map(int, child.stdout.read().split())])
+        child.stdout.close()
+
+        store = SqliteSessionStore(path)
+        history = await store.messages(session.id)
+        await store.close()
+        turns = len(history) // 50
+        assert len(history) == turns * 50 and turns >= committed  # whole turns, every reported one kept
+        for n in range(turns):
+            messages = history[n * 50:(n + 1) * 50]
+            assert [m.turn for m in messages] == [n + 1] * 50
+            assert [int(m.content.split(":")[0]) for m in messages] == list(range(50))
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
