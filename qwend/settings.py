@@ -98,7 +98,8 @@ class Settings(BaseSettings):
         "summarize", description="What happens to a session's oldest turns when they no longer fit the window."
     )
     reply_reserve: int = Field(
-        512, ge=16, description="Tokens kept free for the reply when fitting a session's history into the window."
+        512, ge=16, description="Longest reply of one profile-chat step (unless the request sets max_tokens); a "
+        "session's history is fitted to leave this much of the window free."
     )
 
     # agents (seed 001's ENABLE_AGENTS, MAX_AGENT_ITERATIONS, DEFAULT_AGENT_VERBOSE are read too)

@@ -72,7 +72,10 @@ class ChatRequest:
     model: str | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
     tools: tuple[ToolSpec, ...] = ()
-    tool_choice: Literal["none", "auto", "required"] | str = "auto"  # any other string names one tool
+    # none: tools hidden, text. auto: text or calls. required: calls (to `tool_name` only, when given).
+    # text: tools shown (their calls and results are in the conversation), but the reply is text.
+    tool_choice: Literal["none", "auto", "required", "text"] = "auto"
+    tool_name: str | None = None
     parallel_tool_calls: bool = True
     json_schema: dict[str, Any] | None = None  # structured output; {} for any JSON object
     constrained: bool = True  # enforce tools and JSON by grammar where the backend can

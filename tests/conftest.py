@@ -57,31 +57,55 @@ def model_path() -> Path:
     return model.path
 
 
+class Daemon:
+    """A real `qwend serve` process with the real default model. Its data dir (sessions, workspace) is its own;
+    only the pulled models are shared, through a link to the default store."""
+
+    def __init__(self, workdir: Path, **env: str) -> None:
+        self.workdir = workdir
+        self.data_dir = workdir / "data"
+        self.data_dir.mkdir(exist_ok=True)
+        if not (self.data_dir / "models").exists():
+            (self.data_dir / "models").symlink_to(Settings(_env_file=None).store_dir)
+        self.env = {**os.environ, "QWEND_PULL_MISSING": "false", "QWEND_DATA_DIR": str(self.data_dir), **env}
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Daemon:
+        log = self.workdir / "daemon.log"
+        with open(log, "a") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "qwend", "serve", "--port", str(self.port), "--log-level", "warning"],
+                stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.workdir,
+            )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"qwend serve exited with {self.process.returncode}: {log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).json().get("model_loaded"):
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.process.kill()
+        pytest.fail(f"qwend serve did not become healthy: {log.read_text()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def daemon(model_path: Path, tmp_path_factory) -> str:
     """A real `qwend serve` process with the real default model; yields its base URL."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("daemon") / "daemon.log"
-    env = {**os.environ, "QWEND_PULL_MISSING": "false", "QWEND_QUEUE_SIZE": "1"}
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "qwend", "serve", "--port", str(port), "--log-level", "warning"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path_factory.mktemp("cwd"),
-        )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"qwend serve exited with {proc.returncode}: {log.read_text()}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1).json().get("model_loaded"):
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(f"qwend serve did not become healthy: {log.read_text()}")
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+    server = Daemon(tmp_path_factory.mktemp("daemon"), QWEND_QUEUE_SIZE="1").start()
+    yield server.url
+    server.stop()

@@ -3,7 +3,9 @@
 Guards: at most `max_steps` rounds of calls (the round after the last one offers no tools, so the model
 must answer); an identical call made twice is not run again (the model is told to use the earlier result);
 a tool that fails, or arguments that do not fit its schema, become the tool message the model reads,
-never a failed request.
+never a failed request. Unless the profile allows chaining, a round whose calls all succeeded is followed
+by an answer without tools: small models otherwise keep calling tools after the result is in (measured
+on the default model: "What is 2 + 2?" went calculator, then web_search and web_fetch until max_tokens).
 """
 
 from __future__ import annotations
@@ -23,6 +25,15 @@ from qwend.types import (
 )
 
 MAX_RESULT_CHARS = 8000  # what the model reads of one tool result; the client still gets all of it
+# Small models keep calling tools after the results are in (the same call, then unrelated ones), or write
+# call-shaped JSON as their answer, so each generation after a round of results carries one of these notes
+# (measured on the default model: without it, "What is 17 * 23?" was answered `{"name": "calculator", ...}`;
+# with it, "391 is the product of 17 and 23."). Notes are not stored in the session.
+RETRY_NOTE = (
+    "The tool results are above. If they answer the user's question, reply to the user now with the answer. "
+    "Call a tool again only if a result is missing or failed."
+)
+ANSWER_NOTE = "Answer the user's question in plain sentences using the tool results above."
 
 
 @dataclass(frozen=True)
@@ -59,7 +70,7 @@ LoopEvent = ChatEvent | ToolResultEvent | StepDone | TurnEnd
 
 async def run_tool_loop(
     runtime: Runtime, messages: Sequence[Message], *, tools: Sequence[ToolSpec], model: str | None,
-    sampling: SamplingParams, max_steps: int,
+    sampling: SamplingParams, max_steps: int, chain: bool = False,
 ) -> AsyncIterator[LoopEvent]:
     """Chat events of every step, a ToolResultEvent per executed call, a StepDone per generation, then TurnEnd."""
     history = list(messages)
@@ -69,9 +80,15 @@ async def run_tool_loop(
     totals = [0, 0, 0]
     finish: FinishReason = "stop"
     step = 0
+    answered = False  # the last round's calls all succeeded
     while True:
-        offered = tuple(tools) if step < max_steps else ()
-        request = ChatRequest(tuple(history), model=model, sampling=sampling, tools=offered)
+        may_call = step < max_steps and (chain or not answered)
+        note = (Message("system", RETRY_NOTE if may_call else ANSWER_NOTE),) if step else ()
+        # Tools stay in the prompt on the answering step (the cached prefix is reused, and the calls in the
+        # history keep their context); "text" makes that step's reply text. One call per generation: small
+        # models asked for several repeat one call until max_tokens.
+        request = ChatRequest(tuple(history) + note, model=model, sampling=sampling, tools=tuple(tools),
+                              tool_choice="auto" if may_call else "text", parallel_tool_calls=False)
         text, thoughts, calls = [], [], []
         async with aclosing(chat(runtime, request)) as events:
             async for event in events:
@@ -95,8 +112,10 @@ async def run_tool_loop(
         added.append(reply)
         if not calls:
             break
+        answered = True
         for call in calls:
             result = await _run_call(runtime, call, seen_calls)
+            answered = answered and result.success
             results.append(ToolResultEvent(call, result))
             yield results[-1]
             message = Message("tool", tool_result_text(result), name=call.name, tool_call_id=call.id)

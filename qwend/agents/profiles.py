@@ -36,6 +36,7 @@ class _ProfileFile(BaseModel):
     model_size: Literal["small", "medium", "large"] | None = None
     sampling: dict[str, Any] = Field(default_factory=dict)
     max_tool_steps: int = Field(5, ge=0, le=50)
+    tool_chaining: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Profile:
     model_size: str | None
     sampling: dict[str, Any]
     max_tool_steps: int
+    tool_chaining: bool  # may call again after successful results (else: answer from them)
     source: str  # "builtin" or the file's path
 
     def sampling_params(self, **overrides: Any) -> SamplingParams:
@@ -59,7 +61,8 @@ class Profile:
         return {
             "name": self.name, "description": self.description, "system_prompt": self.system_prompt,
             "tools": list(self.tools), "model": self.model, "model_size": self.model_size,
-            "sampling": self.sampling, "max_tool_steps": self.max_tool_steps, "source": self.source,
+            "sampling": self.sampling, "max_tool_steps": self.max_tool_steps, "tool_chaining": self.tool_chaining,
+            "source": self.source,
         }
 
 
@@ -74,7 +77,7 @@ def load_profile(path: Path, source: str) -> Profile:
     return Profile(
         name=data.name, description=data.description.strip(), system_prompt=data.system_prompt.strip(),
         tools=tuple(data.tools), model=data.model, model_size=data.model_size, sampling=data.sampling,
-        max_tool_steps=data.max_tool_steps, source=source,
+        max_tool_steps=data.max_tool_steps, tool_chaining=data.tool_chaining, source=source,
     )
 
 

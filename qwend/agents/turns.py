@@ -45,13 +45,16 @@ async def run_turn(runtime: Runtime, request: TurnRequest) -> AsyncIterator[Loop
     model = model or runtime.settings.model_for_size(request.model_size or profile.model_size)
     loaded = await runtime.models.get(model)  # unknown models fail here, before anything is queued
     model = loaded.name
+    # every generation is bounded (a small model can repeat itself to the end of a 32k window), and the
+    # session's history is fitted to leave exactly that much room
     sampling = profile.sampling_params(temperature=request.temperature, max_tokens=request.max_tokens)
+    sampling = replace(sampling, max_tokens=sampling.max_tokens or runtime.settings.reply_reserve)
     tools = runtime.tools.specs([n for n in profile.tools if n in runtime.tools.names()])
     user = Message("user", request.message)
     if session is None:
         view = ([Message("system", profile.system_prompt)] if profile.system_prompt else []) + [user]
         async for event in run_tool_loop(runtime, view, tools=tools, model=model, sampling=sampling,
-                                         max_steps=profile.max_tool_steps):
+                                         max_steps=profile.max_tool_steps, chain=profile.tool_chaining):
             yield event
         return
 
@@ -59,13 +62,12 @@ async def run_turn(runtime: Runtime, request: TurnRequest) -> AsyncIterator[Loop
     if ahead:
         yield Queued(ahead)
     async with runtime.session_turns.hold(session.id):
-        reserve = sampling.max_tokens or runtime.settings.reply_reserve
-        budget = loaded.backend.info.context_length - reserve
+        budget = loaded.backend.info.context_length - sampling.max_tokens
         view = await fit_session(runtime, runtime.sessions, session.id, model=model,
                                  system_prompt=profile.system_prompt, new_message=user, tools=tools, budget=budget)
         steps: list[StepDone] = []
         async for event in run_tool_loop(runtime, view, tools=tools, model=model, sampling=sampling,
-                                         max_steps=profile.max_tool_steps):
+                                         max_steps=profile.max_tool_steps, chain=profile.tool_chaining):
             if isinstance(event, StepDone):
                 steps.append(event)
             if isinstance(event, TurnEnd):

@@ -77,9 +77,10 @@ async def _prepare(
         calls_prompt = backend.tokenize(render(backend, request.messages, tools, hint=PARALLEL_HINT))
         check_fits(len(calls_prompt), request.sampling, backend.info.context_length)
         constraint = replace(constraint, calls_prompt=tuple(calls_prompt))
+    callable_tools = () if request.tool_choice == "text" else tools  # shown, but never called
     parser = OutputParser(
-        tools,
-        trusted=constraint is not None and bool(constraint.tools),
+        callable_tools,
+        trusted=constraint is not None and bool(callable_tools),
         lenient=constraint is None,
         in_reasoning=text.rstrip().endswith("<think>"),
         max_calls=None if request.parallel_tool_calls else 1,
@@ -125,15 +126,13 @@ def tool_plan(request: ChatRequest) -> tuple[tuple[ToolSpec, ...], OutputConstra
         return (), OutputConstraint(json_schema=request.json_schema) if request.constrained else None
     if not tools or choice == "none":
         return (), None
-    if choice == "auto":
-        calls = "optional"
-    elif choice == "required":
-        calls = "required"
-    else:
-        named = [t for t in tools if t.name == choice]
-        if not named:
-            raise InvalidRequest(f"tool_choice names {choice!r}, which is not among the tools", param="tool_choice")
-        tools, calls = tuple(named), "required"
+    calls = {"auto": "optional", "required": "required", "text": "none"}[choice]
+    if request.tool_name is not None:
+        tools = tuple(t for t in tools if t.name == request.tool_name)
+        if not tools:
+            raise InvalidRequest(
+                f"tool_choice names {request.tool_name!r}, which is not among the tools", param="tool_choice"
+            )
     if not request.constrained:
         return tools, None
     return tools, OutputConstraint(tools=tools, calls=calls, parallel=request.parallel_tool_calls)

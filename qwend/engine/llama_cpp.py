@@ -182,6 +182,8 @@ class LlamaCppBackend:
             return None if count < MAX_HELD_TOKENS else "text"
         if not intent:
             return "text"
+        if constraint.calls == "none":  # tools shown for context only: a call-shaped start is redone as text
+            return "text_again"
         name = called_name(text)
         if name is None:
             return None if count < MAX_NAME_TOKENS else "calls"
@@ -229,12 +231,13 @@ def _plan(
 
     Optional calls start unconstrained: a grammar over free text costs ~35% speed, and steering the
     model's first token away from its own way of starting a call (bare or fenced JSON) loses the call.
+    Text-only answers with tools shown ("none") are watched the same way, and redone if they start as a call.
     """
     if constraint is None:
         return prompt, None, False
     if constraint.json_schema is not None:
         return prompt, grammar.json_grammar(constraint.json_schema), False
-    if not constraint.tools or constraint.calls == "none":
+    if not constraint.tools:
         return prompt, None, False
     if constraint.calls == "required":
         return (*_calls(prompt, constraint), False)

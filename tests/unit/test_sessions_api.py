@@ -48,9 +48,9 @@ async def test_stateless_chat_runs_tools_server_side(tmp_path):
 async def test_tool_errors_are_fed_back_and_repeats_are_not_rerun(tmp_path):
     runtime, backend = runtime_for(
         tmp_path,
-        call("calculator", expression="1/0"),  # a tool error
+        call("calculator", expression="1/0"),  # a tool error: the model may try again
+        call("calculator", expression="1/0"),  # the same call again: not run
         call("calculator", expression="1+1"),
-        call("calculator", expression="1+1"),  # the same call again
         "It is 2.",
     )
     async with client_for(runtime) as client:
@@ -58,19 +58,29 @@ async def test_tool_errors_are_fed_back_and_repeats_are_not_rerun(tmp_path):
     results = [c["result"] for c in body["tool_calls"]]
     assert results[0] == {"success": False, "result": None, "error": "division by zero"}
     assert "<tool>Error: division by zero" in backend.prompts[1]
-    assert results[1] == {"success": True, "result": "2", "error": None}
-    assert results[2]["success"] is False and "already made" in results[2]["error"]
+    assert results[1]["success"] is False and "already made" in results[1]["error"]
+    assert results[2] == {"success": True, "result": "2", "error": None}
     assert body["response"] == "It is 2."
 
 
-async def test_max_tool_steps_then_an_answer_without_tools(tmp_path):
-    runtime, backend = runtime_for(tmp_path, call("get_current_datetime"), call("calculator", expression="1"),
-                                   call("calculator", expression="2"), call("calculator", expression="3"),
-                                   call("calculator", expression="4"), "Done.")
+async def test_after_successful_results_the_model_answers(tmp_path):
+    # without tool_chaining, the step after a successful round may not call: its call-shaped text is text
+    runtime, _ = runtime_for(tmp_path, call("calculator", expression="2+2"), call("calculator", expression="4"))
     async with client_for(runtime) as client:
-        body = (await client.post("/v1/chat", json={"message": "loop", "profile": "general"})).json()
-    assert len(body["tool_calls"]) == 4  # general allows 4 steps; the 5th generation is offered no tools
-    assert body["usage"]["steps"] == 5
+        body = (await client.post("/v1/chat", json={"message": "2+2?"})).json()
+    assert len(body["tool_calls"]) == 1 and body["usage"]["steps"] == 2
+
+
+async def test_max_tool_steps_then_an_answer_without_tools(tmp_path):
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "chain.toml").write_text('name = "chain"\ntools = ["calculator"]\nmax_tool_steps = 3\ntool_chaining = true\n')
+    runtime, _ = runtime_for(tmp_path, *[call("calculator", expression=str(i)) for i in range(5)], "Done.",
+                             profiles_dir=profiles)
+    async with client_for(runtime) as client:
+        body = (await client.post("/v1/chat", json={"message": "loop", "profile": "chain"})).json()
+    assert len(body["tool_calls"]) == 3  # then the 4th generation may not call: its call stays text
+    assert body["usage"]["steps"] == 4
 
 
 async def test_sse_progress_events(tmp_path):

@@ -124,15 +124,15 @@ def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
     )
     if len({t.name for t in tools}) != len(tools):
         raise InvalidRequest("tool names must be unique", param="tools")
-    choice = body.tool_choice or "auto"
+    choice, name = body.tool_choice or "auto", None
     if isinstance(choice, NamedToolChoice):
         if "name" not in choice.function:
             raise InvalidRequest("tool_choice.function.name is required", param="tool_choice")
-        choice = choice.function["name"]
+        choice, name = "required", choice.function["name"]
     if choice == "required" and not tools:
         raise InvalidRequest("tool_choice 'required' needs at least one tool", param="tool_choice")
     return ChatRequest(
-        messages=messages, model=body.model, sampling=sampling, tools=tools, tool_choice=choice,
+        messages=messages, model=body.model, sampling=sampling, tools=tools, tool_choice=choice, tool_name=name,
         parallel_tool_calls=body.parallel_tool_calls, json_schema=_json_schema(body.response_format),
         constrained=body.constrained_decoding,
     )

@@ -1,0 +1,122 @@
+"""Seed 000's workflows, the SSE progress stream, a long session past the window and a crash mid-turn,
+against real `qwend serve` processes and the real default model."""
+
+import json
+import threading
+
+import httpx
+import pytest
+
+from tests.conftest import Daemon
+
+CHATTY = 'name = "chatty"\ndescription = "No tools."\nsystem_prompt = "You are a friendly assistant. Answer in one short sentence."\n'
+
+
+def events_of(response: httpx.Response) -> list[tuple[str, dict]]:
+    events, name = [], None
+    for line in response.iter_lines():
+        if line.startswith("event:"):
+            name = line.split(":", 1)[1].strip()
+        elif line.startswith("data:"):
+            events.append((name, json.loads(line.split(":", 1)[1])))
+    return events
+
+
+def test_seed_000_stateless_chat(daemon):
+    reply = httpx.post(f"{daemon}/v1/chat", json={"message": "What is 2 + 2?", "profile": "general"}, timeout=300)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["response"].strip() and body["profile"] == "general" and body["model"] == "qwen2.5-coder:0.5b"
+    for call in body["tool_calls"]:  # whatever the model chose to call ran and has its result
+        assert set(call["result"]) == {"success", "result", "error"}
+
+
+def test_seed_000_session_chat_with_the_mirror_profile(daemon):
+    client = httpx.Client(base_url=daemon, timeout=300)
+    session = client.post("/v1/sessions", json={"profile_name": "mirror"}).json()
+    sid = session["session_id"]
+    reply = client.post(f"/v1/sessions/{sid}/chat", json={"message": "What Linear issues are in progress?"})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["response"].strip() and body["session_id"] == sid
+    for call in body["tool_calls"]:
+        assert call["name"] in ("search_linear_issues", "get_current_datetime")
+    history = client.get(f"/v1/sessions/{sid}").json()["messages"]
+    assert history[0] == {**history[0], "role": "user", "content": "What Linear issues are in progress?", "turn": 1}
+    assert history[-1]["role"] == "assistant" and history[-1]["content"] == body["response"]
+    assert {m["turn"] for m in history} == {1}
+
+
+def test_progress_stream_with_a_tool_run_by_the_code_runner(daemon):
+    client = httpx.Client(base_url=daemon, timeout=300)
+    question = {"message": "Use Python to compute the sum of the squares of 1 to 10.", "profile": "code_runner",
+                "stream": True}
+    with client.stream("POST", "/v1/chat", json=question) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = events_of(response)
+    names = [name for name, _ in events]
+    assert names[0] in ("queued", "started") and names[-2:] == ["usage", "done"]
+    assert set(names) <= {"queued", "started", "reasoning", "token", "tool_call", "tool_result", "usage", "done"}
+    results = [data for name, data in events if name == "tool_result"]
+    calls = [data for name, data in events if name == "tool_call"]
+    assert [c["id"] for c in calls] == [r["id"] for r in results]
+    print("code_runner calls:", calls, "results:", results, "answer:", events[-1][1]["response"])
+
+
+@pytest.fixture(scope="module")
+def small_window_daemon(model_path, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("small-window")
+    (workdir / "profiles").mkdir()
+    (workdir / "profiles" / "chatty.toml").write_text(CHATTY)
+    server = Daemon(workdir, QWEND_CONTEXT_LENGTH="1024", QWEND_REPLY_RESERVE="160",
+                    QWEND_PROFILES_DIR=str(workdir / "profiles")).start()
+    yield server
+    server.stop()
+
+
+def test_twenty_turns_past_the_window_with_a_visible_summary(small_window_daemon):
+    client = httpx.Client(base_url=small_window_daemon.url, timeout=300)
+    sid = client.post("/v1/sessions", json={"profile_name": "chatty"}).json()["session_id"]
+    facts = ["My name is Ada.", "I live in Lisbon.", "I have a cat called Tux."]
+    for turn in range(20):
+        message = facts[turn] if turn < len(facts) else f"Tell me one fact about the number {turn}."
+        reply = client.post(f"/v1/sessions/{sid}/chat", json={"message": message, "max_tokens": 60})
+        assert reply.status_code == 200, f"turn {turn}: {reply.text}"
+    history = client.get(f"/v1/sessions/{sid}").json()
+    summaries = [m for m in history["messages"] if m["role"] == "summary"]
+    assert summaries, "a 1024-token window cannot hold 20 turns without folding"
+    assert summaries[-1]["content"].strip() and not summaries[-1]["folded"]
+    assert history["folded_messages"] > 0
+    assert len([m for m in history["messages"] if m["role"] == "user"]) == 20  # nothing was lost
+    print("summaries:", [s["content"] for s in summaries])
+
+
+def test_sigkill_mid_turn_keeps_every_completed_turn(model_path, tmp_path):
+    server = Daemon(tmp_path).start()
+    client = httpx.Client(base_url=server.url, timeout=300)
+    sid = client.post("/v1/sessions", json={"profile_name": "general"}).json()["session_id"]
+    for question in ("Say hello.", "Say goodbye."):
+        assert client.post(f"/v1/sessions/{sid}/chat", json={"message": question, "max_tokens": 20}).status_code == 200
+    long_turn = {"message": "Count from 1 to 500, one number per line.", "stream": True, "temperature": 0}
+    tokens = threading.Event()
+
+    def stream() -> None:
+        try:
+            with client.stream("POST", f"/v1/sessions/{sid}/chat", json=long_turn) as response:
+                for line in response.iter_lines():
+                    if line.startswith("event: token"):
+                        tokens.set()
+        except httpx.HTTPError:
+            pass  # the daemon died under it
+
+    reader = threading.Thread(target=stream)
+    reader.start()
+    assert tokens.wait(120), "the long turn never started generating"
+    server.kill()
+    reader.join(30)
+    server.start()  # same data dir, a fresh process
+    history = httpx.get(f"{server.url}/v1/sessions/{sid}", timeout=30).json()["messages"]
+    server.stop()
+    assert [(m["turn"], m["role"]) for m in history] == [(1, "user"), (1, "assistant"), (2, "user"), (2, "assistant")]
+    assert history[0]["content"] == "Say hello." and history[2]["content"] == "Say goodbye."
+    assert all(m["content"].strip() for m in history)
