@@ -1,1 +1,1 @@
-"""Agents: loops that reason with the model and act through the tool registry (seed 001's ReAct agent)."""
+"""Agents: loops that reason with the model and act through the tool registry (native tool loop, ReAct)."""

@@ -27,16 +27,9 @@ class TurnRequest:
     max_tokens: int | None = None
 
 
-@dataclass(frozen=True)
-class TurnSaved:
-    """The turn is in the session store (sent before the stream's last events)."""
-
-    session_id: str
-    messages: tuple[StoredMessage, ...]
-
-
-async def run_turn(runtime: Runtime, request: TurnRequest) -> AsyncIterator[LoopEvent | Queued | TurnSaved]:
-    """Events of one turn: Queued (when the session is busy), the loop's events, TurnSaved, TurnEnd."""
+async def run_turn(runtime: Runtime, request: TurnRequest) -> AsyncIterator[LoopEvent | Queued]:
+    """Events of one turn: Queued (when the session is busy), then the loop's events, ending with TurnEnd
+    (yielded once the turn is stored)."""
     if not request.message.strip():
         raise InvalidRequest("message is empty", param="message")
     session = await runtime.sessions.get(request.session_id) if request.session_id else None
@@ -51,10 +44,13 @@ async def run_turn(runtime: Runtime, request: TurnRequest) -> AsyncIterator[Loop
     sampling = replace(sampling, max_tokens=sampling.max_tokens or runtime.settings.reply_reserve)
     tools = runtime.tools.specs([n for n in profile.tools if n in runtime.tools.names()])
     user = Message("user", request.message)
+
+    def loop(view: list[Message]) -> AsyncIterator[LoopEvent]:
+        return run_tool_loop(runtime, view, tools=tools, model=model, sampling=sampling,
+                             max_steps=profile.max_tool_steps, chain=profile.tool_chaining)
+
     if session is None:
-        view = ([Message("system", profile.system_prompt)] if profile.system_prompt else []) + [user]
-        async for event in run_tool_loop(runtime, view, tools=tools, model=model, sampling=sampling,
-                                         max_steps=profile.max_tool_steps, chain=profile.tool_chaining):
+        async for event in loop(([Message("system", profile.system_prompt)] if profile.system_prompt else []) + [user]):
             yield event
         return
 
@@ -66,13 +62,11 @@ async def run_turn(runtime: Runtime, request: TurnRequest) -> AsyncIterator[Loop
         view = await fit_session(runtime, runtime.sessions, session.id, model=model,
                                  system_prompt=profile.system_prompt, new_message=user, tools=tools, budget=budget)
         steps: list[StepDone] = []
-        async for event in run_tool_loop(runtime, view, tools=tools, model=model, sampling=sampling,
-                                         max_steps=profile.max_tool_steps, chain=profile.tool_chaining):
+        async for event in loop(view):
             if isinstance(event, StepDone):
                 steps.append(event)
             if isinstance(event, TurnEnd):
-                saved = await runtime.sessions.append_turn(session.id, _stored(user, event, steps))
-                yield TurnSaved(session.id, tuple(saved))
+                await runtime.sessions.append_turn(session.id, _stored(user, event, steps))
             yield event
 
 

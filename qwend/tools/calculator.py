@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from typing import Any
 
 from qwend.tools.base import ToolError, tool
@@ -18,8 +19,9 @@ MAX_LENGTH = 1000
 MAX_DEPTH = 40
 MAX_EXPONENT = 10_000
 MAX_RESULT_BITS = 100_000  # about 30,000 decimal digits
+MAX_FACTORIAL = 1000
 FUNCTIONS = ("sqrt", "sin", "cos", "tan", "asin", "acos", "atan", "log", "ln", "exp", "abs", "floor",
-             "ceiling", "sinh", "cosh", "tanh")
+             "ceiling", "sinh", "cosh", "tanh", "factorial")
 CONSTANTS = ("pi", "e", "E", "I")
 
 
@@ -40,7 +42,7 @@ def evaluate(expression: str) -> Any:
     """The SymPy value of `expression`, or ToolError saying what is not allowed."""
     if len(expression) > MAX_LENGTH:
         raise ToolError(f"expression is longer than {MAX_LENGTH} characters")
-    text = expression.strip().replace("^", "**")
+    text = re.sub(r"(\d+)\s*!", r"factorial(\1)", expression.strip().replace("^", "**"))  # 5! as people write it
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
@@ -63,7 +65,10 @@ def format_value(value: Any) -> str:
         raise ToolError("the expression has no numeric value")
     if numeric.has(sympy.zoo, sympy.oo, -sympy.oo, sympy.nan):
         raise ToolError(f"the result is undefined or infinite ({numeric})")
-    return str(numeric)
+    text = str(numeric)
+    if numeric.is_Float and "e" not in text:
+        text = text.rstrip("0").rstrip(".")  # 2.25, not 2.25000000000000
+    return text
 
 
 class _Builder:
@@ -97,7 +102,12 @@ class _Builder:
             function = self.functions.get(node.func.id)
             if function is None:
                 raise ToolError(f"unknown function {node.func.id!r}; allowed: {', '.join(FUNCTIONS)}")
-            return function(*(self.build(arg, depth + 1) for arg in node.args))
+            arguments = [self.build(arg, depth + 1) for arg in node.args]
+            if node.func.id == "factorial" and not (
+                len(arguments) == 1 and arguments[0].is_Integer and 0 <= arguments[0] <= MAX_FACTORIAL
+            ):
+                raise ToolError(f"factorial takes one whole number from 0 to {MAX_FACTORIAL}")
+            return function(*arguments)
         raise ToolError(f"{type(node).__name__} is not allowed in an expression")
 
     def _binary(self, op: ast.operator, left: Any, right: Any) -> Any:

@@ -55,4 +55,6 @@ async def _searxng(base_url: str | None, query: str, count: int, timeout: float)
 
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
+    if "DNS" in text or "resolv" in text:
+        return "the search engine's address cannot be resolved (is this machine offline?)"
     return (text.splitlines() or [type(exc).__name__])[0][:300]

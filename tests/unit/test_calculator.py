@@ -19,6 +19,10 @@ from qwend.tools.calculator import calculator
         ("2^10", "1024"),
         ("-(3 - 5) % 3", "2"),
         ("tan(pi/4)", "1"),
+        ("5!", "120"),
+        ("factorial(5) / 4", "30"),
+        ("15/100 * 240", "36"),
+        ("9/4", "2.25"),
     ],
 )
 def test_seed_capabilities(expression, value):
@@ -38,7 +42,8 @@ def test_seed_capabilities(expression, value):
         ("2**2**2**2**2**10", "exponent too large"),
         ("10**10**10", "exponent too large"),
         ("(2**9999)**9999", "result too large"),
-        ("factorial(10**9)", "unknown function 'factorial'"),
+        ("factorial(10**9)", "factorial takes one whole number from 0 to 1000"),
+        ("factorial(2.5)", "factorial takes one whole number"),
         ("isprime(10**10**6)", "unknown function 'isprime'"),
         ("1" * 1001, "longer than 1000"),
         ("-" * 60 + "1", "nested deeper"),

@@ -1,0 +1,316 @@
+"""Seed 001's ReAct agent: Thought / Action / Action Input / Observation until the action `finish`.
+
+Each iteration is one generation through the chat pipeline, stopped before the model can invent an
+observation. The transcript goes back as alternating assistant (the step) and user (its observation)
+turns that never change once written, so the backend's prefix KV reuse re-reads only the new turn.
+`run` yields the steps as they happen and the result last: the streaming and JSON endpoints share it.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from qwend.agents.react_prompt import FINISH, format_help, observation_message, observation_text, opening, \
+    parameter_lines, plan_messages, repeated
+from qwend.chat.service import chat, complete
+from qwend.errors import InvalidRequest, QwendError
+from qwend.runtime import Runtime
+from qwend.tools.base import Tool
+from qwend.types import ChatRequest, Message, SamplingParams
+
+# Low temperature: the format matters more than variety. The bound keeps a rambling step cheap while leaving
+# room for a python_repl program; the stops end the step where the tool's real observation belongs.
+STEP_SAMPLING = SamplingParams(
+    temperature=0.2, max_tokens=400, stop=("\nObservation:", "\nObservation :", "\n**Observation", "\nobservation:"),
+)
+PLAN_SAMPLING = SamplingParams(temperature=0.2, max_tokens=300, repeat_penalty=1.1)  # penalty: no loops
+
+Status = Literal["observing", "completed", "error"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One iteration, in seed 001's shape. `observation` is None for `finish`."""
+
+    step_number: int
+    thought: str
+    action: str | None
+    action_input: Any
+    observation: str | None
+    status: Status
+
+
+@dataclass(frozen=True)
+class AgentStarted:
+    """The run was accepted (goal checked, model loaded); nothing has been generated yet."""
+
+    model: str
+    goal: str
+    max_iterations: int
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    success: bool
+    final_answer: str | None
+    steps: tuple[Step, ...]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+AgentEvent = AgentStarted | Step | AgentResult
+
+
+@dataclass(frozen=True)
+class ParsedStep:
+    """What one reply asked for. `action` None means nothing usable was found; `problem` says why."""
+
+    thought: str
+    action: str | None
+    action_input: Any = None
+    text: str = ""  # the part of the reply the step came from: what goes back in the transcript
+    problem: str | None = None
+
+
+async def run(
+    runtime: Runtime, goal: str, *, max_iterations: int | None = None, model: str | None = None,
+    context: Mapping[str, Any] | None = None,
+) -> AsyncIterator[AgentEvent]:
+    """AgentStarted, one Step per iteration, then the AgentResult. Errors that refuse the run (an empty goal,
+    an unknown model) are raised before the first event; closing the iterator cancels the generation."""
+    asked, goal = goal, goal.strip()
+    if not goal:
+        raise InvalidRequest("goal must not be empty", param="goal")
+    limit = max_iterations or runtime.settings.max_agent_iterations
+    loaded = await runtime.models.get(model)
+    tools = {t.name: t for t in runtime.tools.all() if t.enabled}
+    messages = opening(tools.values(), goal, context)
+    started = time.monotonic()
+    yield AgentStarted(loaded.name, goal, limit)
+    steps: list[Step] = []
+    done_calls: dict[str, str] = {}  # each call made (name and arguments) -> its observation
+    for number in range(1, limit + 1):
+        reply = await complete(chat(runtime, ChatRequest(tuple(messages), model=model, sampling=STEP_SAMPLING)))
+        parsed = parse_step(reply.text, {name: t.parameters for name, t in tools.items()})
+        step = await _act(runtime, number, parsed, tools, done_calls)
+        steps.append(step)
+        yield step
+        if step.status == "completed":
+            break
+        messages += [Message("assistant", parsed.text), Message("user", observation_message(step.observation or ""))]
+    finished = bool(steps) and steps[-1].status == "completed"
+    metadata = {
+        "iterations": len(steps), "goal": asked, "model": loaded.name, "max_iterations": limit,
+        "stopped_reason": "finished" if finished else "max_iterations",
+        "elapsed_seconds": round(time.monotonic() - started, 2),
+    }
+    answer = steps[-1].action_input["answer"] if finished else None
+    yield AgentResult(finished, answer, tuple(steps), metadata)
+
+
+async def collect(events: AsyncIterator[AgentEvent]) -> AgentResult:
+    """Fold a run into its result: the non-streaming endpoint uses the same events."""
+    async with aclosing(events):
+        async for event in events:
+            if isinstance(event, AgentResult):
+                return event
+    raise AssertionError("an agent run ended without its result")
+
+
+async def plan(runtime: Runtime, goal: str, *, model: str | None = None) -> str:
+    """A numbered plan, written by the model, naming the enabled tools; nothing is executed."""
+    goal = goal.strip()
+    if not goal:
+        raise InvalidRequest("goal must not be empty", param="goal")
+    tools = [t for t in runtime.tools.all() if t.enabled]
+    messages = plan_messages(tools, goal)
+    reply = await complete(chat(runtime, ChatRequest(messages, model=model, sampling=PLAN_SAMPLING)))
+    return reply.text.strip()
+
+
+# -- acting on one step
+
+
+async def _act(
+    runtime: Runtime, number: int, parsed: ParsedStep, tools: Mapping[str, Tool], done_calls: dict[str, str]
+) -> Step:
+    def failed(observation: str, action_input: Any = parsed.action_input) -> Step:
+        return Step(number, parsed.thought, parsed.action, action_input, f"Error: {observation}", "error")
+
+    if parsed.action is None:
+        return failed(parsed.problem or format_help(tools))
+    if parsed.action == FINISH:
+        answer = finish_answer(parsed.action_input)
+        if answer is None:
+            return failed('finish needs an answer, as in Action Input: {"answer": "1024"}')
+        return Step(number, parsed.thought, FINISH, {"answer": answer}, None, "completed")
+    tool = tools.get(parsed.action)
+    if tool is None:
+        return failed(f"{parsed.action!r} is not a tool. Valid actions: {', '.join([*tools, FINISH])}.")
+    arguments = tool_arguments(parsed.action_input, tool.parameters)
+    key = json.dumps([tool.name, arguments], sort_keys=True, default=str)
+    if key in done_calls:  # small models loop on a call they have made; running it again cannot help
+        return failed(repeated(tool.name, done_calls[key]), arguments)
+    try:
+        result = await runtime.tools.invoke(tool.name, arguments)
+    except QwendError as exc:  # bad arguments: said back to the model, which can correct them
+        hint = "; ".join(parameter_lines(tool.parameters)) or "none"
+        return failed(f"{exc.message}. Parameters of {tool.name}: {hint}", arguments)
+    observation = done_calls[key] = observation_text(result)
+    return Step(number, parsed.thought, tool.name, arguments, observation, "observing" if result.success else "error")
+
+
+def tool_arguments(value: Any, schema: Mapping[str, Any]) -> Any:
+    """The arguments object for a tool. A bare value, or an object whose one key is not a parameter
+    (`{"input": ...}`), goes to the tool's single required (or only) parameter; anything else as written."""
+    properties = schema.get("properties", {})
+    required = schema.get("required", [])
+    target = required[0] if len(required) == 1 else next(iter(properties)) if len(properties) == 1 else None
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        if target and len(value) == 1 and next(iter(value)) not in properties:
+            return {target: next(iter(value.values()))}
+        return value
+    return {target: value} if target else value
+
+
+def finish_answer(value: Any) -> str | None:
+    """The answer of a `finish` action: `{"answer": ...}`, the value of an object with one key, the JSON of
+    any other object, or a bare value; None when there is nothing to give."""
+    if isinstance(value, dict):
+        value = value.get("answer", next(iter(value.values())) if len(value) == 1 else value or None)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return value.strip() if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+# -- parsing one reply (small models are sloppy: markdown, fences, Python dicts, stray text)
+
+_LABEL = re.compile(
+    r"^[ \t>#*_`-]*(thought|action[ _-]*input|action|final[ _-]*answer|observation)[ \t*_`]*:[ \t*_]*",
+    re.IGNORECASE | re.MULTILINE,
+)
+_NAME = re.compile(r"[A-Za-z_][\w.-]*")
+_FINISH_NAMES = {"finish", "final_answer", "final", "answer", "done", "stop"}
+
+
+def parse_step(text: str, tools: Mapping[str, Mapping[str, Any]]) -> ParsedStep:
+    """Read one reply: the thought, the action (a tool name, `finish`, or None) and its input.
+    `tools` maps each valid name to its JSON schema."""
+    labels = [(m.group(1).lower().replace("_", " ").replace("-", " "), m) for m in _LABEL.finditer(text)]
+    sections = [
+        (_kind(label), m.start(), m.end(), labels[i + 1][1].start() if i + 1 < len(labels) else len(text))
+        for i, (label, m) in enumerate(labels)
+    ]
+    thought = text[: sections[0][1]].strip() if sections else ""
+    for i, (kind, _, start, end) in enumerate(sections):
+        value = text[start:end].strip()
+        if kind == "thought":
+            thought = value
+        elif kind == "observation":
+            break  # everything past an observation the model wrote itself is invented
+        elif kind == "final":
+            return ParsedStep(thought, FINISH, {"answer": value}, text[:end].rstrip())
+        elif kind == "action":
+            first, _, rest = value.partition("\n")
+            name, inline = _action_name(first, tools)
+            raw, end_used = (inline or rest), end
+            if i + 1 < len(sections) and sections[i + 1][0] == "input":
+                raw, end_used = text[sections[i + 1][2]: sections[i + 1][3]], sections[i + 1][3]
+            return ParsedStep(thought, name, parse_input(raw), text[:end_used].rstrip())
+    call = _object_at(text, text.find("{")) if "{" in text else None
+    if call and isinstance(call.get("name"), str) and not sections:  # Qwen's native <tool_call> JSON
+        name = _known(call["name"], tools) or call["name"]
+        return ParsedStep(thought, name, call.get("arguments", call.get("parameters")), text.strip())
+    problem = format_help(tools)
+    return ParsedStep(thought or text.strip()[:500], None, text=text.strip() or "(no reply)", problem=problem)
+
+
+def _kind(label: str) -> str:
+    if label.startswith("action") and label.endswith("input"):
+        return "input"
+    return "final" if label.startswith("final") else label
+
+
+def _action_name(line: str, tools: Mapping[str, Any]) -> tuple[str, str | None]:
+    """The tool name in an Action line, and arguments written inline as `name(...)`, if any."""
+    line = line.strip().strip("`*'\" ")
+    match = _NAME.match(line)
+    if match is None:
+        return line, None
+    rest = line[match.end():].strip()
+    inline = rest[1: rest.rindex(")")] if rest.startswith("(") and ")" in rest else rest if rest[:1] == "{" else None
+    name = _known(match.group(0), tools)
+    if name is None:  # "Use the calculator tool": a valid name somewhere in the line
+        names = [*tools, FINISH]
+        name = next((n for n in names if re.search(rf"\b{re.escape(n)}\b", line, re.IGNORECASE)), match.group(0))
+    return name, inline
+
+
+def _known(word: str, tools: Mapping[str, Any]) -> str | None:
+    lowered = word.lower()
+    name = next((n for n in tools if n.lower() == lowered), None)
+    return FINISH if name is None and lowered in _FINISH_NAMES else name
+
+
+def parse_input(raw: str) -> Any:
+    """An Action Input as a value: the first object in it (JSON, else a Python literal; code fences and
+    text after it ignored), else the bare text without its quotes; None when empty."""
+    text = raw.strip()
+    if text.startswith("```"):
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        text = text.split("```", 1)[0].strip()
+    text = text.strip("`").strip()
+    # only an object that opens the input: braces later on belong to a bare value (`print({1: 2})`)
+    if text.startswith("{") and (value := _object_at(text, 0)) is not None:
+        return value
+    if not text:
+        return None
+    if text[0] in "\"'" and text[-1] == text[0]:
+        try:
+            return ast.literal_eval(text)  # literals only: never eval
+        except (ValueError, SyntaxError):
+            return text[1:-1]
+    return text
+
+
+def _object_at(text: str, start: int) -> dict | None:
+    try:
+        value, _ = json.JSONDecoder(strict=False).raw_decode(text, start)
+    except ValueError:
+        end = _closing_brace(text, start)
+        if end is None:
+            return None
+        try:
+            value = ast.literal_eval(text[start: end + 1])  # {'expression': '2**10'}, True/None
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return None
+    return value if isinstance(value, dict) else None
+
+
+def _closing_brace(text: str, start: int) -> int | None:
+    """Where the object opened at `start` closes, skipping braces inside quoted strings."""
+    depth, quote, escaped = 0, "", False
+    for i in range(start, len(text)):
+        char = text[i]
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char in "{}":
+            depth += 1 if char == "{" else -1
+            if depth == 0:
+                return i
+    return None
