@@ -15,13 +15,12 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-from qwend.chat.service import chat
+from qwend.chat.service import CompletionBuilder, chat
 from qwend.errors import InvalidToolArguments, ToolNotFound
 from qwend.runtime import Runtime
 from qwend.tools.base import ToolResult
 from qwend.types import (
-    ChatEvent, ChatRequest, Done, FinishReason, Message, Reasoning, SamplingParams, Token, ToolCall, ToolCallEnd,
-    ToolSpec, Usage,
+    ChatEvent, ChatRequest, Done, FinishReason, Message, SamplingParams, ToolCall, ToolSpec, Usage,
 )
 
 MAX_RESULT_CHARS = 8000  # what the model reads of one tool result; the client still gets all of it
@@ -89,25 +88,21 @@ async def run_tool_loop(
         # models asked for several repeat one call until max_tokens.
         request = ChatRequest(tuple(history) + note, model=model, sampling=sampling, tools=tuple(tools),
                               tool_choice="auto" if may_call else "text", parallel_tool_calls=False)
-        text, thoughts, calls = [], [], []
+        answer = CompletionBuilder()
         async with aclosing(chat(runtime, request)) as events:
             async for event in events:
-                match event:
-                    case Token(piece):
-                        text.append(piece)
-                    case Reasoning(piece):
-                        thoughts.append(piece)
-                    case ToolCallEnd(_, call):
-                        calls.append(call)
-                    case Done(reason, usage):
-                        finish = reason
-                        totals = [totals[0] + usage.prompt_tokens, totals[1] + usage.completion_tokens,
-                                  totals[2] + usage.cached_tokens]
-                        yield StepDone(reason, usage)
-                        continue
-                yield event
+                answer.add(event)
+                if isinstance(event, Done):
+                    usage = event.usage
+                    totals = [totals[0] + usage.prompt_tokens, totals[1] + usage.completion_tokens,
+                              totals[2] + usage.cached_tokens]
+                    yield StepDone(event.finish_reason, usage)
+                else:
+                    yield event
         step += 1
-        reply = Message("assistant", "".join(text), tool_calls=tuple(calls), reasoning="".join(thoughts) or None)
+        done = answer.completion()
+        finish, calls = done.finish_reason, done.tool_calls
+        reply = Message("assistant", done.text, tool_calls=calls, reasoning=done.reasoning or None)
         history.append(reply)
         added.append(reply)
         if not calls:

@@ -162,20 +162,38 @@ class Completion:
     reasoning: str = ""
 
 
+class CompletionBuilder:
+    """Folds chat events into a Completion as they pass (for callers that also forward the events)."""
+
+    def __init__(self) -> None:
+        self.model, self.parts, self.thoughts, self.calls = "", [], [], []
+        self.done: Done | None = None
+
+    def add(self, event: ChatEvent) -> None:
+        match event:
+            case Started(name, _):
+                self.model = name
+            case Token(text):
+                self.parts.append(text)
+            case Reasoning(text):
+                self.thoughts.append(text)
+            case ToolCallEnd(_, call):
+                self.calls.append(call)
+            case Done():
+                self.done = event
+
+    def completion(self) -> Completion:
+        assert self.done is not None, "a chat stream ended without Done"
+        return Completion(self.model, "".join(self.parts), self.done.finish_reason, self.done.usage,
+                          tuple(self.calls), "".join(self.thoughts))
+
+
 async def complete(events: AsyncIterator[ChatEvent]) -> Completion:
     """Fold a chat stream into one answer: the non-streaming responses use the same events."""
-    model, parts, thoughts, calls = "", [], [], []
+    builder = CompletionBuilder()
     async with aclosing(events):
         async for event in events:
-            match event:
-                case Started(name, _):
-                    model = name
-                case Token(text):
-                    parts.append(text)
-                case Reasoning(text):
-                    thoughts.append(text)
-                case ToolCallEnd(_, call):
-                    calls.append(call)
-                case Done(reason, usage):
-                    return Completion(model, "".join(parts), reason, usage, tuple(calls), "".join(thoughts))
+            builder.add(event)
+            if builder.done is not None:
+                return builder.completion()
     raise AssertionError("a chat stream ended without Done")

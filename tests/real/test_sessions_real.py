@@ -1,25 +1,15 @@
 """Seed 000's workflows, the SSE progress stream, a long session past the window and a crash mid-turn,
 against real `qwend serve` processes and the real default model."""
 
-import json
 import threading
 
 import httpx
 import pytest
 
 from tests.conftest import Daemon
+from tests.sse import named_events
 
 CHATTY = 'name = "chatty"\ndescription = "No tools."\nsystem_prompt = "You are a friendly assistant. Answer in three sentences."\n'
-
-
-def events_of(response: httpx.Response) -> list[tuple[str, dict]]:
-    events, name = [], None
-    for line in response.iter_lines():
-        if line.startswith("event:"):
-            name = line.split(":", 1)[1].strip()
-        elif line.startswith("data:"):
-            events.append((name, json.loads(line.split(":", 1)[1])))
-    return events
 
 
 def test_seed_000_stateless_chat(daemon):
@@ -53,7 +43,7 @@ def test_progress_stream_with_a_tool_run_by_the_code_runner(daemon):
                 "stream": True}
     with client.stream("POST", "/v1/chat", json=question) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
-        events = events_of(response)
+        events = named_events(response.iter_lines())
     names = [name for name, _ in events]
     assert names[0] in ("queued", "started") and names[-2:] == ["usage", "done"]
     assert set(names) <= {"queued", "started", "reasoning", "token", "tool_call", "tool_result", "usage", "done"}

@@ -9,6 +9,7 @@ import pytest
 from qwend.sessions.context import SUMMARIZE
 from tests.conftest import client_for, fake_runtime
 from tests.fakes import FakeBackend
+from tests.sse import named_events
 
 
 def call(name: str, **arguments) -> str:
@@ -21,13 +22,7 @@ def runtime_for(tmp_path, *replies, context_length=8192, delay=0.0, **settings):
 
 
 def sse_events(text: str) -> list[tuple[str, dict]]:
-    events, name = [], None
-    for line in text.splitlines():
-        if line.startswith("event:"):
-            name = line.split(":", 1)[1].strip()
-        elif line.startswith("data:") and name:
-            events.append((name, json.loads(line.split(":", 1)[1])))
-    return events
+    return named_events(text.splitlines())
 
 
 async def test_stateless_chat_runs_tools_server_side(tmp_path):
