@@ -21,7 +21,7 @@ import inspect
 import re
 import typing
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -73,7 +73,6 @@ class Tool:
     group: str | None = None  # "web", "code", "files": switched as a group by configuration
     source: str = "builtin"  # builtin, a module name, an entry point, or mcp:<server>
     enabled: bool = True
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def tool(

@@ -80,10 +80,6 @@ class SandboxRun:
     seconds: float = 0.0
     sandboxed: bool = True
 
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out and not self.truncated
-
 
 class SandboxUnavailable(Exception):
     """The sandbox cannot start here (no bubblewrap, or user namespaces are off)."""
