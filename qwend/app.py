@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from qwend import __version__
-from qwend.api import cortex, daemon, openai, sessions
+from qwend.api import anthropic, cortex, daemon, jsonrpc, llama_server, lmstudio, ollama, openai, sessions
 from qwend.api.errors import install_error_handlers
 from qwend.errors import ModelNotFound
 from qwend.runtime import Runtime
@@ -47,4 +47,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(openai.router)
     app.include_router(cortex.router)
+    app.include_router(lmstudio.router)
+    app.include_router(jsonrpc.router)
+    app.include_router(llama_server.router)
+    app.include_router(ollama.router)
+    app.include_router(anthropic.router)
     return app

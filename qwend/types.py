@@ -17,6 +17,12 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class Image:
+    data: bytes  # the encoded file (JPEG, PNG, WebP), not pixels
+    mime_type: str
+
+
+@dataclass(frozen=True)
 class Message:
     role: Role
     content: str
@@ -24,6 +30,7 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()  # assistant messages that called tools
     tool_call_id: str | None = None  # tool messages: the call this result answers
     reasoning: str | None = None
+    images: tuple[Image, ...] = ()  # user messages: pictures for a vision model
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ on the default model: "What is 2 + 2?" went calculator, then web_search and web_
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import Any
 
 from qwend.chat.service import CompletionBuilder, chat
 from qwend.errors import InvalidToolArguments, ToolNotFound
@@ -65,13 +66,24 @@ class TurnEnd:
 
 
 LoopEvent = ChatEvent | ToolResultEvent | StepDone | TurnEnd
+# Runs one call whose arguments parsed as a JSON object. The default runs qwend's registered tools; seed 003
+# hands calls to client-defined tools to its WebSocket client and waits for the result.
+ToolExecutor = Callable[[ToolCall, dict[str, Any]], Awaitable[ToolResult]]
 
 
 async def run_tool_loop(
     runtime: Runtime, messages: Sequence[Message], *, tools: Sequence[ToolSpec], model: str | None,
-    sampling: SamplingParams, max_steps: int, chain: bool = False,
+    sampling: SamplingParams, max_steps: int, chain: bool = False, execute: ToolExecutor | None = None,
 ) -> AsyncIterator[LoopEvent]:
     """Chat events of every step, a ToolResultEvent per executed call, a StepDone per generation, then TurnEnd."""
+
+    async def run_registered(call: ToolCall, arguments: dict[str, Any]) -> ToolResult:
+        try:
+            return await runtime.tools.invoke(call.name, arguments)
+        except (ToolNotFound, InvalidToolArguments) as exc:
+            return ToolResult(False, error=exc.message)
+
+    execute = execute or run_registered
     history = list(messages)
     added: list[Message] = []
     results: list[ToolResultEvent] = []
@@ -109,7 +121,7 @@ async def run_tool_loop(
             break
         answered = True
         for call in calls:
-            result = await _run_call(runtime, call, seen_calls)
+            result = await _run_call(execute, call, seen_calls)
             answered = answered and result.success
             results.append(ToolResultEvent(call, result))
             yield results[-1]
@@ -119,19 +131,18 @@ async def run_tool_loop(
     yield TurnEnd(tuple(added), finish, Usage(*totals), step, tuple(results))
 
 
-async def _run_call(runtime: Runtime, call: ToolCall, seen: set[tuple[str, str]]) -> ToolResult:
+async def _run_call(execute: ToolExecutor, call: ToolCall, seen: set[tuple[str, str]]) -> ToolResult:
     try:
         arguments = json.loads(call.arguments or "{}")
     except ValueError:
         return ToolResult(False, error=f"the arguments are not valid JSON: {call.arguments[:200]}")
+    if not isinstance(arguments, dict):
+        return ToolResult(False, error="the arguments must be a JSON object")
     key = (call.name, json.dumps(arguments, sort_keys=True))
     if key in seen:
         return ToolResult(False, error="this exact call was already made and its result is above; use it to answer")
     seen.add(key)
-    try:
-        return await runtime.tools.invoke(call.name, arguments)
-    except (ToolNotFound, InvalidToolArguments) as exc:
-        return ToolResult(False, error=exc.message)
+    return await execute(call, arguments)
 
 
 def tool_result_text(result: ToolResult) -> str:

@@ -7,20 +7,18 @@ from fastapi import APIRouter
 from qwend import __version__
 from qwend.api.deps import RuntimeDep
 from qwend.api.wire.tools import InvokeBody, native_tool
-from qwend.errors import QwendError
-from qwend.runtime import Runtime
 
 router = APIRouter(tags=["qwend"])
 
 
 @router.get("/health", summary="Daemon health (seed 000's shape)")
 async def health(runtime: RuntimeDep):
-    default = runtime.models.loaded.get(_default_name(runtime))
+    default = runtime.models.loaded.get(runtime.models.default_name())
     return {
         "status": "healthy",
         "model_loaded": default is not None,
         "model_size": default.model.size_class.upper() if default else None,
-        "model": default.name if default else runtime.settings.model,
+        "model": default.name if default else runtime.models.default_name(),
         "generation_in_progress": runtime.models.generating,
         "queue": {
             name: {"running": m.scheduler.running, "waiting": m.scheduler.waiting}
@@ -63,9 +61,3 @@ async def list_profiles(runtime: RuntimeDep):
 async def get_profile(name: str, runtime: RuntimeDep):
     return runtime.profiles.get(name).public()
 
-
-def _default_name(runtime: Runtime) -> str:
-    try:
-        return runtime.store.resolve(runtime.settings.model).name
-    except QwendError:
-        return runtime.settings.model

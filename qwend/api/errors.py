@@ -1,7 +1,9 @@
-"""Maps the exception tree (and FastAPI's own errors) to each protocol's error shape, once.
+"""Maps the exception tree (and FastAPI's own errors) to each protocol's error shape, once, by path:
 
-OpenAI paths (`/v1/...`) get `{"error": {"message", "type", "param", "code"}}`; seed 000's own `/v1` routes
-and every other path get the FastAPI-style `{"detail": message}` their seed clients read.
+- OpenAI (`/v1/...`, seed 004's `/chat/completions`): `{"error": {"message", "type", "param", "code"}}`
+- Anthropic (`/v1/messages`): `{"type": "error", "error": {"type", "message"}}`
+- Ollama (`/api/chat`, `/api/generate`, ...): `{"error": message}`
+- seed 000's own `/v1` routes and every other path: the FastAPI-style `{"detail": message}` seed clients read.
 """
 
 from __future__ import annotations
@@ -23,16 +25,27 @@ def error_response(
     request: Request, status: int, message: str, *, type_: str = "invalid_request_error",
     code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    if _is_openai_path(request.url.path):
+    path = request.url.path
+    if path.startswith("/v1/messages"):
+        body = {"type": "error", "error": {"type": ANTHROPIC_TYPES.get(status, "api_error"), "message": message}}
+    elif path in OLLAMA_PATHS:
+        body = {"error": message}
+    elif _is_openai_path(path):
         body = error_body(message, type_, code, param)
     else:
         body = {"detail": message}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+OLLAMA_PATHS = frozenset(f"/api/{name}" for name in ("chat", "generate", "tags", "ps", "show", "pull"))
+ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                   404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                   503: "overloaded_error"}
+
+
 def _is_openai_path(path: str) -> bool:
     native = path == "/v1/chat" or path.startswith(("/v1/sessions", "/v1/tools", "/v1/profiles"))
-    return path.startswith("/v1/") and not native
+    return (path.startswith("/v1/") and not native) or path == "/chat/completions"
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:

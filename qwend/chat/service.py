@@ -67,6 +67,12 @@ async def _prepare(
     tools, constraint = tool_plan(request)
     loaded = await runtime.models.get(request.model)
     backend = loaded.backend
+    if not backend.info.vision and any(m.images for m in request.messages):
+        raise InvalidRequest(
+            f"model {loaded.name!r} cannot read images (it has no vision support); send text only, "
+            "or choose a vision model",
+            param="messages",
+        )
     text = render(backend, request.messages, tools)
     prompt = backend.tokenize(text)
     check_fits(len(prompt), request.sampling, backend.info.context_length)

@@ -20,6 +20,7 @@ class ModelInfo:
     file_size: int
     chat_template: bool  # False when the model has none and ChatML is used
     grammar: bool = False  # can enforce an OutputConstraint while decoding
+    vision: bool = False  # reads Message.images
 
 
 @dataclass(frozen=True)

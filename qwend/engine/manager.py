@@ -1,4 +1,4 @@
-"""Loaded models: each with its backend and its own scheduler, loaded on first use."""
+"""Loaded models: each with its backend and its own scheduler, loaded on first use or on request."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from qwend.engine.base import Backend
 from qwend.engine.registry import backend_loader
 from qwend.engine.scheduler import Scheduler
+from qwend.errors import ModelNotFound
 from qwend.models.store import LocalModel, ModelStore
 from qwend.settings import Settings
 
@@ -32,12 +33,20 @@ class ModelManager:
     def __init__(self, settings: Settings, store: ModelStore) -> None:
         self.settings = settings
         self.store = store
+        self.default = settings.model  # what requests that name no model get (seed 004's /setModel moves it)
         self.loaded: dict[str, LoadedModel] = {}
         self._lock = asyncio.Lock()
 
+    def default_name(self) -> str:
+        """The default model's canonical name (the name as configured when it resolves to nothing)."""
+        try:
+            return self.store.resolve(self.default).name
+        except ModelNotFound:  # an unknown configured name: /health still answers, chat says why
+            return self.default
+
     async def get(self, name: str | None) -> LoadedModel:
         """The loaded model for `name` (the default when None), loading it from disk if needed."""
-        model = self.store.find(name or self.settings.model)
+        model = self.store.find(name or self.default)
         if (loaded := self.loaded.get(model.name)) is not None:
             return loaded
         async with self._lock:
@@ -45,6 +54,35 @@ class ModelManager:
                 loaded = await self._load(model)
                 self.loaded[model.name] = loaded
             return loaded
+
+    async def load(self, name: str, *, exclusive: bool = False) -> LoadedModel:
+        """Load `name` now; `exclusive` unloads every other model first (their running jobs finish)."""
+        model = self.store.find(name)
+        if exclusive:
+            for other in [n for n in self.loaded if n != model.name]:
+                await self.unload(other)
+        return await self.get(model.name)
+
+    async def unload(self, name: str) -> bool:
+        """Unload a model by any of its names; False when it was not loaded. New requests no longer reach
+        it at once; jobs already queued on it finish before its memory is freed."""
+        try:
+            name = self.store.resolve(name).name
+        except ModelNotFound:
+            pass  # a name nothing resolves can still be a loaded model's own name
+        loaded = self.loaded.pop(name, None)
+        if loaded is None:
+            return False
+        await loaded.scheduler.drained()
+        loaded.backend.close()
+        log.info("unloaded %s", name)
+        return True
+
+    async def unload_all(self) -> list[str]:
+        names = list(self.loaded)
+        for name in names:
+            await self.unload(name)
+        return names
 
     async def _load(self, model: LocalModel) -> LoadedModel:
         started = time.monotonic()

@@ -46,6 +46,8 @@ class Scheduler:
         self._waiting: deque[_Ticket] = deque()
         self._running = 0
         self._mean_job_s = 5.0  # moving average of job durations, for Retry-After
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @property
     def running(self) -> int:
@@ -54,6 +56,10 @@ class Scheduler:
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    async def drained(self) -> None:
+        """Return once no job is running or waiting (an unload waits for this before freeing the model)."""
+        await self._idle.wait()
 
     def retry_after(self) -> int:
         """Seconds until a queue slot is likely to free up."""
@@ -75,6 +81,7 @@ class Scheduler:
             )
         ticket = _Ticket()
         self._waiting.append(ticket)
+        self._idle.clear()
         self._admit()
         try:
             while not ticket.admitted:
@@ -108,3 +115,5 @@ class Scheduler:
             self._running += 1
         for ticket in self._waiting:  # everyone behind moved up
             ticket.moved.set()
+        if not self._running and not self._waiting:
+            self._idle.set()

@@ -15,7 +15,8 @@ class CatalogEntry:
     sha256: str
     size: int
     size_class: str  # seed 000's model_size: small, medium or large
-    aliases: tuple[str, ...] = ()
+    repo: str  # the Hugging Face repository the weights come from (seed 001's model ids derive from it)
+    aliases: tuple[str, ...] = ()  # lower case; hub ids and LM Studio keys of the same weights belong here
     description: str = ""
 
 
@@ -32,7 +33,12 @@ CATALOG: tuple[CatalogEntry, ...] = (
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         size=491_400_064,
         size_class="small",
-        aliases=("qwen2.5-coder", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-0.5b-instruct-q4_k_m"),
+        repo="Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
+        aliases=(
+            "qwen2.5-coder", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-0.5b-instruct-q4_k_m",
+            "qwen/qwen2.5-coder-0.5b-instruct",
+            "mlx-community/qwen2.5-coder-0.5b-instruct-4bit",
+        ),
         description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (the default)",
     ),
     CatalogEntry(
@@ -42,6 +48,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         size=98_362_432,
         size_class="small",
+        repo="HuggingFaceTB/SmolLM2-135M-Instruct",
         aliases=("smollm2", "smollm2-135m-instruct"),
         description="SmolLM2-135M-Instruct, Q4_1 GGUF (a tiny second model)",
     ),
@@ -49,8 +56,9 @@ CATALOG: tuple[CatalogEntry, ...] = (
 
 
 def find_entry(name: str) -> CatalogEntry | None:
-    wanted = name.lower()
+    """By name, alias, file name or hub repository, in any case; seed 001's `owner__repo` ids too."""
+    wanted = name.lower().replace("__", "/")
     for entry in CATALOG:
-        if wanted == entry.name or wanted in entry.aliases or wanted == entry.filename.lower():
+        if wanted in (entry.name, entry.filename.lower(), entry.repo.lower()) or wanted in entry.aliases:
             return entry
     return None

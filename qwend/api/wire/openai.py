@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from qwend.api.wire.images import from_data_url
 from qwend.chat.schemas import prepare_schema
 from qwend.errors import InvalidRequest
 from qwend.types import ChatRequest, Message, SamplingParams, ToolCall, ToolSpec, Usage
@@ -17,9 +18,14 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="allow")  # clients send fields we do not use; they are not errors
 
 
+class ImageUrl(_Wire):
+    url: str
+
+
 class ContentPart(_Wire):
     type: str
     text: str | None = None
+    image_url: ImageUrl | None = None
 
 
 class FunctionCall(_Wire):
@@ -154,21 +160,22 @@ def _pick(value, default):
 
 def _to_message(message: ChatMessage, index: int) -> Message:
     role = "system" if message.role == "developer" else message.role
-    content = message.content
+    content, images = message.content, []
     if isinstance(content, list):
         texts = []
         for part in content:
-            if part.type != "text" or part.text is None:
-                raise InvalidRequest(
-                    f"content part type {part.type!r} is not supported by this model (text only)",
-                    param=f"messages[{index}].content",
-                )
-            texts.append(part.text)
+            where = f"messages[{index}].content"
+            if part.type == "text" and part.text is not None:
+                texts.append(part.text)
+            elif part.type == "image_url" and part.image_url is not None:
+                images.append(from_data_url(part.image_url.url, param=where))
+            else:
+                raise InvalidRequest(f"content part type {part.type!r} is not supported", param=where)
         content = "".join(texts)
     calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or ())
     return Message(
         role=role, content=content or "", name=message.name, tool_calls=calls,
-        tool_call_id=message.tool_call_id, reasoning=message.reasoning_content,
+        tool_call_id=message.tool_call_id, reasoning=message.reasoning_content, images=tuple(images),
     )
 
 
