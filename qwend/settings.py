@@ -18,7 +18,7 @@ def default_data_dir() -> Path:
 
 
 def _alias(name: str) -> AliasChoices:
-    """Accept both `QWEND_<NAME>` and the bare `<NAME>` that seed 001's `.env` uses."""
+    """Accept both `QWEND_<NAME>` and the bare `<NAME>` that the seeds' `.env` files use (001, 002)."""
     return AliasChoices(name, f"QWEND_{name.upper()}", name.upper())
 
 
@@ -91,6 +91,16 @@ class Settings(BaseSettings):
     model_small: str | None = Field(None, description="Model used for model_size=small (default: `model`).")
     model_medium: str | None = Field(None, description="Model used for model_size=medium (default: `model`).")
     model_large: str | None = Field(None, description="Model used for model_size=large (default: `model`).")
+
+    # seed 002's default models for its /chat/regular and /chat/vision routes (its .env names are read too)
+    default_regular_model: str | None = Field(
+        None, validation_alias=_alias("default_regular_model"),
+        description="Model for seed 002's /chat/regular routes when the body names none (default: `model`).",
+    )
+    default_vision_model: str | None = Field(
+        None, validation_alias=_alias("default_vision_model"),
+        description="Model for seed 002's /chat/vision routes when the body names none (default: `model`).",
+    )
 
     # sessions and profiles
     profiles_dir: Path | None = Field(None, description="Your own profile TOML files; default <data_dir>/profiles.")

@@ -5,19 +5,24 @@ into the window, runs the tool loop, and stores the whole turn in one transactio
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, replace
+from typing import Any
 
-from qwend.agents.loop import LoopEvent, StepDone, TurnEnd, run_tool_loop
+from qwend.agents.loop import LoopEvent, StepDone, ToolExecutor, TurnEnd, run_tool_loop
 from qwend.errors import InvalidRequest
 from qwend.runtime import Runtime
 from qwend.sessions.context import fit_session
 from qwend.sessions.store import StoredMessage
-from qwend.types import Message, Queued
+from qwend.types import Message, Queued, ToolSpec
 
 
 @dataclass(frozen=True)
 class TurnRequest:
+    """One turn. The fields after `max_tokens` let a protocol with client-side tools (seed 003) reuse the
+    turn as is: its own tools and executor, system prompt, sampling, or a conversation it sends whole."""
+
     message: str
     profile: str | None = None  # a session's own profile wins
     session_id: str | None = None  # None: stateless
@@ -25,12 +30,20 @@ class TurnRequest:
     model_size: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
+    tools: tuple[ToolSpec, ...] | None = None  # replace the profile's tools (() for none)
+    execute: ToolExecutor | None = None  # runs the calls instead of the tool registry
+    system_prompt: str | None = None  # replaces the profile's ("" for none)
+    sampling: Mapping[str, Any] | None = None  # more SamplingParams overrides (None values are ignored)
+    # stateless only: the conversation to answer, with `message` (when not empty) appended as the user's
+    history: tuple[Message, ...] | None = None
 
 
 async def run_turn(runtime: Runtime, request: TurnRequest) -> AsyncIterator[LoopEvent | Queued]:
     """Events of one turn: Queued (when the session is busy), then the loop's events, ending with TurnEnd
     (yielded once the turn is stored)."""
-    if not request.message.strip():
+    if request.history is not None and request.session_id:
+        raise ValueError("a turn with a given history is stateless; it takes no session_id")
+    if not request.message.strip() and not request.history:
         raise InvalidRequest("message is empty", param="message")
     session = await runtime.sessions.get(request.session_id) if request.session_id else None
     profile = runtime.profiles.get(session.profile if session else request.profile)
@@ -40,18 +53,28 @@ async def run_turn(runtime: Runtime, request: TurnRequest) -> AsyncIterator[Loop
     model = loaded.name
     # every generation is bounded (a small model can repeat itself to the end of a 32k window), and the
     # session's history is fitted to leave exactly that much room
-    sampling = profile.sampling_params(temperature=request.temperature, max_tokens=request.max_tokens)
+    explicit = {"temperature": request.temperature, "max_tokens": request.max_tokens}
+    overrides = {**(request.sampling or {}), **{k: v for k, v in explicit.items() if v is not None}}
+    sampling = profile.sampling_params(**overrides)
     sampling = replace(sampling, max_tokens=sampling.max_tokens or runtime.settings.reply_reserve)
-    tools = runtime.tools.specs([n for n in profile.tools if n in runtime.tools.names()])
+    if request.tools is not None:
+        tools = request.tools
+    else:
+        tools = runtime.tools.specs([n for n in profile.tools if n in runtime.tools.names()])
+    system_prompt = profile.system_prompt if request.system_prompt is None else request.system_prompt
     user = Message("user", request.message)
 
     def loop(view: list[Message]) -> AsyncIterator[LoopEvent]:
         return run_tool_loop(runtime, view, tools=tools, model=model, sampling=sampling,
-                             max_steps=profile.max_tool_steps, chain=profile.tool_chaining)
+                             max_steps=profile.max_tool_steps, chain=profile.tool_chaining, execute=request.execute)
 
     if session is None:
-        async for event in loop(([Message("system", profile.system_prompt)] if profile.system_prompt else []) + [user]):
-            yield event
+        system = [Message("system", system_prompt)] if system_prompt else []
+        conversation = list(request.history or ()) + ([user] if request.message.strip() else [])
+        # aclosing: closing this turn closes the loop at once (and with it the job), wherever it is suspended
+        async with aclosing(loop(system + conversation)) as events:
+            async for event in events:
+                yield event
         return
 
     ahead = runtime.session_turns.ahead(session.id)
@@ -60,14 +83,15 @@ async def run_turn(runtime: Runtime, request: TurnRequest) -> AsyncIterator[Loop
     async with runtime.session_turns.hold(session.id):
         budget = loaded.backend.info.context_length - sampling.max_tokens
         view = await fit_session(runtime, runtime.sessions, session.id, model=model,
-                                 system_prompt=profile.system_prompt, new_message=user, tools=tools, budget=budget)
+                                 system_prompt=system_prompt, new_message=user, tools=tools, budget=budget)
         steps: list[StepDone] = []
-        async for event in loop(view):
-            if isinstance(event, StepDone):
-                steps.append(event)
-            if isinstance(event, TurnEnd):
-                await runtime.sessions.append_turn(session.id, _stored(user, event, steps))
-            yield event
+        async with aclosing(loop(view)) as events:
+            async for event in events:
+                if isinstance(event, StepDone):
+                    steps.append(event)
+                if isinstance(event, TurnEnd):
+                    await runtime.sessions.append_turn(session.id, _stored(user, event, steps))
+                yield event
 
 
 def _stored(user: Message, end: TurnEnd, steps: list[StepDone]) -> list[StoredMessage]:

@@ -1,21 +1,151 @@
-"""Seed 001 (Cortex): its `/api/...` routes, translated to qwend's core."""
+"""Seed 001 (Cortex): its `/api/...` routes, translated to qwend's core. (`GET /` and `GET /api/health` share
+their bodies with seed 000 in api/daemon.py.)"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
 from qwend.agents import react
 from qwend.api.deps import RuntimeDep
 from qwend.api.streaming import ClientGone, open_stream, unless_disconnected
+from qwend.api.wire import cortex as wire
 from qwend.api.wire.agents import AgentExecuteBody, PlanBody, info_body, result_body, step_body
+from qwend.api.wire.openai import completion_id, to_chat_request
 from qwend.api.wire.tools import ExecuteBody, cortex_tool, openai_definition
+from qwend.chat.service import chat, complete
 from qwend.errors import QwendError
+from qwend.runtime import Runtime
+from qwend.types import ChatEvent
 
 router = APIRouter(prefix="/api", tags=["cortex (seed 001)"])
+
+
+# -- chat
+
+
+@router.post("/chat/completions", summary="A chat completion; the answer is at message.content (SSE with stream)")
+async def chat_completion(body: wire.CortexChatRequest, request: Request, runtime: RuntimeDep):
+    events = await open_stream(chat(runtime, to_chat_request(body)))
+    if body.stream:
+        return EventSourceResponse(_frames_sse(events), sep="\n", ping=15)
+    try:
+        result = await unless_disconnected(request, complete(events))
+    except ClientGone:
+        return Response(status_code=499)
+    return wire.chat_body(completion_id(), result)
+
+
+@router.post("/chat/completions/stream", summary="A streaming chat completion (SSE frames: start, token, done)")
+async def chat_completion_stream(body: wire.CortexChatRequest, runtime: RuntimeDep):
+    events = await open_stream(chat(runtime, to_chat_request(body)))
+    return EventSourceResponse(_frames_sse(events), sep="\n", ping=15)
+
+
+async def _frames_sse(events: AsyncIterator[ChatEvent]) -> AsyncIterator[dict[str, str]]:
+    try:
+        async for event in events:
+            if (frame := wire.frame(event)) is not None:
+                yield {"event": frame["type"], "data": json.dumps(frame, ensure_ascii=False)}
+    except QwendError as exc:  # after the 200 has gone out, errors travel in the stream
+        yield {"event": "error", "data": json.dumps(wire.error_frame(exc.message))}
+    finally:
+        await events.aclose()
+
+
+@router.websocket("/chat/ws")
+async def chat_websocket(websocket: WebSocket):
+    """`{"type": "chat", ...}` in; start, token, tool_call and done frames out. One chat at a time per
+    connection; `{"type": "cancel"}` stops it, `{"type": "ping"}` answers pong."""
+    runtime: Runtime = websocket.app.state.runtime
+    await websocket.accept()
+    running: asyncio.Task | None = None
+    try:
+        while True:
+            try:
+                message = json.loads(await websocket.receive_text())
+            except ValueError as exc:
+                await websocket.send_json(wire.error_frame(f"the message is not valid JSON: {exc}"))
+                continue
+            kind = message.get("type") if isinstance(message, dict) else None
+            busy = running is not None and not running.done()
+            if kind == "ping":
+                await websocket.send_json({"type": "pong"})
+            elif kind == "cancel":
+                if busy:
+                    running.cancel()
+                else:
+                    await websocket.send_json(wire.error_frame("nothing to cancel: no chat is running"))
+            elif kind != "chat":
+                await websocket.send_json(wire.error_frame(f"unknown message type {kind!r}; use chat, cancel or ping"))
+            elif busy:
+                await websocket.send_json(wire.error_frame("a chat is already running here; cancel it or wait for done"))
+            else:
+                try:
+                    body = wire.WsChat.model_validate(message)
+                except ValidationError as exc:
+                    first = exc.errors()[0]
+                    where = ".".join(str(p) for p in first["loc"])
+                    await websocket.send_json(wire.error_frame(f"invalid chat message ({where}): {first['msg']}"))
+                    continue
+                running = asyncio.create_task(_stream_to(websocket, runtime, body))
+    except WebSocketDisconnect:
+        pass
+    finally:
+        if running is not None:
+            running.cancel()  # the client is gone: stop generating for it
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await running
+
+
+async def _stream_to(websocket: WebSocket, runtime: Runtime, body: wire.WsChat) -> None:
+    try:
+        async with aclosing(chat(runtime, to_chat_request(body))) as events:
+            async for event in events:
+                if (frame := wire.frame(event)) is not None:
+                    await websocket.send_json(frame)
+    except QwendError as exc:
+        await websocket.send_json(wire.error_frame(exc.message))
+        await websocket.send_json({"type": "done", "finish_reason": "error"})
+    except asyncio.CancelledError:  # a cancel message (or the client left, and then this send fails quietly)
+        with contextlib.suppress(Exception):
+            await websocket.send_json({"type": "done", "finish_reason": "cancelled"})
+
+
+# -- models
+
+
+@router.get("/models", summary="Models on disk, with seed 001's owner__repo ids and whether each is loaded")
+async def list_models(runtime: RuntimeDep):
+    return {
+        "models": [wire.model_body(m, m.name in runtime.models.loaded) for m in runtime.store.list()],
+        "default_model": runtime.models.default_name(),
+    }
+
+
+@router.post("/models/{model_id}/load", summary="Load a model by id or name (404 for an unknown one)")
+async def load_model(model_id: str, runtime: RuntimeDep):
+    loaded = await runtime.models.load(model_id)
+    return {"success": True, "model_id": wire.model_id(loaded.model), "name": loaded.name,
+            "message": f"Model {loaded.name} loaded"}
+
+
+@router.post("/models/{model_id}/unload", summary="Unload a model; running requests on it finish first")
+async def unload_model(model_id: str, runtime: RuntimeDep):
+    model = runtime.store.resolve(model_id)  # 404 for an id nothing resolves
+    unloaded = await runtime.models.unload(model.name)
+    message = f"Model {model.name} unloaded" if unloaded else f"Model {model.name} was not loaded"
+    return {"success": unloaded, "model_id": wire.model_id(model), "name": model.name, "message": message}
+
+
+# -- tools
 
 
 @router.get("/tools", summary="Every tool with its parameters and whether it is enabled")

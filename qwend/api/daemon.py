@@ -11,7 +11,8 @@ from qwend.api.wire.tools import InvokeBody, native_tool
 router = APIRouter(tags=["qwend"])
 
 
-@router.get("/health", summary="Daemon health (seed 000's shape)")
+@router.get("/health", summary="Daemon health (seeds 000 and 002)")
+@router.get("/api/health", summary="Daemon health (seed 001; the same body as /health)")
 async def health(runtime: RuntimeDep):
     default = runtime.models.loaded.get(runtime.models.default_name())
     return {
@@ -31,14 +32,19 @@ async def health(runtime: RuntimeDep):
     }
 
 
-@router.get("/", summary="Name, version and status")
+@router.get("/", summary="Name, version and status (seeds 000, 001 and 004)")
 async def root(runtime: RuntimeDep):
     return {
         "name": "qwend",
         "version": __version__,
         "status": "running",
+        "message": "qwend is running",
+        "default_model": runtime.models.default_name(),
         "models_loaded": sorted(runtime.models.loaded),
         "docs": "/docs",
+        "redoc": "/redoc",
+        "openapi": "/openapi.json",
+        "help": "/help",
     }
 
 

@@ -1,7 +1,49 @@
-"""Seed 004 (the llama-cpp-python server): /models, /setModel, /chat/completions, /restore_cache."""
+"""Seed 004 (the llama-cpp-python server): `GET /models`, `POST /setModel`, `POST /chat/completions` (the
+OpenAI route without `/v1`) and `POST /restore_cache`. `GET /models` is also seed 002's list of loaded models."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from dataclasses import replace
 
-router = APIRouter()
+from fastapi import APIRouter, Request
+
+from qwend.api import openai
+from qwend.api.deps import RuntimeDep
+from qwend.api.streaming import unless_disconnected
+from qwend.api.wire import llama_server as wire
+from qwend.api.wire.openai import to_chat_request
+from qwend.chat.service import chat, complete
+
+router = APIRouter(tags=["llama.cpp server (seed 004)"])
+
+router.add_api_route(
+    "/chat/completions", openai.create_chat_completion, methods=["POST"],
+    summary="Create a chat completion (OpenAI, as at /v1/chat/completions)",
+)
+
+
+@router.get("/models", summary="GGUF files on disk (seed 004) and the models loaded now (seed 002)")
+async def list_models(runtime: RuntimeDep):
+    return wire.models_body(runtime.store.list(), runtime.models.loaded, runtime.models.default_name())
+
+
+@router.post("/setModel", summary="Load a model and make it the default for requests that name none")
+async def set_model(body: wire.SetModelBody, runtime: RuntimeDep):
+    loaded = await runtime.models.load(body.modelName)
+    runtime.models.default = loaded.name
+    return {"message": f"Model set to {loaded.name}", "model": loaded.name, "file": loaded.model.path.name}
+
+
+@router.post("/restore_cache", summary="Pre-warm the prompt cache with messages and tools")
+async def restore_cache(body: wire.RestoreCacheBody, request: Request, runtime: RuntimeDep):
+    # One generated token makes the backend evaluate the whole prompt; the next request that starts with
+    # the same messages and tools then reuses that KV state (its usage reports the cached tokens).
+    chat_request = to_chat_request(body)
+    chat_request = replace(chat_request, sampling=replace(chat_request.sampling, max_tokens=1, temperature=0))
+    result = await unless_disconnected(request, complete(chat(runtime, chat_request)))
+    return {
+        "status": "ok",
+        "model": result.model,
+        "prompt_tokens": result.usage.prompt_tokens,
+        "cached_tokens": result.usage.cached_tokens,  # already warm before this call
+    }

@@ -1,7 +1,124 @@
-"""Seed 002 (the LM Studio proxy): /help, /models/load, /models/unload and the /chat routes. A translator."""
+"""Seed 002 (the LM Studio proxy): /help, /models/load, /models/unload and the /chat routes. A translator.
+
+(Its `GET /health` and `GET /models` are shared with other seeds and live with them.)
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from collections.abc import AsyncIterator
 
-router = APIRouter()
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from qwend.api.deps import RuntimeDep
+from qwend.api.streaming import ClientGone, open_stream, unless_disconnected
+from qwend.api.wire import lmstudio as wire
+from qwend.chat.service import chat, complete
+from qwend.errors import BackendError, ModelNotFound, QwendError
+from qwend.runtime import Runtime
+from qwend.types import ChatEvent, Done, Started, Token
+
+router = APIRouter(tags=["LM Studio proxy (seed 002)"])
+
+
+class NdjsonResponse(StreamingResponse):
+    """Closes its iterator however the response ends: a client that leaves while a line is being sent
+    would otherwise leave the generation running until the iterator is garbage-collected."""
+
+    media_type = "application/x-ndjson"
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()
+
+
+@router.get("/help", summary="API documentation: every route of this daemon, grouped by protocol")
+async def api_help(request: Request):
+    app = request.app
+    return wire.help_body(app.routes, name=app.title, version=app.version, description=app.description)
+
+
+@router.post("/models/load", summary="Load a model by model_key; exclusive unloads every other model")
+async def load_model(body: wire.LoadBody, runtime: RuntimeDep):
+    before = set(runtime.models.loaded)
+    try:
+        loaded = await runtime.models.load(body.model_key, exclusive=body.exclusive)
+    except QwendError as exc:  # the seed answers a failed load with its own body: {"loaded": false, "error"}
+        return JSONResponse(wire.load_failure_body(body.model_key, exc.message), status_code=exc.status)
+    unloaded = sorted(before - set(runtime.models.loaded))
+    return wire.load_body(body, loaded.name, already_loaded=loaded.name in before, unloaded=unloaded)
+
+
+@router.post("/models/unload", summary="Unload one model (model_key) or all of them (unload_all: true)")
+async def unload_model(body: wire.UnloadBody, runtime: RuntimeDep):
+    target = wire.unload_target(body)
+    if target is None:
+        return wire.unload_body(None, sorted(await runtime.models.unload_all()))
+    before = set(runtime.models.loaded)
+    await runtime.models.unload(target)
+    return wire.unload_body(target, sorted(before - set(runtime.models.loaded)))
+
+
+# path, summary, the setting naming its default model (None: the daemon's), whether images may be sent
+CHAT_ROUTES = (
+    ("/chat", "Chat with any model (model_key; default: the daemon's model)", None, True),
+    ("/chat/regular", "Text-only chat with the default regular model", "default_regular_model", False),
+    ("/chat/vision", "Chat with images, with the default vision model", "default_vision_model", True),
+)
+
+
+def _chat_route(default_setting: str | None, images_allowed: bool, stream: bool):
+    async def route(body: wire.ChatBody, request: Request, runtime: RuntimeDep):
+        model = getattr(runtime.settings, default_setting) if default_setting else None
+        return await _answer(runtime, request, body, default_model=model, images_allowed=images_allowed,
+                             stream=stream)
+
+    return route
+
+
+def _add_chat_routes() -> None:
+    for path, summary, setting, images in CHAT_ROUTES:
+        router.add_api_route(path, _chat_route(setting, images, False), methods=["POST"], summary=summary)
+        router.add_api_route(f"{path}/stream", _chat_route(setting, images, True), methods=["POST"],
+                             summary=f"{summary}, streamed as NDJSON fragments")
+
+
+_add_chat_routes()
+
+
+async def _answer(
+    runtime: Runtime, request: Request, body: wire.ChatBody, *, default_model: str | None, images_allowed: bool,
+    stream: bool,
+):
+    chat_request = wire.to_chat_request(body, default_model=default_model, images_allowed=images_allowed)
+    try:
+        events = await open_stream(chat(runtime, chat_request))
+        if stream:
+            return NdjsonResponse(_ndjson(events))
+        result = await unless_disconnected(request, complete(events))
+    except ClientGone:
+        return Response(status_code=499)
+    except (ModelNotFound, BackendError) as exc:
+        # the seed's answer when its upstream has no such model or cannot run it
+        raise HTTPException(503, f"Chat service unavailable: {exc.message}") from exc
+    return wire.response_body(result)
+
+
+async def _ndjson(events: AsyncIterator[ChatEvent]) -> AsyncIterator[str]:
+    # closing this generator (the client left) closes `events`, which cancels the generation
+    model = ""
+    try:
+        async for event in events:
+            match event:
+                case Started(name, _):
+                    model = name
+                case Token(text) if text:
+                    yield wire.fragment_line(text)
+                case Done(reason, usage):
+                    yield wire.done_line(model, reason, usage)
+    except QwendError as exc:  # after the 200 has gone out, errors travel in the stream
+        yield wire.error_line(exc.message)
+    finally:
+        await events.aclose()

@@ -1,7 +1,213 @@
-"""Ollama: /api/chat, /api/generate, /api/tags, /api/ps, /api/show, /api/pull. A translator, nothing more."""
+"""Ollama: /api/chat, /api/generate, /api/tags, /api/ps, /api/show, /api/pull. A translator, nothing more.
+
+Answers stream as NDJSON by default (`"stream": false` for one object); errors are `{"error": message}`, in
+the body before the stream starts (qwend.api.errors) and as the last line after. What Ollama reports about a
+model (family, quantization, template, model_info) comes from the GGUF header, read here.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-router = APIRouter()
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from qwend.api.deps import RuntimeDep
+from qwend.api.streaming import ClientGone, open_stream, unless_disconnected
+from qwend.api.wire import ollama as wire
+from qwend.api.wire.ollama_models import DETAIL_KEYS, ps_body, show_body, tag_body
+from qwend.chat.service import Completion, CompletionBuilder, chat
+from qwend.engine.manager import LoadedModel
+from qwend.errors import InvalidRequest, ModelNotFound, QwendError
+from qwend.models.gguf import read_all_facts, read_facts
+from qwend.models.store import LocalModel
+from qwend.runtime import Runtime
+from qwend.types import ChatEvent, ChatRequest, Done
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api", tags=["Ollama"])
+NDJSON = "application/x-ndjson"
+
+
+@router.post("/chat", summary="Chat with a model (Ollama; NDJSON stream unless stream is false)")
+async def chat_with_model(body: wire.ChatBody, request: Request, runtime: RuntimeDep):
+    return await _answer(body, wire.chat_request, request, runtime, generate=False)
+
+
+@router.post("/generate", summary="Answer one prompt (Ollama; NDJSON stream unless stream is false)")
+async def generate(body: wire.GenerateBody, request: Request, runtime: RuntimeDep):
+    return await _answer(body, wire.generate_request, request, runtime, generate=True)
+
+
+async def _answer(
+    body: wire.ChatBody | wire.GenerateBody, translate: Callable[[Any, str], ChatRequest], request: Request,
+    runtime: Runtime, *, generate: bool,
+):
+    started = time.perf_counter_ns()
+    name = _local_model(runtime, body.model).name
+    chat_request = None if wire.only_loads(body) else translate(body, name)  # a bad body is refused before loading
+    loaded, load_ns = await _load(runtime, name)
+    if chat_request is None:
+        final = {"done_reason": "load", "total_duration": time.perf_counter_ns() - started, "load_duration": load_ns}
+        return JSONResponse(_final_chunk(loaded.name, generate, final))
+    timings = wire.Timings(load_ns, started)
+    think = body.think is not False  # the model may still reason; `think: false` leaves it out of the answer
+    events = await open_stream(chat(runtime, chat_request))
+    if body.stream:
+        return StreamingResponse(_ndjson(events, timings, loaded.name, generate, think), media_type=NDJSON)
+    try:
+        result = await unless_disconnected(request, _fold(events, timings))
+    except ClientGone:
+        return Response(status_code=499)
+    final = {"done_reason": wire.done_reason(result.finish_reason), **timings.metrics(result.usage)}
+    thinking = result.reasoning if think else ""
+    if generate:
+        return wire.generate_chunk(result.model, result.text, thinking, **final)
+    return wire.chat_chunk(result.model, wire.message_body(result.text, thinking, result.tool_calls), **final)
+
+
+async def _ndjson(
+    events: AsyncIterator[ChatEvent], timings: wire.Timings, model: str, generate: bool, think: bool
+) -> AsyncIterator[bytes]:
+    try:
+        async for event in events:
+            timings.observe(event)
+            if isinstance(event, Done):
+                final = {"done_reason": wire.done_reason(event.finish_reason), **timings.metrics(event.usage)}
+                yield _line(_final_chunk(model, generate, final))
+            elif (chunk := wire.event_chunk(event, model, generate, think)) is not None:
+                yield _line(chunk)
+    except QwendError as exc:  # the 200 has gone out: the error is the last line, as Ollama sends it
+        yield _line({"error": exc.message})
+    finally:
+        await events.aclose()
+
+
+async def _fold(events: AsyncIterator[ChatEvent], timings: wire.Timings) -> Completion:
+    builder = CompletionBuilder()
+    try:
+        async for event in events:
+            timings.observe(event)
+            builder.add(event)
+    finally:
+        await events.aclose()
+    return builder.completion()
+
+
+def _final_chunk(model: str, generate: bool, final: dict[str, Any]) -> dict[str, Any]:
+    return wire.generate_chunk(model, "", **final) if generate else wire.chat_chunk(model, wire.message_body(), **final)
+
+
+def _line(body: dict[str, Any]) -> bytes:
+    return (json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+def _local_model(runtime: Runtime, name: str | None) -> LocalModel:
+    """The model a request names (the default when it names none); Ollama clients may add a `:latest` tag."""
+    name = name or runtime.models.default
+    try:
+        return runtime.store.resolve(name)
+    except ModelNotFound:
+        if name.endswith(":latest"):
+            try:
+                return runtime.store.resolve(name.removesuffix(":latest"))
+            except ModelNotFound:
+                pass
+        raise
+
+
+async def _load(runtime: Runtime, name: str) -> tuple[LoadedModel, int]:
+    started = time.perf_counter_ns()
+    loaded = await runtime.models.get(name)
+    return loaded, time.perf_counter_ns() - started
+
+
+@router.get("/tags", summary="Models on disk (Ollama)")
+async def tags(runtime: RuntimeDep):
+    facts = await asyncio.to_thread(read_all_facts, runtime.store.list(), DETAIL_KEYS)
+    loaded = runtime.models.loaded
+    return {"models": [tag_body(f, loaded[f.name].backend.info.parameters if f.name in loaded else None)
+                       for f in facts]}
+
+
+@router.get("/ps", summary="Loaded models (Ollama)")
+async def running(runtime: RuntimeDep):
+    loaded = list(runtime.models.loaded.values())
+    facts = {f.name: f for f in await asyncio.to_thread(read_all_facts, [m.model for m in loaded], DETAIL_KEYS)}
+    return {"models": [ps_body(facts[m.name], m.backend.info) for m in loaded if m.name in facts]}
+
+
+@router.post("/show", summary="A model's details, template, parameters and capabilities (Ollama; loads it)")
+async def show(body: wire.ShowBody, runtime: RuntimeDep):
+    loaded = await runtime.models.get(_local_model(runtime, body.model or body.name).name)
+    return show_body(await asyncio.to_thread(read_facts, loaded.model, None), loaded.backend.info)
+
+
+# ---- pull ----
+
+
+class _Progress:
+    """Bytes written by a pull in a worker thread, handed to the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop, self.written, self.changed = loop, 0, asyncio.Event()
+
+    def add(self, n: int) -> None:  # runs in the pulling thread
+        self.written += n
+        self.loop.call_soon_threadsafe(self.changed.set)
+
+
+@router.post("/pull", summary="Fetch a model (Ollama; NDJSON progress unless stream is false)")
+async def pull(body: wire.PullBody, runtime: RuntimeDep):
+    name = body.model or body.name
+    if not name:
+        raise InvalidRequest("model is required", param="model")
+    model = _local_model(runtime, name)
+    if model.present:
+        return JSONResponse({"status": "success"})
+    if not body.stream:
+        await asyncio.to_thread(runtime.store.pull, model.name if model.entry else name)
+        return {"status": "success"}
+    return StreamingResponse(_pull_lines(runtime, model, name), media_type=NDJSON)
+
+
+async def _pull_lines(runtime: Runtime, model: LocalModel, name: str) -> AsyncIterator[bytes]:
+    entry = model.entry
+    label, digest = (entry.sha256[:12], f"sha256:{entry.sha256}") if entry else (model.name, model.name)
+    total = entry.size if entry else None
+    progress = _Progress(asyncio.get_running_loop())
+    yield _line({"status": "pulling manifest"})
+    # the pull runs on in its thread if the client goes: a finished file is still worth having
+    task = asyncio.ensure_future(asyncio.to_thread(runtime.store.pull, entry.name if entry else name, progress.add))
+    task.add_done_callback(_log_failure)
+    yield _line(wire.pull_progress(label, digest, total, 0))
+    reported = 0
+    while not task.done():
+        changed = asyncio.ensure_future(progress.changed.wait())
+        await asyncio.wait({changed, task}, return_when=asyncio.FIRST_COMPLETED)
+        changed.cancel()
+        progress.changed.clear()
+        if progress.written != reported:
+            reported = progress.written
+            yield _line(wire.pull_progress(label, digest, total, reported))
+    try:
+        task.result()
+    except QwendError as exc:
+        yield _line({"error": exc.message})
+        return
+    except OSError as exc:  # a full disk, a store that cannot be written
+        yield _line({"error": f"could not write {model.name}: {exc}"})
+        return
+    if entry:  # the file was checked against the catalog's sha256 as it was written
+        yield _line({"status": "verifying sha256 digest"})
+    yield _line({"status": "success"})
+
+
+def _log_failure(task: asyncio.Future) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("pull failed: %s", exc)

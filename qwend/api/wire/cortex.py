@@ -1,0 +1,71 @@
+"""Seed 001 (Cortex) wire shapes: chat answers that carry `message.content`, the frames its SSE and WebSocket
+streams share, and model entries with its `owner__repo` ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from qwend.api.wire.openai import ChatCompletionRequest, completion_body, tool_call_body, usage_body
+from qwend.chat.service import Completion
+from qwend.models.store import LocalModel
+from qwend.types import ChatEvent, Done, Reasoning, Started, Token, ToolCallEnd
+
+
+class CortexChatRequest(ChatCompletionRequest):
+    """Cortex's chat body is OpenAI's (`messages`, `max_tokens`, `temperature`, `top_p`, `model`, ...); a
+    `model` may also be a Cortex id such as `Qwen__Qwen2.5-Coder-0.5B-Instruct-GGUF`."""
+
+
+class WsChat(CortexChatRequest):
+    """`{"type": "chat", ...}` on `WS /api/chat/ws`."""
+
+    type: str = Field(description="chat, cancel or ping")
+
+
+def chat_body(cid: str, result: Completion) -> dict[str, Any]:
+    """OpenAI's chat.completion, plus the `message` and `finish_reason` Cortex clients read at the top."""
+    body = completion_body(cid, result.model, result.text, _finish(result.finish_reason), result.usage,
+                           result.tool_calls, result.reasoning)
+    choice = body["choices"][0]
+    return {**body, "message": choice["message"], "finish_reason": choice["finish_reason"]}
+
+
+def frame(event: ChatEvent) -> dict[str, Any] | None:
+    """The frame of one chat event, shared by the SSE and WebSocket streams (None: nothing to send)."""
+    match event:
+        case Started(model, prompt_tokens):
+            return {"type": "start", "model": model, "prompt_tokens": prompt_tokens}
+        case Token(text):
+            return {"type": "token", "content": text}
+        case Reasoning(text):
+            return {"type": "reasoning", "content": text}
+        case ToolCallEnd(_, call):
+            return {"type": "tool_call", "tool_call": tool_call_body(call)}
+        case Done(reason, usage):
+            return {"type": "done", "finish_reason": reason, "usage": usage_body(usage)}
+    return None
+
+
+def error_frame(message: str) -> dict[str, Any]:
+    return {"type": "error", "error": message}
+
+
+def model_id(model: LocalModel) -> str:
+    """Seed 001's id: the hub repository with `/` written `__` (a file's own name when it has no catalog entry)."""
+    return model.entry.repo.replace("/", "__") if model.entry else model.name
+
+
+def model_body(model: LocalModel, loaded: bool) -> dict[str, Any]:
+    return {
+        "id": model_id(model),
+        "name": model.name,
+        "loaded": loaded,
+        "size_bytes": model.path.stat().st_size if model.present else None,
+        "description": model.entry.description if model.entry else "",
+    }
+
+
+def _finish(reason: str) -> str:
+    return "stop" if reason == "cancelled" else reason

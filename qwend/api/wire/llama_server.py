@@ -1,0 +1,32 @@
+"""Seed 004 wire bodies (and the `GET /models` body it shares with seed 002)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from qwend.api.wire.openai import ChatCompletionRequest
+from qwend.engine.manager import LoadedModel
+from qwend.models.store import LocalModel
+
+
+class SetModelBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    modelName: str = Field(min_length=1, description="A .gguf file name in the models folder, or any model name.")
+
+
+class RestoreCacheBody(ChatCompletionRequest):
+    """The messages and tools of the prefix to warm, as an OpenAI chat request."""
+
+
+def models_body(on_disk: Sequence[LocalModel], loaded: Mapping[str, LoadedModel], current: str) -> dict[str, Any]:
+    return {
+        "models": [m.path.name for m in on_disk],  # seed 004: the GGUF files
+        "loaded_models": [  # seed 002: what is in memory
+            {"model_key": m.name, "file": m.model.path.name, "loaded_at": m.loaded_at} for m in loaded.values()
+        ],
+        "current_model": current,
+    }

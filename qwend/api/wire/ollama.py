@@ -1,0 +1,374 @@
+"""Ollama's native API: wire models and pure translators to and from the internal types."""
+
+from __future__ import annotations
+
+import binascii
+import json
+import time
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from qwend.api.wire.images import from_base64, sniff_mime_type
+from qwend.chat.schemas import prepare_schema
+from qwend.errors import InvalidRequest
+from qwend.types import (
+    ChatEvent, ChatRequest, Done, Image, Message, Reasoning, SamplingParams, Started, Token, ToolCall, ToolCallEnd,
+    ToolCallStart, ToolSpec, Usage,
+)
+
+MAX_STOPS = 16
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="allow")  # clients send fields we do not use; they are not errors
+
+
+class Options(_Wire):
+    """The runtime options qwend applies; load-time ones (num_ctx, num_gpu, ...) are accepted and ignored."""
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0, le=1)
+    num_predict: int | None = Field(None, ge=-2, description="-1 (and -2): no limit but the context window")
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, description="negative: a random seed")
+    repeat_penalty: float | None = Field(None, gt=0)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+
+
+class ToolCallFunction(_Wire):
+    name: str
+    arguments: dict[str, Any] | str = Field(default_factory=dict)
+
+
+class ToolCallIn(_Wire):
+    id: str | None = None
+    function: ToolCallFunction
+
+
+class ChatMessage(_Wire):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None = ""
+    thinking: str | None = None
+    images: list[str] | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_name: str | None = None
+    tool_call_id: str | None = None  # newer Ollama clients echo the call id; older ones pair by order
+
+
+class FunctionDefinition(_Wire):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    description: str | None = ""
+    parameters: dict[str, Any] | None = None
+
+
+class ToolDefinition(_Wire):
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class _Generation(_Wire):
+    model: str | None = Field(None, description="qwend extension: empty or missing means the default model")
+    format: Literal["", "json"] | dict[str, Any] | None = None
+    options: Options | None = None
+    stream: bool = True
+    think: bool | Literal["low", "medium", "high"] | None = None
+    keep_alive: float | str | None = Field(None, description="accepted and ignored: models stay until unloaded")
+    logprobs: bool | None = None
+
+
+class ChatBody(_Generation):
+    messages: list[ChatMessage] = Field(default_factory=list)  # empty: only load the model
+    tools: list[ToolDefinition] | None = None
+
+
+class GenerateBody(_Generation):
+    prompt: str = ""  # empty (and no images): only load the model
+    suffix: str | None = None
+    system: str | None = None
+    template: str | None = None
+    context: list[int] | None = None
+    raw: bool = False
+    images: list[str] | None = None
+
+
+class ShowBody(_Wire):
+    model: str | None = None
+    name: str | None = None  # Ollama's deprecated spelling of `model`
+    verbose: bool = False
+
+
+class PullBody(_Wire):
+    model: str | None = None
+    name: str | None = None
+    stream: bool = True
+    insecure: bool = False
+
+
+# ---- requests -> ChatRequest ----
+
+
+def chat_request(body: ChatBody, model: str) -> ChatRequest:
+    _refuse_logprobs(body)
+    tools = _tools(body.tools or ())
+    schema = _json_schema(body.format)
+    if schema is not None and tools:
+        raise InvalidRequest("format cannot be combined with tools; send one or the other", param="format")
+    return ChatRequest(messages=_messages(body.messages), model=model, sampling=sampling(body.options),
+                       tools=tools, json_schema=schema)
+
+
+def generate_request(body: GenerateBody, model: str) -> ChatRequest:
+    _refuse_logprobs(body)
+    if body.template:
+        raise InvalidRequest("template is not supported: qwend renders prompts only with the model's own chat "
+                             "template and never runs a template sent in a request", param="template")
+    if body.raw:
+        raise InvalidRequest("raw is not supported: qwend always renders the prompt with the model's chat "
+                             "template; send the text as prompt without raw, or use /api/chat", param="raw")
+    if body.suffix:
+        raise InvalidRequest("suffix (fill-in-the-middle) is not supported yet", param="suffix")
+    if body.context:
+        raise InvalidRequest("context is not supported: send the conversation as messages to /api/chat",
+                             param="context")
+    messages = [Message("system", body.system)] if body.system else []
+    messages.append(Message("user", body.prompt, images=_images(body.images, "images")))
+    return ChatRequest(messages=tuple(messages), model=model, sampling=sampling(body.options),
+                       json_schema=_json_schema(body.format))
+
+
+def only_loads(body: ChatBody | GenerateBody) -> bool:
+    """Ollama loads the model and answers done_reason "load" for a request with nothing to answer."""
+    if isinstance(body, ChatBody):
+        return not body.messages
+    return not body.prompt and not body.images
+
+
+def sampling(options: Options | None) -> SamplingParams:
+    defaults, o = SamplingParams(), options or Options()
+    stops = [o.stop] if isinstance(o.stop, str) else list(o.stop or [])
+    if len(stops) > MAX_STOPS:
+        raise InvalidRequest(f"at most {MAX_STOPS} stop strings are allowed", param="options.stop")
+    if o.num_predict == 0:
+        raise InvalidRequest("options.num_predict must be at least 1, or -1 for no limit", param="options.num_predict")
+    return SamplingParams(
+        temperature=_pick(o.temperature, defaults.temperature),
+        top_p=_pick(o.top_p, defaults.top_p),
+        top_k=_pick(o.top_k, defaults.top_k),
+        min_p=_pick(o.min_p, defaults.min_p),
+        presence_penalty=_pick(o.presence_penalty, defaults.presence_penalty),
+        frequency_penalty=_pick(o.frequency_penalty, defaults.frequency_penalty),
+        repeat_penalty=_pick(o.repeat_penalty, defaults.repeat_penalty),
+        seed=o.seed if o.seed is not None and o.seed >= 0 else None,
+        stop=tuple(s for s in stops if s),
+        max_tokens=o.num_predict if o.num_predict is not None and o.num_predict > 0 else None,
+    )
+
+
+def _pick(value, default):
+    return default if value is None else value
+
+
+def _refuse_logprobs(body: _Generation) -> None:
+    if body.logprobs:
+        raise InvalidRequest("logprobs are not supported yet", param="logprobs")
+
+
+def _json_schema(format_: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    if not format_:
+        return None
+    if format_ == "json":
+        return {}
+    return prepare_schema(format_, param="format")
+
+
+def _tools(definitions) -> tuple[ToolSpec, ...]:
+    tools = []
+    for i, tool in enumerate(definitions):
+        parameters = _union_types(tool.function.parameters or {"type": "object", "properties": {}})
+        where = f"tools[{i}].function.parameters"
+        tools.append(ToolSpec(tool.function.name, tool.function.description or "",
+                              prepare_schema(parameters, param=where)))
+    if len({t.name for t in tools}) != len(tools):
+        raise InvalidRequest("tool names must be unique", param="tools")
+    return tuple(tools)
+
+
+def _union_types(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The ollama Python client writes an optional or union argument's type as "integer, string"; JSON
+    schema spells that ["integer", "string"]."""
+    properties = parameters.get("properties")
+    if not isinstance(properties, dict):
+        return parameters
+    fixed = {}
+    for name, prop in properties.items():
+        if isinstance(prop, dict) and isinstance(prop.get("type"), str) and "," in prop["type"]:
+            prop = {**prop, "type": [t.strip() for t in prop["type"].split(",") if t.strip()]}
+        fixed[name] = prop
+    return {**parameters, "properties": fixed}
+
+
+def _messages(messages: list[ChatMessage]) -> tuple[Message, ...]:
+    """Ollama's calls carry no ids: each call gets one, and each tool message answers the earliest unanswered
+    call of the assistant message before it (the one it names, where it names one)."""
+    out: list[Message] = []
+    unanswered: list[ToolCall] = []
+    for i, m in enumerate(messages):
+        images = _images(m.images, f"messages[{i}].images")
+        if m.role == "assistant":
+            calls = tuple(
+                ToolCall(c.id or f"call_{i}_{j}", c.function.name,
+                         _arguments(c.function.arguments, f"messages[{i}].tool_calls[{j}].function.arguments"))
+                for j, c in enumerate(m.tool_calls or ())
+            )
+            unanswered = list(calls)
+            out.append(Message("assistant", m.content or "", tool_calls=calls, reasoning=m.thinking or None,
+                               images=images))
+        elif m.role == "tool":
+            call = _answered_call(unanswered, m.tool_call_id, m.tool_name)
+            out.append(Message("tool", m.content or "", name=m.tool_name or (call.name if call else None),
+                               tool_call_id=call.id if call else m.tool_call_id))
+        else:
+            unanswered = []  # results only answer the calls right before them
+            out.append(Message(m.role, m.content or "", images=images))
+    return tuple(out)
+
+
+def _answered_call(unanswered: list[ToolCall], call_id: str | None, name: str | None) -> ToolCall | None:
+    for matches in (lambda c: c.id == call_id, lambda c: c.name == name, lambda c: True):
+        for call in unanswered:
+            if matches(call):
+                unanswered.remove(call)
+                return call
+    return None
+
+
+def _arguments(arguments: dict[str, Any] | str, param: str) -> str:
+    if isinstance(arguments, dict):
+        return json.dumps(arguments, ensure_ascii=False)
+    try:
+        if isinstance(json.loads(arguments), dict):
+            return arguments
+    except ValueError:
+        pass
+    raise InvalidRequest("tool call arguments must be a JSON object", param=param)
+
+
+def _images(images: list[str] | None, param: str) -> tuple[Image, ...]:
+    decoded = []
+    for j, data in enumerate(images or ()):
+        try:
+            mime_type = sniff_mime_type(data)
+        except (binascii.Error, ValueError):
+            raise InvalidRequest("the image is not valid base64", param=f"{param}[{j}]") from None
+        decoded.append(from_base64(data, mime_type, param=f"{param}[{j}]"))
+    return tuple(decoded)
+
+
+# ---- events -> responses ----
+
+
+def timestamp(at: float | None = None) -> str:
+    """RFC 3339 in UTC, as Ollama's created_at and modified_at."""
+    moment = datetime.fromtimestamp(time.time() if at is None else at, tz=timezone.utc)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+class Timings:
+    """Ollama's durations (nanoseconds), measured from the event stream as it passes: prompt evaluation runs
+    from the job's admission to its first output, evaluation from there to Done."""
+
+    def __init__(self, load_ns: int, started_ns: int) -> None:
+        self.load_ns, self.started_ns = load_ns, started_ns
+        self.admitted_ns = self.first_output_ns = self.done_ns = None
+
+    def observe(self, event: ChatEvent) -> None:
+        now = time.perf_counter_ns()
+        if isinstance(event, Started):
+            self.admitted_ns = now
+        elif isinstance(event, (Token, Reasoning, ToolCallStart)) and self.first_output_ns is None:
+            self.first_output_ns = now
+        elif isinstance(event, Done):
+            self.done_ns = now
+
+    def metrics(self, usage: Usage) -> dict[str, int]:
+        done = self.done_ns or time.perf_counter_ns()
+        admitted = self.admitted_ns or self.started_ns
+        first = self.first_output_ns or done
+        return {
+            "total_duration": done - self.started_ns,
+            "load_duration": self.load_ns,
+            "prompt_eval_count": usage.prompt_tokens,
+            "prompt_eval_duration": first - admitted,
+            "eval_count": usage.completion_tokens,
+            "eval_duration": done - first,
+        }
+
+
+def done_reason(finish_reason: str) -> str:
+    return "length" if finish_reason == "length" else "stop"  # Ollama ends tool calls with "stop" too
+
+
+def tool_call_body(call: ToolCall, index: int) -> dict[str, Any] | None:
+    """Ollama sends arguments as an object. A call cut short by num_predict has none yet and is left out,
+    as Ollama's own parser leaves it (done_reason says "length")."""
+    try:
+        arguments = json.loads(call.arguments)
+    except ValueError:
+        return None
+    if not isinstance(arguments, dict):
+        return None
+    return {"id": call.id, "function": {"index": index, "name": call.name, "arguments": arguments}}
+
+
+def message_body(content: str = "", thinking: str = "", calls: tuple[ToolCall, ...] = ()) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if thinking:
+        message["thinking"] = thinking
+    bodies = [b for b in (tool_call_body(c, i) for i, c in enumerate(calls)) if b is not None]
+    if bodies:
+        message["tool_calls"] = bodies
+    return message
+
+
+def chat_chunk(model: str, message: dict[str, Any], **final: Any) -> dict[str, Any]:
+    """One /api/chat object; `final` (done_reason and the metrics) makes it the last one."""
+    return {"model": model, "created_at": timestamp(), "message": message, **_done(final)}
+
+
+def generate_chunk(model: str, response: str, thinking: str = "", **final: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, "created_at": timestamp(), "response": response}
+    if thinking:
+        body["thinking"] = thinking
+    return {**body, **_done(final)}
+
+
+def _done(final: dict[str, Any]) -> dict[str, Any]:
+    return {"done": True, **final} if final else {"done": False}
+
+
+def event_chunk(event: ChatEvent, model: str, generate: bool, think: bool) -> dict[str, Any] | None:
+    """The streamed object for one event; None for events Ollama has no object for."""
+    match event:
+        case Token(text):
+            return generate_chunk(model, text) if generate else chat_chunk(model, message_body(text))
+        case Reasoning(text) if think:
+            return generate_chunk(model, "", text) if generate else chat_chunk(model, message_body("", text))
+        case ToolCallEnd(index, call) if not generate:  # Ollama sends each call whole, never in pieces
+            body = tool_call_body(call, index)
+            return None if body is None else chat_chunk(model, {**message_body(), "tool_calls": [body]})
+    return None
+
+
+# ---- /api/pull ----
+
+
+def pull_progress(label: str, digest_: str, total: int | None, completed: int) -> dict[str, Any]:
+    body: dict[str, Any] = {"status": f"pulling {label}", "digest": digest_, "completed": completed}
+    if total is not None:
+        body["total"] = total
+    return body
