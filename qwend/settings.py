@@ -102,6 +102,11 @@ class Settings(BaseSettings):
         description="Model for seed 002's /chat/vision routes when the body names none (default: `model`).",
     )
 
+    answer_after_tool_results: bool = Field(
+        True, description="Under tool_choice auto, answer a conversation that ends in tool results with text "
+        "(small models otherwise call the same tool again); false lets the model call again.",
+    )
+
     # sessions and profiles
     profiles_dir: Path | None = Field(None, description="Your own profile TOML files; default <data_dir>/profiles.")
     context_overflow: Literal["summarize", "drop"] = Field(

@@ -16,7 +16,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from qwend.chat.service import CompletionBuilder, chat
+from qwend.chat.service import ANSWER_NOTE, CompletionBuilder, chat
 from qwend.errors import InvalidToolArguments, ToolNotFound
 from qwend.runtime import Runtime
 from qwend.tools.base import ToolResult
@@ -33,7 +33,6 @@ RETRY_NOTE = (
     "The tool results are above. If they answer the user's question, reply to the user now with the answer. "
     "Call a tool again only if a result is missing or failed."
 )
-ANSWER_NOTE = "Answer the user's question in plain sentences using the tool results above."
 
 
 @dataclass(frozen=True)

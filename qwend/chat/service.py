@@ -64,6 +64,8 @@ async def _prepare(
     fits, the output constraint and the parser for it."""
     if not request.messages:
         raise InvalidRequest("messages must hold at least one message", param="messages")
+    if request.tool_choice == "auto" and request.messages[-1].role == "tool" and runtime.settings.answer_after_tool_results:
+        request = replace(request, tool_choice="text")  # see ANSWER_NOTE
     tools, constraint = tool_plan(request)
     loaded = await runtime.models.get(request.model)
     backend = loaded.backend
@@ -73,7 +75,7 @@ async def _prepare(
             "or choose a vision model",
             param="messages",
         )
-    text = render(backend, request.messages, tools)
+    text = render(backend, request.messages, tools, answering=request.tool_choice == "text")
     prompt = backend.tokenize(text)
     check_fits(len(prompt), request.sampling, backend.info.context_length)
     if not backend.info.grammar:
@@ -105,15 +107,28 @@ TOOL_REMINDER = (
 )
 
 
+# Small models handed tool results back call the same tool again (or invent further calls) instead of
+# answering: measured on the default model, 4 of 4 OpenAI-style round trips re-called under "auto"; answered
+# as text with this note, 3 of 4 were right ("The weather in Paris is currently 18°C with a sunny condition.").
+# So under "auto" a conversation that ends in tool results is answered in text (tools stay in the prompt),
+# unless QWEND_ANSWER_AFTER_TOOL_RESULTS=false; a client that wants another call asks with "required".
+ANSWER_NOTE = "Answer the user's question in plain sentences using the tool results above."
+
+
 # Given only to the generation of calls, never to the decision whether to call (where it would make small
 # models call tools for questions that need none). Small models otherwise stop after the first of several
 # calls a question needs: on `qwend eval tools` parallel calls went from 25% to 100% correct with it.
 PARALLEL_HINT = "Make one tool call for each item the user asks about."
 
 
-def render(backend, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...], hint: str | None = None) -> str:
+def render(
+    backend, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...], hint: str | None = None, *,
+    answering: bool = False,
+) -> str:
     follow_up = messages[-1].role == "user" and any(m.role == "tool" for m in messages)
-    notes = [n for n in (TOOL_REMINDER if tools and follow_up else None, hint) if n]
+    after_results = answering and messages[-1].role == "tool"
+    notes = [n for n in (TOOL_REMINDER if tools and follow_up else None, ANSWER_NOTE if after_results else None, hint)
+             if n]
     if notes:
         try:
             return backend.render(messages + (Message("system", " ".join(notes)),), tools)
