@@ -69,7 +69,10 @@ def test_twenty_turns_past_the_window_with_a_visible_summary(small_window_daemon
     sid = client.post("/v1/sessions", json={"profile_name": "chatty"}).json()["session_id"]
     facts = ["My name is Ada.", "I live in Lisbon.", "I have a cat called Tux."]
     for turn in range(20):
-        message = facts[turn] if turn < len(facts) else f"Tell me three facts about the number {turn}."
+        # long enough that the user's messages alone overflow the window, however short the replies are
+        message = facts[turn] if turn < len(facts) else (
+            f"Tell me three facts about the number {turn}. I collect facts about numbers for a quiz I am writing, "
+            "so each fact should be short, true and surprising to most readers.")
         reply = client.post(f"/v1/sessions/{sid}/chat", json={"message": message, "max_tokens": 60})
         assert reply.status_code == 200, f"turn {turn}: {reply.text}"
     history = client.get(f"/v1/sessions/{sid}").json()
