@@ -51,12 +51,14 @@ async def receive(ws) -> dict:
 
 
 async def until(ws, method: str = "end") -> list[dict]:
-    """Every message up to and including the first notification named `method`."""
+    """Every message up to and including the first notification named `method` (failing at once when the
+    generation ends without it)."""
     seen = []
     while True:
         seen.append(await receive(ws))
         if seen[-1].get("method") == method:
             return seen
+        assert seen[-1].get("method") != "end", f"ended without {method}: {texts(seen)!r}"
 
 
 def texts(messages: list[dict]) -> str:
@@ -70,7 +72,9 @@ def final_text(messages: list[dict]) -> str:
 async def test_seed_examples_and_a_client_side_tool_round_trip(daemon):
     sid = create_session(daemon, SEED_TOOLS)
     async with connect(socket_url(daemon, sid)) as ws:
-        await ws.send(json.dumps(SEED_GENERATE))
+        # the seed's body, made greedy: sampled, the model sometimes answers without calling the tool
+        greedy = {**SEED_GENERATE, "params": {**SEED_GENERATE["params"], "do_sample": False}}
+        await ws.send(json.dumps(greedy))
         assert await receive(ws) == {"jsonrpc": "2.0", "result": {"status": "processing"}, "id": 1}
         asked = (await until(ws, "function_call_request"))[-1]["params"]
         assert asked["session_id"] == sid
@@ -88,6 +92,24 @@ async def test_seed_examples_and_a_client_side_tool_round_trip(daemon):
     history = httpx.get(f"{daemon}/v1/sessions/{sid}", timeout=30).json()["messages"]
     assert [m["role"] for m in history] == ["user", "assistant", "tool", "assistant"]
     assert history[-1]["content"] == answer
+
+
+async def test_the_seed_generate_body_verbatim(daemon):
+    # sampled as the seed sends it: the model may call get_weather or answer directly; either way the
+    # notifications follow the protocol and end with `end`
+    sid = create_session(daemon, SEED_TOOLS)
+    async with connect(socket_url(daemon, sid)) as ws:
+        await ws.send(json.dumps(SEED_GENERATE))
+        assert await receive(ws) == {"jsonrpc": "2.0", "result": {"status": "processing"}, "id": 1}
+        seen = []
+        while (message := await receive(ws)).get("method") != "end":
+            seen.append(message)
+            if message.get("method") == "function_call_request":
+                result = json.loads(json.dumps(SEED_TOOL_RESULT))
+                result["params"]["task_id"] = message["params"]["task_id"]
+                await ws.send(json.dumps(result))
+    assert final_text(seen) == texts(seen) and final_text(seen).strip()
+    assert message["params"]["session_id"] == sid
 
 
 async def test_cancel_mid_generation_then_the_socket_is_reused(daemon):
