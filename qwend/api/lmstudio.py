@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, HTTPException, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from qwend.api.deps import RuntimeDep
-from qwend.api.streaming import ClientGone, open_stream, unless_disconnected
+from qwend.api.streaming import ClientGone, NdjsonResponse, open_stream, unless_disconnected
 from qwend.api.wire import lmstudio as wire
 from qwend.chat.service import chat, complete
 from qwend.errors import BackendError, ModelNotFound, QwendError
@@ -19,19 +19,6 @@ from qwend.runtime import Runtime
 from qwend.types import ChatEvent, Done, Started, Token
 
 router = APIRouter(tags=["LM Studio proxy (seed 002)"])
-
-
-class NdjsonResponse(StreamingResponse):
-    """Closes its iterator however the response ends: a client that leaves while a line is being sent
-    would otherwise leave the generation running until the iterator is garbage-collected."""
-
-    media_type = "application/x-ndjson"
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.body_iterator.aclose()
 
 
 @router.get("/help", summary="API documentation: every route of this daemon, grouped by protocol")

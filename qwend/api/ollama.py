@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from qwend.api.deps import RuntimeDep
-from qwend.api.streaming import ClientGone, open_stream, unless_disconnected
+from qwend.api.streaming import ClientGone, NdjsonResponse, open_stream, unless_disconnected
 from qwend.api.wire import ollama as wire
 from qwend.api.wire.ollama_models import DETAIL_KEYS, ps_body, show_body, tag_body
 from qwend.chat.service import Completion, CompletionBuilder, chat
@@ -31,7 +31,6 @@ from qwend.types import ChatEvent, ChatRequest, Done
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["Ollama"])
-NDJSON = "application/x-ndjson"
 
 
 @router.post("/chat", summary="Chat with a model (Ollama; NDJSON stream unless stream is false)")
@@ -59,7 +58,7 @@ async def _answer(
     think = body.think is not False  # the model may still reason; `think: false` leaves it out of the answer
     events = await open_stream(chat(runtime, chat_request))
     if body.stream:
-        return StreamingResponse(_ndjson(events, timings, loaded.name, generate, think), media_type=NDJSON)
+        return NdjsonResponse(_ndjson(events, timings, loaded.name, generate, think))
     try:
         result = await unless_disconnected(request, _fold(events, timings))
     except ClientGone:
@@ -173,7 +172,7 @@ async def pull(body: wire.PullBody, runtime: RuntimeDep):
     if not body.stream:
         await asyncio.to_thread(runtime.store.pull, model.name if model.entry else name)
         return {"status": "success"}
-    return StreamingResponse(_pull_lines(runtime, model, name), media_type=NDJSON)
+    return NdjsonResponse(_pull_lines(runtime, model, name))
 
 
 async def _pull_lines(runtime: Runtime, model: LocalModel, name: str) -> AsyncIterator[bytes]:

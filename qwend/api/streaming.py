@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
 
 from qwend.types import ChatEvent
 
@@ -52,3 +53,16 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
         raise
     finally:
         watcher.cancel()
+
+
+class NdjsonResponse(StreamingResponse):
+    """Closes its iterator however the response ends: a client that leaves while a line is being sent
+    would otherwise leave the generation running until the iterator is garbage-collected."""
+
+    media_type = "application/x-ndjson"
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()
