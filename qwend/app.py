@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from qwend import __version__
 from qwend.api import anthropic, cortex, daemon, jsonrpc, llama_server, lmstudio, ollama, openai, sessions
 from qwend.api.errors import install_error_handlers
-from qwend.errors import ModelNotFound
+from qwend.errors import ModelNotFound, UpstreamError
 from qwend.runtime import Runtime
 from qwend.settings import Settings
 
@@ -28,7 +28,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             await app.state.runtime.start()
         try:
             await app.state.runtime.models.get(None)
-        except ModelNotFound as exc:
+        except (ModelNotFound, UpstreamError) as exc:
             log.warning("starting without a model: %s", exc.message)
         try:
             yield

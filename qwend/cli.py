@@ -13,6 +13,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from rich.table import Table
 
 from qwend.errors import QwendError
+from qwend.engine.registry import model_source
 from qwend.models.store import LocalModel, ModelStore
 from qwend.settings import Settings
 
@@ -20,6 +21,9 @@ app = typer.Typer(help="qwend: a local daemon for Qwen models.", no_args_is_help
 console = Console(stderr=True)  # progress and errors; results go to stdout
 
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Where models and state live.")]
+BackendOption = Annotated[
+    Optional[str], typer.Option("--backend", help="llama_cpp (default), transformers, mlx or upstream.")
+]
 
 
 def _settings(**overrides) -> Settings:
@@ -36,7 +40,11 @@ def pull_with_progress(store: ModelStore, name: str) -> LocalModel:
     model = store.resolve(name)
     if model.present:
         return model
-    total = model.entry.size if model.entry else None
+    converting = getattr(store, "folders", False) and model.entry is not None  # (an upstream's store has none)
+    if converting:
+        console.print(f"{model.name}: converting its GGUF into a Hugging Face folder (once; about 90 s and 3 GB "
+                      "of memory for the default model)")
+    total = model.entry.size if model.entry and not converting else None
     columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                TransferSpeedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
@@ -50,6 +58,9 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help="Port (default 5997).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "--model_name", help="Model to load at start.")] = None,
     log_level: Annotated[Optional[str], typer.Option("--log-level", help="debug, info, warning or error.")] = None,
+    backend: BackendOption = None,
+    upstream_url: Annotated[Optional[str], typer.Option(
+        "--upstream-url", help="The upstream server's OpenAI base URL, e.g. http://127.0.0.1:8000/v1.")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Serve the HTTP API, fetching the start model first if it is missing."""
@@ -57,11 +68,12 @@ def serve(
 
     from qwend.app import create_app
 
-    settings = _settings(host=host, port=port, model=model, log_level=log_level, data_dir=data_dir)
+    settings = _settings(host=host, port=port, model=model, log_level=log_level, data_dir=data_dir, backend=backend,
+                         upstream_url=upstream_url)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.pull_missing:
+    if settings.pull_missing and settings.backend != "upstream":
         try:
-            pull_with_progress(ModelStore(settings.store_dir, settings.models_dir), settings.model)
+            pull_with_progress(model_source(settings), settings.model)
         except QwendError as exc:
             raise fail(exc) from None
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
@@ -70,23 +82,24 @@ def serve(
 @app.command()
 def pull(
     name: Annotated[Optional[str], typer.Argument(help="Catalog name, hf:OWNER/REPO[:FILE] or a .gguf name.")] = None,
+    backend: BackendOption = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Fetch a model into the store (verified by sha256 for catalog models)."""
-    settings = _settings(data_dir=data_dir)
-    store = ModelStore(settings.store_dir, settings.models_dir)
+    """Fetch a model into the store (verified by sha256 for catalog models). For transformers and mlx, a
+    catalog model is converted once from its GGUF into a Hugging Face folder."""
+    settings = _settings(data_dir=data_dir, backend=backend)
     try:
-        model = pull_with_progress(store, name or settings.model)
+        model = pull_with_progress(model_source(settings), name or settings.model)
     except QwendError as exc:
         raise fail(exc) from None
-    print(f"{model.name}: {model.path} ({model.path.stat().st_size:,} bytes)")
+    print(f"{model.name}: {model.path} ({model.size:,} bytes)")
 
 
 @app.command()
-def models(data_dir: DataDir = None) -> None:
+def models(backend: BackendOption = None, data_dir: DataDir = None) -> None:
     """List the models on disk and which ones a running daemon has loaded."""
-    settings = _settings(data_dir=data_dir)
-    store = ModelStore(settings.store_dir, settings.models_dir)
+    settings = _settings(data_dir=data_dir, backend=backend)
+    store = model_source(settings)
     loaded, daemon = set(), "not running"
     try:
         reply = httpx.get(f"http://{settings.host}:{settings.port}/v1/models", timeout=2)
@@ -94,12 +107,12 @@ def models(data_dir: DataDir = None) -> None:
         daemon = f"running on {settings.host}:{settings.port}"
     except (httpx.HTTPError, ValueError, KeyError):
         pass
-    table = Table(title=f"models in {store.store_dir} and {store.models_dir} (daemon {daemon})")
+    table = Table(title=f"{settings.backend} models (daemon {daemon})")
     for column in ("name", "size", "loaded", "path"):
         table.add_column(column)
     for model in store.list():
-        size = f"{model.path.stat().st_size / 1e6:,.0f} MB"
-        table.add_row(model.name, size, "yes" if model.name in loaded else "", str(model.path))
+        size = f"{model.size / 1e6:,.0f} MB"
+        table.add_row(model.name, size, "yes" if model.name in loaded else "", str(model.path or ""))
     Console().print(table)
 
 
@@ -112,12 +125,16 @@ def bench_stream(
     model: Annotated[Optional[str], typer.Option(help="Model to measure (default: the configured one).")] = None,
     max_tokens: Annotated[int, typer.Option(help="Tokens generated per run.")] = 128,
     rounds: Annotated[int, typer.Option(help="Runs per path; paths alternate each round.")] = 3,
+    backend: BackendOption = None,
+    upstream_url: Annotated[Optional[str], typer.Option(
+        "--upstream-url", help="With --backend upstream: the server to measure (default: start llama-cpp-python's "
+        "server on the model).")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Time to first token and decode tokens/s: streaming HTTP API vs llama-cpp-python called directly."""
+    """Time to first token and decode tokens/s: the streaming HTTP API vs its engine called directly."""
     from qwend.bench import run_stream_bench
 
-    settings = _settings(model=model, data_dir=data_dir)
+    settings = _settings(model=model, data_dir=data_dir, backend=backend, upstream_url=upstream_url)
     run_stream_bench(settings, max_tokens=max_tokens, rounds=rounds, console=Console())
 
 

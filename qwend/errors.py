@@ -13,6 +13,7 @@ QwendError
 ├── ModelFetchError         500  a pull that failed (offline, pip error, missing file)
 │   └── ChecksumMismatch         the assembled file's sha256 is not the pinned one
 └── BackendError            500  the inference engine failed
+    └── UpstreamError       502  the upstream server is unreachable, or failed (seed 002: "Could not connect to …")
 """
 
 from __future__ import annotations
@@ -85,3 +86,8 @@ class ChecksumMismatch(ModelFetchError):
 
 class BackendError(QwendError):
     code = "backend_error"
+
+
+class UpstreamError(BackendError):
+    status = 502
+    code = "upstream_error"

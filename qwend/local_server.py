@@ -46,13 +46,15 @@ def serve_in_thread(runtime: Runtime) -> Iterator[str]:
 
 
 @contextmanager
-def llama_cpp_server(model_path: Path, *, context_length: int = 8192) -> Iterator[str]:
-    """llama-cpp-python's own OpenAI server (`python -m llama_cpp.server`) on `model_path`."""
+def llama_cpp_server(model_path: Path, *, context_length: int = 8192, alias: str | None = None) -> Iterator[str]:
+    """llama-cpp-python's own OpenAI server (`python -m llama_cpp.server`) on `model_path`, its model listed
+    as `alias` (default: the path). Requests queue rather than cut off the running one."""
     port = free_port()
     log = tempfile.TemporaryFile("w+")  # a file, not a pipe: its verbose log would fill a pipe and block it
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", str(context_length)],
+         "--port", str(port), "--n_ctx", str(context_length), "--interrupt_requests", "false",
+         *(["--model_alias", alias] if alias else [])],
         stdout=log, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"

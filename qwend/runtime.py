@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 
 from qwend.agents.profiles import Profiles
 from qwend.engine.manager import ModelManager
+from qwend.engine.registry import model_source
 from qwend.models.store import ModelStore
+from qwend.models.upstream import UpstreamModels
 from qwend.sessions.queue import SessionTurns
 from qwend.sessions.sqlite import SqliteSessionStore
 from qwend.sessions.store import SessionStore
@@ -23,7 +25,7 @@ from qwend.tools.sandbox import Limits, Sandbox
 @dataclass
 class Runtime:
     settings: Settings
-    store: ModelStore
+    store: ModelStore | UpstreamModels
     models: ModelManager
     started_at: float = field(default_factory=time.time)
     tool_parse_outcomes: Counter[str] = field(default_factory=Counter)  # parsed / repaired / fell_back / ...
@@ -48,14 +50,16 @@ class Runtime:
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
-        store = ModelStore(settings.store_dir, settings.models_dir)
+        store = model_source(settings)
         return cls(settings, store, ModelManager(settings, store))
 
     async def start(self) -> None:
-        """What needs the event loop: connections to MCP servers."""
+        """What needs the event loop: connections to MCP servers, an upstream server's default model."""
         await self.mcp.start(self.tools.register)
+        await self.models.start()
 
     async def close(self) -> None:
         await self.mcp.close()
         await self.sessions.close()
         self.models.close()
+

@@ -37,16 +37,56 @@ class Settings(BaseSettings):
     models_dir: Path = Field(
         Path("models"), description="A folder of GGUF files usable by file name (seed 004's `models/`)."
     )
-    model: str = Field(DEFAULT_MODEL, description="Model loaded at start and used when a request names none.")
+    model: str = Field(
+        DEFAULT_MODEL, validation_alias=AliasChoices("model", "QWEND_MODEL", "INFERENCE_MODEL_ID"),
+        description="Model loaded at start and used when a request names none: a catalog name, a .gguf file, "
+        "a Hugging Face model folder (transformers, mlx) or the upstream's model id.",
+    )
     pull_missing: bool = Field(True, description="Fetch the start model on `serve` when it is not on disk.")
 
-    # llama.cpp
+    backend: Literal["llama_cpp", "transformers", "mlx", "upstream"] = Field(
+        "llama_cpp", description="Inference engine: llama_cpp (GGUF files), transformers or mlx (Hugging Face "
+        "model folders), upstream (an OpenAI-compatible server at upstream_url).",
+    )
+
+    # llama.cpp (context_length applies to every local engine)
     context_length: int | None = Field(
         None, ge=256, description="Context window in tokens; default the model's trained length, capped at 32768."
     )
     threads: int | None = Field(None, ge=1, description="CPU threads for generation; default all cores.")
     batch_size: int = Field(512, ge=32, description="Prompt tokens evaluated per llama.cpp batch.")
     gpu_layers: int = Field(-1, description="Layers offloaded to a GPU when llama.cpp was built with one; -1 all.")
+
+    # transformers (seed 003's INFERENCE_* names are read too)
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Where transformers runs; auto "
+                                                         "picks CUDA, then Apple's MPS, then the CPU.")
+    attn_implementation: Literal["sdpa", "flash_attention_2", "eager"] = Field(
+        "sdpa", validation_alias=AliasChoices("attn_implementation", "QWEND_ATTN_IMPLEMENTATION",
+                                              "INFERENCE_ATTN_IMPLEMENTATION"),
+        description="transformers attention kernels (flash_attention_2 needs the flash-attn package and CUDA).",
+    )
+    load_in_4bit: bool = Field(True, description="On CUDA, quantize transformers weights to 4-bit NF4 with "
+                               "bitsandbytes (seed 003); ignored on the CPU.")
+    bnb_compute_dtype: Literal["float16", "bfloat16"] = Field(
+        "bfloat16", validation_alias=AliasChoices("bnb_compute_dtype", "QWEND_BNB_COMPUTE_DTYPE",
+                                                  "INFERENCE_BNB_COMPUTE_DTYPE"),
+        description="Compute dtype of 4-bit bitsandbytes layers.",
+    )
+
+    # an OpenAI-compatible upstream server (seed 002's OPENAI_BASE_URL and OPENAI_API_KEY are read too)
+    upstream_url: str = Field(
+        "http://127.0.0.1:1234/v1", validation_alias=AliasChoices("upstream_url", "QWEND_UPSTREAM_URL",
+                                                                "OPENAI_BASE_URL"),
+        description="Base URL of the upstream's OpenAI API, ending in /v1 (LM Studio's default here).",
+    )
+    upstream_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("upstream_api_key", "QWEND_UPSTREAM_API_KEY", "OPENAI_API_KEY"),
+        description="Bearer key the upstream wants, if any.",
+    )
+    upstream_timeout: float = Field(
+        300.0, gt=0, description="Seconds the upstream may stay silent (prompt processing included) before a "
+        "request to it fails.",
+    )
 
     # scheduling
     queue_size: int = Field(16, ge=0, description="Jobs that may wait per model before requests get 503 busy.")

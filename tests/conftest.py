@@ -57,6 +57,27 @@ def model_path() -> Path:
     return model.path
 
 
+@pytest.fixture(scope="session")
+def hf_model_dir(model_path: Path) -> Path:
+    """The default model as a Hugging Face folder (transformers, MLX), converted from its GGUF once by
+    ./run-tests (`qwend pull --backend transformers`) and kept in the store."""
+    from qwend.models.store import ModelStore
+
+    settings = Settings(_env_file=None)
+    model = ModelStore(settings.store_dir, settings.models_dir, folders=True).resolve(DEFAULT_MODEL)
+    if not model.present:
+        pytest.fail(f"no converted model at {model.path}; run `qwend pull --backend transformers` (./run-tests does)")
+    return model.path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(hf_model_dir: Path) -> Path:
+    """A tiny random Qwen2 with the default model's tokenizer (see tests/tiny_model.py), made once."""
+    from tests.tiny_model import make_tiny_qwen2
+
+    return make_tiny_qwen2(hf_model_dir, Settings(_env_file=None).store_dir / "test" / "tiny-random-qwen2")
+
+
 class Daemon:
     """A real `qwend serve` process with the real default model. Its data dir (sessions, workspace) is its own;
     only the pulled models are shared, through a link to the default store."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
-from qwend.engine.base import Finished, Generated, ModelInfo, Piece, Prefill
+from qwend.engine.base import Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts
 from qwend.types import Message, OutputConstraint, SamplingParams, ToolSpec
 
 
-class FakeBackend:
+class FakeBackend(TemplatedPrompts):
     """Tokenizes by characters and answers with `reply`, one word-piece per `delay` seconds. With `replies`,
     each generation answers with the next one in turn (the last repeats), for multi-step loops."""
 
@@ -35,7 +35,7 @@ class FakeBackend:
         return prompt
 
     async def generate(
-        self, prompt: Sequence[int], params: SamplingParams, constraint: OutputConstraint | None = None
+        self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None
     ) -> AsyncIterator[Generated]:
         self.active += 1
         self.max_active = max(self.max_active, self.active)

@@ -125,7 +125,7 @@ async def _stream_to(websocket: WebSocket, runtime: Runtime, body: wire.WsChat) 
 @router.get("/models", summary="Models on disk, with seed 001's owner__repo ids and whether each is loaded")
 async def list_models(runtime: RuntimeDep):
     return {
-        "models": [wire.model_body(m, m.name in runtime.models.loaded) for m in runtime.store.list()],
+        "models": [wire.model_body(m, m.name in runtime.models.loaded) for m in await runtime.models.available()],
         "default_model": runtime.models.default_name(),
     }
 

@@ -21,6 +21,7 @@ async def health(runtime: RuntimeDep):
         "model_size": default.model.size_class.upper() if default else None,
         "model": default.name if default else runtime.models.default_name(),
         "generation_in_progress": runtime.models.generating,
+        "backend": runtime.settings.backend,  # the engine every model runs on
         "queue": {
             name: {"running": m.scheduler.running, "waiting": m.scheduler.waiting}
             for name, m in runtime.models.loaded.items()

@@ -128,7 +128,7 @@ async def _load(runtime: Runtime, name: str) -> tuple[LoadedModel, int]:
 
 @router.get("/tags", summary="Models on disk (Ollama)")
 async def tags(runtime: RuntimeDep):
-    facts = await asyncio.to_thread(read_all_facts, runtime.store.list(), DETAIL_KEYS)
+    facts = await asyncio.to_thread(read_all_facts, await runtime.models.available(), DETAIL_KEYS)
     loaded = runtime.models.loaded
     return {"models": [tag_body(f, loaded[f.name].backend.info.parameters if f.name in loaded else None)
                        for f in facts]}

@@ -72,12 +72,12 @@ async def _sse(events: AsyncIterator[ChatEvent], include_usage: bool) -> AsyncIt
 @router.get("/models", summary="List models on disk (OpenAI)")
 async def list_models(runtime: RuntimeDep):
     data = []
-    for model in runtime.store.list():
+    for model in await runtime.models.available():
         data.append(
             {
                 "id": model.name,
                 "object": "model",
-                "created": int(model.path.stat().st_mtime),
+                "created": int(model.modified),
                 "owned_by": "qwend",
                 "loaded": model.name in runtime.models.loaded,
             }

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from qwend.chat.parser import OutputParser
 from qwend.chat.stops import StopMatcher
-from qwend.engine.base import Finished, Piece, Prefill
+from qwend.engine.base import Finished, Piece, Prefill, Prompt
 from qwend.engine.manager import LoadedModel
 from qwend.engine.scheduler import Admitted, Waiting
 from qwend.errors import BackendError, ContextOverflow, InvalidRequest
@@ -27,7 +27,7 @@ async def chat(runtime: Runtime, request: ChatRequest) -> AsyncIterator[ChatEven
     """The events of one answer (order in qwend.types). Closing the iterator cancels the job wherever it is."""
     loaded, prompt, constraint, parser = await _prepare(runtime, request)
     stops = StopMatcher(request.sampling.stop)
-    completion_tokens, cached_tokens = 0, 0
+    completion_tokens, cached_tokens, prompt_length = 0, 0, prompt.length
     finish: FinishReason = "stop"
     async with aclosing(loaded.scheduler.run(prompt, request.sampling, constraint)) as job:
         async for item in job:
@@ -35,7 +35,7 @@ async def chat(runtime: Runtime, request: ChatRequest) -> AsyncIterator[ChatEven
                 case Waiting(position):
                     yield Queued(position)
                 case Admitted():
-                    yield Started(loaded.name, len(prompt))
+                    yield Started(loaded.name, prompt.length)
                 case Prefill(cached):
                     cached_tokens = cached
                 case Piece(piece, tokens):
@@ -45,8 +45,10 @@ async def chat(runtime: Runtime, request: ChatRequest) -> AsyncIterator[ChatEven
                         yield event
                     if hit:
                         break  # leaving the block closes the job, which stops the backend
-                case Finished(reason):
+                case Finished(reason, prompt_tokens, counted):
                     finish = reason
+                    prompt_length = prompt_tokens or prompt_length
+                    completion_tokens = counted if counted is not None else completion_tokens
                     for event in parser.feed(stops.flush()):
                         yield event
     for event in parser.finish():
@@ -54,12 +56,12 @@ async def chat(runtime: Runtime, request: ChatRequest) -> AsyncIterator[ChatEven
     runtime.tool_parse_outcomes.update(parser.outcomes)
     if parser.calls and finish == "stop":
         finish = "tool_calls"
-    yield Done(finish, Usage(len(prompt), completion_tokens, cached_tokens))
+    yield Done(finish, Usage(prompt_length, completion_tokens, cached_tokens))
 
 
 async def _prepare(
     runtime: Runtime, request: ChatRequest
-) -> tuple[LoadedModel, list[int], OutputConstraint | None, OutputParser]:
+) -> tuple[LoadedModel, Prompt, OutputConstraint | None, OutputParser]:
     """Everything that can refuse the request, before it is queued: the model, the prompt and whether it
     fits, the output constraint and the parser for it."""
     if not request.messages:
@@ -75,22 +77,22 @@ async def _prepare(
             "or choose a vision model",
             param="messages",
         )
-    text = render(backend, request.messages, tools, answering=request.tool_choice == "text")
-    prompt = backend.tokenize(text)
-    check_fits(len(prompt), request.sampling, backend.info.context_length)
-    if not backend.info.grammar:
-        constraint = None
-    elif constraint is not None and constraint.tools and constraint.parallel:
+    prompt = build_prompt(backend, request.messages, tools, answering=request.tool_choice == "text")
+    check_fits(prompt.length, request.sampling, backend.info.context_length)
+    # every backend gets the constraint (an upstream server passes it on as tool_choice); only a grammar
+    # guarantees the answer's shape, and without one the parser also accepts calls written as bare JSON
+    enforced = constraint is not None and backend.info.grammar
+    if enforced and constraint.tools and constraint.parallel:
         # once calls are decided on, ask for one per item (irrelevance is settled by then; see PARALLEL_HINT)
-        calls_prompt = backend.tokenize(render(backend, request.messages, tools, hint=PARALLEL_HINT))
-        check_fits(len(calls_prompt), request.sampling, backend.info.context_length)
-        constraint = replace(constraint, calls_prompt=tuple(calls_prompt))
+        calls_prompt = build_prompt(backend, request.messages, tools, hint=PARALLEL_HINT)
+        check_fits(calls_prompt.length, request.sampling, backend.info.context_length)
+        constraint = replace(constraint, calls_prompt=calls_prompt.tokens)
     callable_tools = () if request.tool_choice == "text" else tools  # shown, but never called
     parser = OutputParser(
         callable_tools,
-        trusted=constraint is not None and bool(callable_tools),
-        lenient=constraint is None,
-        in_reasoning=text.rstrip().endswith("<think>"),
+        trusted=enforced and bool(callable_tools),
+        lenient=not enforced,
+        in_reasoning=prompt.text.rstrip().endswith("<think>"),
         max_calls=None if request.parallel_tool_calls else 1,
     )
     return loaded, prompt, constraint, parser
@@ -121,20 +123,20 @@ ANSWER_NOTE = "Answer the user's question in plain sentences using the tool resu
 PARALLEL_HINT = "Make one tool call for each item the user asks about."
 
 
-def render(
+def build_prompt(
     backend, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...], hint: str | None = None, *,
     answering: bool = False,
-) -> str:
+) -> Prompt:
     follow_up = messages[-1].role == "user" and any(m.role == "tool" for m in messages)
     after_results = answering and messages[-1].role == "tool"
     notes = [n for n in (TOOL_REMINDER if tools and follow_up else None, ANSWER_NOTE if after_results else None, hint)
              if n]
     if notes:
         try:
-            return backend.render(messages + (Message("system", " ".join(notes)),), tools)
+            return backend.prompt(messages + (Message("system", " ".join(notes)),), tools)
         except BackendError:
             pass  # a template that refuses a system message there: render the conversation as it is
-    return backend.render(messages, tools)
+    return backend.prompt(messages, tools)
 
 
 def tool_plan(request: ChatRequest) -> tuple[tuple[ToolSpec, ...], OutputConstraint | None]:

@@ -9,6 +9,13 @@ from typing import Protocol
 from qwend.types import FinishReason, Message, OutputConstraint, SamplingParams, ToolSpec
 
 
+# Special tokens (local engines with Hugging Face tokenizers) that end a turn in common chat vocabularies, as llama.cpp recognises them: a Qwen folder
+# names only <|im_end|> as eos, yet a model that writes <|endoftext|> is done too.
+END_OF_TURN_TEXTS = frozenset({
+    "<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|end|>", "<end_of_turn>",
+})
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """Capabilities are data, so nothing above the backend branches on model names."""
@@ -19,8 +26,25 @@ class ModelInfo:
     parameters: int
     file_size: int
     chat_template: bool  # False when the model has none and ChatML is used
-    grammar: bool = False  # can enforce an OutputConstraint while decoding
+    grammar: bool = False  # enforces an OutputConstraint while decoding (others get it as a hint)
     vision: bool = False  # reads Message.images
+    engine: str = "llama.cpp"  # what generates (shown in /health and model listings)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What a backend generates from. Local engines render the model's chat template and tokenize it here;
+    an upstream server renders its own, so it gets the messages and tools, and the length is an estimate."""
+
+    tokens: tuple[int, ...] = ()
+    text: str = ""  # the rendered template
+    messages: tuple[Message, ...] = ()
+    tools: tuple[ToolSpec, ...] = ()
+    estimated_tokens: int = 0
+
+    @property
+    def length(self) -> int:
+        return len(self.tokens) if self.tokens else self.estimated_tokens
 
 
 @dataclass(frozen=True)
@@ -41,6 +65,9 @@ class Piece:
 @dataclass(frozen=True)
 class Finished:
     reason: FinishReason
+    # exact counts known only once the answer is done (an upstream server's usage); None: count locally
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 Generated = Prefill | Piece | Finished
@@ -49,17 +76,33 @@ Generated = Prefill | Piece | Finished
 class Backend(Protocol):
     info: ModelInfo
 
-    def tokenize(self, text: str) -> list[int]:
-        """Token ids of a rendered prompt (special tokens parsed, BOS as the model wants)."""
-
-    def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
-        """The prompt for `messages` (and the tools on offer) through the model's own chat template,
-        ready for the assistant turn."""
+    def prompt(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> Prompt:
+        """The prompt for `messages` (and the tools on offer), ready for the assistant turn. Raises
+        BackendError when the model's chat template refuses the conversation."""
 
     def generate(
-        self, prompt: Sequence[int], params: SamplingParams, constraint: OutputConstraint | None = None
+        self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None
     ) -> AsyncIterator[Generated]:
         """Prefill, Pieces, then one Finished. Closing the iterator stops generation before the next token."""
 
     def close(self) -> None:
         """Free the model's memory. The backend is unusable afterwards."""
+
+
+class TemplatedPrompts:
+    """`prompt()` for local engines, from their own `render(messages, tools) -> str` (the model's chat
+    template, ready for the assistant turn) and `tokenize(text) -> list[int]` (special tokens parsed)."""
+
+    def prompt(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> Prompt:
+        text = self.render(messages, tools)
+        return Prompt(tuple(self.tokenize(text)), text)
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two sequences share: the KV state a new prompt can reuse."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

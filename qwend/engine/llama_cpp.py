@@ -6,8 +6,8 @@ thread checks a stop flag between tokens so a closed stream frees the model at o
 
 from __future__ import annotations
 
-import asyncio
 import codecs
+import functools
 import ctypes
 import logging
 import os
@@ -15,13 +15,16 @@ import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
-import anyio
 
 from qwend.chat.parser import call_intent, called_name
 from qwend.chat.prompt import ChatTemplate
 from qwend.engine import grammar
-from qwend.engine.base import Finished, Generated, ModelInfo, Piece, Prefill
+from qwend.engine.base import (
+    Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts, common_prefix,
+)
+from qwend.engine.threads import stream_from_thread
 from qwend.errors import BackendError
+from qwend.models.store import LocalModel
 from qwend.settings import Settings
 from qwend.types import Message, OutputConstraint, SamplingParams, ToolSpec
 
@@ -29,10 +32,9 @@ MAX_DEFAULT_CONTEXT = 32768
 RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: a fresh random seed
 MAX_HELD_TOKENS = 6  # an answer's intent (call or text) shows within its first few tokens
 MAX_NAME_TOKENS = 24  # and a call's tool name within these
-_END = object()
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(TemplatedPrompts):
     def __init__(self, llama, path: Path) -> None:
         import llama_cpp
 
@@ -56,10 +58,14 @@ class LlamaCppBackend:
         )
 
     @classmethod
-    def load(cls, path: Path, settings: Settings) -> LlamaCppBackend:
+    def load(cls, model: LocalModel, settings: Settings) -> LlamaCppBackend:
         """Load a GGUF file (blocking: call it from a worker thread)."""
         from llama_cpp import Llama
 
+        path = model.path
+        if not path.is_file():
+            raise BackendError(f"{model.name} is a model folder; llama.cpp loads .gguf files (serve folders with "
+                               "--backend transformers or --backend mlx)")
         # llama.cpp's own log lines go through this logger; show them only when debugging qwend
         verbose = settings.log_level == "debug"
         logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
@@ -87,32 +93,11 @@ class LlamaCppBackend:
         return self.template.render(messages, tools, add_generation_prompt=True)
 
     async def generate(
-        self, prompt: Sequence[int], params: SamplingParams, constraint: OutputConstraint | None = None
+        self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None
     ) -> AsyncIterator[Generated]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        stop = threading.Event()
-
-        def produce() -> None:
-            try:
-                for item in self._generate_blocking(prompt, params, constraint, stop):
-                    loop.call_soon_threadsafe(queue.put_nowait, item)
-            except Exception as exc:  # surfaced to the consumer below
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, _END)
-
-        worker = loop.run_in_executor(None, produce)
-        try:
-            while (item := await queue.get()) is not _END:
-                if isinstance(item, Exception):
-                    raise BackendError(f"llama.cpp generation failed: {item}") from item
-                yield item
-        finally:
-            stop.set()
-            # the model must be idle before the next job starts, even while this task is being cancelled
-            with anyio.CancelScope(shield=True):
-                await worker
+        produce = functools.partial(self._generate_blocking, prompt.tokens, params, constraint)
+        async for item in stream_from_thread(produce, "llama.cpp"):
+            yield item
 
     def _generate_blocking(
         self, prompt: Sequence[int], params: SamplingParams, constraint: OutputConstraint | None,
@@ -120,7 +105,7 @@ class LlamaCppBackend:
     ) -> Iterator[Generated]:
         llama = self.llama
         prompt, rules, deciding = _plan(prompt, constraint)
-        cached = _common_prefix(llama._input_ids, prompt)
+        cached = common_prefix(llama._input_ids, prompt)
         cached = min(cached, len(prompt) - 1) if llama.n_tokens else 0  # llama.generate re-reads at least one
         budget = self.info.context_length - len(prompt)
         limit = budget if params.max_tokens is None else min(params.max_tokens, budget)
@@ -248,15 +233,6 @@ def _calls(prompt: Sequence[int], constraint: OutputConstraint) -> tuple[Sequenc
     """The prompt and grammar that tool calls are generated from."""
     rules = grammar.calls_grammar(constraint.tools, parallel=constraint.parallel)
     return constraint.calls_prompt or prompt, rules
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _trained_context(path: Path) -> int:

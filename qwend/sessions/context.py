@@ -74,7 +74,7 @@ async def fit_session(
 
 
 def _counter(backend, tools: Sequence[ToolSpec]) -> Callable[[Sequence[Message]], int]:
-    return lambda messages: len(backend.tokenize(backend.render(tuple(messages), tuple(tools))))
+    return lambda messages: backend.prompt(tuple(messages), tuple(tools)).length
 
 
 def _unfolded_turns(stored: Sequence[StoredMessage]) -> list[list[StoredMessage]]:

@@ -65,3 +65,28 @@ def test_unknown_or_unsafe_names_are_not_found(tmp_path, name):
 def test_find_says_how_to_pull(tmp_path):
     with pytest.raises(ModelNotFound, match="qwend pull smollm2:135m"):
         ModelStore(tmp_path / "store", tmp_path / "models").find("smollm2:135m")
+
+
+def _model_folder(path):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    (path / "model.safetensors").write_bytes(b"x" * 10)
+    return path
+
+
+def test_folder_names_for_transformers_and_mlx(tmp_path):
+    store = ModelStore(tmp_path / "store", tmp_path / "models", folders=True)
+    catalog = store.resolve("Qwen/Qwen2.5-Coder-0.5B-Instruct")  # an alias of the catalog model
+    assert (catalog.name, catalog.path) == ("qwen2.5-coder:0.5b", tmp_path / "store" / "converted" / "qwen2.5-coder-0.5b")
+    assert not catalog.present  # until `qwend pull --backend transformers` converts it
+    _model_folder(catalog.path)
+    mine = _model_folder(tmp_path / "models" / "my-qwen")
+    elsewhere = _model_folder(tmp_path / "far" / "Qwen2.5-14B-Instruct")
+    assert store.resolve("my-qwen").path == mine
+    assert store.resolve(str(elsewhere)).path == elsewhere  # seed 003's INFERENCE_MODEL_ID: a path
+    assert store.resolve("hf:Qwen/Qwen2.5-0.5B-Instruct").path == tmp_path / "store" / "hf" / "Qwen" / "Qwen2.5-0.5B-Instruct"
+    assert [(m.name, m.size) for m in store.list()] == [("qwen2.5-coder:0.5b", 10), ("my-qwen", 10)]
+    with pytest.raises(ModelNotFound, match="Hugging Face model folder"):
+        store.resolve("mine.gguf")  # a GGUF file is no folder
+    with pytest.raises(ModelNotFound):
+        store.resolve(str(tmp_path / "far"))  # a folder without config.json

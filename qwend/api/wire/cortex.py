@@ -62,7 +62,7 @@ def model_body(model: LocalModel, loaded: bool) -> dict[str, Any]:
         "id": model_id(model),
         "name": model.name,
         "loaded": loaded,
-        "size_bytes": model.path.stat().st_size if model.present else None,
+        "size_bytes": model.size or None,
         "description": model.entry.description if model.entry else "",
     }
 

@@ -24,9 +24,14 @@ class RestoreCacheBody(ChatCompletionRequest):
 
 def models_body(on_disk: Sequence[LocalModel], loaded: Mapping[str, LoadedModel], current: str) -> dict[str, Any]:
     return {
-        "models": [m.path.name for m in on_disk],  # seed 004: the GGUF files
+        "models": [_file(m) for m in on_disk],  # seed 004: the GGUF files
         "loaded_models": [  # seed 002: what is in memory
-            {"model_key": m.name, "file": m.model.path.name, "loaded_at": m.loaded_at} for m in loaded.values()
+            {"model_key": m.name, "file": _file(m.model), "loaded_at": m.loaded_at} for m in loaded.values()
         ],
         "current_model": current,
     }
+
+
+def _file(model: LocalModel) -> str:
+    """A GGUF file's (or model folder's) name; an upstream server's model has only its id."""
+    return model.path.name if model.path is not None else model.name
