@@ -93,7 +93,8 @@ class Daemon:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> Daemon:
+    def start(self, *, with_model: bool = True) -> Daemon:
+        """Start `qwend serve` and wait until it answers /health (with its model loaded, unless not asked)."""
         log = self.workdir / "daemon.log"
         with open(log, "a") as out:
             self.process = subprocess.Popen(
@@ -105,7 +106,7 @@ class Daemon:
             if self.process.poll() is not None:
                 pytest.fail(f"qwend serve exited with {self.process.returncode}: {log.read_text()}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=1).json().get("model_loaded"):
+                if httpx.get(f"{self.url}/health", timeout=1).json().get("model_loaded") or not with_model:
                     return self
             except httpx.HTTPError:
                 pass

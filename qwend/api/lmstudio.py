@@ -14,7 +14,7 @@ from qwend.api.deps import RuntimeDep
 from qwend.api.streaming import ClientGone, NdjsonResponse, open_stream, unless_disconnected
 from qwend.api.wire import lmstudio as wire
 from qwend.chat.service import chat, complete
-from qwend.errors import BackendError, ModelNotFound, QwendError
+from qwend.errors import BackendError, ModelNotFound, QwendError, UpstreamError
 from qwend.runtime import Runtime
 from qwend.types import ChatEvent, Done, Started, Token
 
@@ -87,6 +87,8 @@ async def _answer(
         result = await unless_disconnected(request, complete(events))
     except ClientGone:
         return Response(status_code=499)
+    except UpstreamError:
+        raise  # the seed's own words for an upstream that is not there: {"detail": "Could not connect to …"}
     except (ModelNotFound, BackendError) as exc:
         # the seed's answer when its upstream has no such model or cannot run it
         raise HTTPException(503, f"Chat service unavailable: {exc.message}") from exc

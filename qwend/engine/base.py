@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from qwend.types import FinishReason, Message, OutputConstraint, SamplingParams, ToolSpec
 
+if TYPE_CHECKING:
+    from qwend.chat.prompt import ChatTemplate
 
-# Special tokens (local engines with Hugging Face tokenizers) that end a turn in common chat vocabularies, as llama.cpp recognises them: a Qwen folder
-# names only <|im_end|> as eos, yet a model that writes <|endoftext|> is done too.
+
+# Special tokens that end a turn in common chat vocabularies, as llama.cpp recognises them, for the engines
+# with Hugging Face tokenizers: a Qwen folder names only <|im_end|> as eos, yet <|endoftext|> ends a turn too.
 END_OF_TURN_TEXTS = frozenset({
     "<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|end|>", "<end_of_turn>",
 })
@@ -90,8 +93,13 @@ class Backend(Protocol):
 
 
 class TemplatedPrompts:
-    """`prompt()` for local engines, from their own `render(messages, tools) -> str` (the model's chat
-    template, ready for the assistant turn) and `tokenize(text) -> list[int]` (special tokens parsed)."""
+    """`prompt()` for local engines: their `template` (the model's own chat template) rendered for the
+    assistant turn, then their `tokenize(text) -> list[int]` (special tokens parsed)."""
+
+    template: ChatTemplate
+
+    def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
+        return self.template.render(messages, tools, add_generation_prompt=True)
 
     def prompt(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> Prompt:
         text = self.render(messages, tools)
@@ -106,3 +114,9 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
             break
         n += 1
     return n
+
+
+def answer_limit(prompt_tokens: int, params: SamplingParams, context_length: int) -> int:
+    """How many tokens the answer may have: max_tokens, or what is left of the window when less."""
+    room = context_length - prompt_tokens
+    return room if params.max_tokens is None else min(params.max_tokens, room)

@@ -7,26 +7,26 @@ thread checks a stop flag between tokens so a closed stream frees the model at o
 from __future__ import annotations
 
 import codecs
-import functools
 import ctypes
+import functools
 import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
-
 from qwend.chat.parser import call_intent, called_name
 from qwend.chat.prompt import ChatTemplate
 from qwend.engine import grammar
 from qwend.engine.base import (
-    Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts, common_prefix,
+    Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts, answer_limit,
+    common_prefix,
 )
 from qwend.engine.threads import stream_from_thread
 from qwend.errors import BackendError
 from qwend.models.store import LocalModel
 from qwend.settings import Settings
-from qwend.types import Message, OutputConstraint, SamplingParams, ToolSpec
+from qwend.types import OutputConstraint, SamplingParams
 
 MAX_DEFAULT_CONTEXT = 32768
 RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: a fresh random seed
@@ -89,9 +89,6 @@ class LlamaCppBackend(TemplatedPrompts):
         add_bos = self._add_bos and not (self._bos_text and text.startswith(self._bos_text))
         return self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
-    def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
-        return self.template.render(messages, tools, add_generation_prompt=True)
-
     async def generate(
         self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None
     ) -> AsyncIterator[Generated]:
@@ -107,8 +104,7 @@ class LlamaCppBackend(TemplatedPrompts):
         prompt, rules, deciding = _plan(prompt, constraint)
         cached = common_prefix(llama._input_ids, prompt)
         cached = min(cached, len(prompt) - 1) if llama.n_tokens else 0  # llama.generate re-reads at least one
-        budget = self.info.context_length - len(prompt)
-        limit = budget if params.max_tokens is None else min(params.max_tokens, budget)
+        limit = answer_limit(len(prompt), params, self.info.context_length)
         yield Prefill(cached)
         if limit <= 0:
             yield Finished("length")

@@ -10,19 +10,20 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from qwend.chat.prompt import ChatTemplate
 from qwend.engine.base import (
-    END_OF_TURN_TEXTS, Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts, common_prefix,
+    END_OF_TURN_TEXTS, Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts, answer_limit,
+    common_prefix,
 )
 from qwend.engine.threads import stream_from_thread
 from qwend.errors import BackendError
 from qwend.models.store import LocalModel
 from qwend.settings import Settings
-from qwend.types import Message, OutputConstraint, SamplingParams, ToolSpec
+from qwend.types import OutputConstraint, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +95,10 @@ class TransformersBackend(TemplatedPrompts):
         # the rendered template already holds its special tokens (and Qwen has no BOS)
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
-        return self.template.render(messages, tools, add_generation_prompt=True)
-
     async def generate(
         self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None
     ) -> AsyncIterator[Generated]:
-        # info.grammar is False, so the pipeline never passes a constraint
+        # no grammar here: the constraint is a hint this engine cannot enforce (the parser reads calls)
         produce = functools.partial(self._generate_blocking, list(prompt.tokens), params)
         async for item in stream_from_thread(produce, ENGINE, self._executor):
             yield item
@@ -113,8 +111,7 @@ class TransformersBackend(TemplatedPrompts):
             raise BackendError("the prompt is empty")
         cached = self._reuse(prompt)
         yield Prefill(cached)
-        budget = self.info.context_length - len(prompt)
-        limit = budget if params.max_tokens is None else min(params.max_tokens, budget)
+        limit = answer_limit(len(prompt), params, self.info.context_length)
         if limit <= 0:
             yield Finished("length")
             return

@@ -112,11 +112,8 @@ class HubFile:
         except ModelFetchError:
             raise
         except Exception as exc:  # the hub raises many types; all mean the same to the user
-            raise ModelFetchError(
-                f"could not fetch {self.repo} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
-                "If this machine is offline, use a bundled model (qwend pull qwen2.5-coder:0.5b) "
-                "or put a .gguf file in the models folder."
-            ) from None
+            raise hub_failed(self.repo, exc, "use a bundled model (qwend pull qwen2.5-coder:0.5b) or put a .gguf "
+                             "file in the models folder") from None
         return Path(path)
 
 
@@ -134,11 +131,13 @@ class HubFolder:
         try:
             return Path(snapshot_download(self.repo, local_dir=dest_dir, allow_patterns=patterns))
         except Exception as exc:  # the hub raises many types; all mean the same to the user
-            raise ModelFetchError(
-                f"could not fetch {self.repo} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
-                "If this machine is offline, convert a bundled model (qwend pull qwen2.5-coder:0.5b "
-                "--backend transformers) or pass the path of a model folder."
-            ) from None
+            raise hub_failed(self.repo, exc, "convert a bundled model (qwend pull qwen2.5-coder:0.5b --backend "
+                             "transformers) or pass the path of a model folder") from None
+
+
+def hub_failed(repo: str, exc: Exception, offline_advice: str) -> ModelFetchError:
+    return ModelFetchError(f"could not fetch {repo} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
+                           f"If this machine is offline, {offline_advice}.")
 
 
 def _pick_gguf(files: list[str]) -> str:

@@ -173,7 +173,8 @@ class ModelStore:
         found = [m for m in (self.resolve(e.name) for e in CATALOG) if m.present]
         hub = self.store_dir / "hf"
         if hub.is_dir():
-            found += [LocalModel(f"hf:{p.parent.name}/{p.name}", p) for p in sorted(hub.glob("*/*")) if is_model_folder(p)]
+            found += [LocalModel(f"hf:{p.parent.name}/{p.name}", p)
+                      for p in sorted(hub.glob("*/*")) if is_model_folder(p)]
         if self.models_dir.is_dir():
             found += [LocalModel(p.name, p) for p in sorted(self.models_dir.iterdir()) if is_model_folder(p)]
         return found

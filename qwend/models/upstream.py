@@ -93,7 +93,8 @@ class UpstreamModels:
 
     def pull(self, name: str, on_progress=lambda n: None) -> LocalModel:
         if self.detect() != "ollama":
-            raise ModelFetchError(f"the upstream server at {self.url} manages its own model files; fetch {name!r} there")
+            raise ModelFetchError(f"the upstream server at {self.url} manages its own model files; "
+                                  f"fetch {name!r} there")
         self._post(f"{self.root}/api/pull", {"model": name, "stream": False}, timeout=None)
         return LocalModel(name, None)
 
