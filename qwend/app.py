@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from qwend import __version__
 from qwend.api import anthropic, cortex, daemon, jsonrpc, llama_server, lmstudio, ollama, openai, sessions
 from qwend.api.errors import install_error_handlers
-from qwend.errors import ModelNotFound, UpstreamError
+from qwend.errors import InsufficientMemory, ModelNotFound, UpstreamError
 from qwend.runtime import Runtime
 from qwend.settings import Settings
 
@@ -27,8 +27,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         if owned:
             await app.state.runtime.start()
         try:
-            await app.state.runtime.models.get(None)
-        except (ModelNotFound, UpstreamError) as exc:
+            await app.state.runtime.models.get(None, keep_alive=-1)  # the start model stays
+        except (ModelNotFound, UpstreamError, InsufficientMemory) as exc:
             log.warning("starting without a model: %s", exc.message)
         try:
             yield

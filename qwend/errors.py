@@ -10,6 +10,7 @@ QwendError
 │   ├── ProfileNotFound          a profile name that no profile file defines
 │   └── ToolNotFound             a tool name that is not registered (or is switched off by configuration)
 ├── Busy                    503  the model's queue is full; carries retry_after seconds
+├── InsufficientMemory      503  a model that would not fit the memory budget, even with idle models unloaded
 ├── ModelFetchError         500  a pull that failed (offline, pip error, missing file)
 │   └── ChecksumMismatch         the assembled file's sha256 is not the pinned one
 └── BackendError            500  the inference engine failed
@@ -74,6 +75,12 @@ class Busy(QwendError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class InsufficientMemory(QwendError):
+    status = 503
+    type = "server_error"
+    code = "insufficient_memory"
 
 
 class ModelFetchError(QwendError):

@@ -88,6 +88,17 @@ class Settings(BaseSettings):
         "request to it fails.",
     )
 
+    # model lifecycle
+    keep_alive: float = Field(
+        300.0, description="Seconds a model loaded on demand by a request stays after its last request (Ollama's "
+        "keep_alive; a request's own keep_alive wins); -1 keeps it, 0 unloads it at once. Models loaded at start "
+        "or by a load call stay until unloaded.",
+    )
+    memory_budget_mb: int | None = Field(
+        None, ge=1, description="Memory all loaded models may hold together (weights plus KV cache, estimated "
+        "before loading); default 90% of the memory free at start.",
+    )
+
     # scheduling
     queue_size: int = Field(16, ge=0, description="Jobs that may wait per model before requests get 503 busy.")
 

@@ -86,6 +86,7 @@ class ChatRequest:
     parallel_tool_calls: bool = True
     json_schema: dict[str, Any] | None = None  # structured output; {} for any JSON object
     constrained: bool = True  # enforce tools and JSON by grammar where the backend can
+    keep_alive: float | None = None  # seconds the model stays loaded after this request (-1: until unloaded)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ async def health(runtime: RuntimeDep):
         "model": default.name if default else runtime.models.default_name(),
         "generation_in_progress": runtime.models.generating,
         "backend": runtime.settings.backend,  # the engine every model runs on
+        "memory": {"budget_bytes": runtime.models.budget, "used_bytes": runtime.models.memory_used},  # estimated
         "queue": {
             name: {"running": m.scheduler.running, "waiting": m.scheduler.waiting}
             for name, m in runtime.models.loaded.items()

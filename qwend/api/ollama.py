@@ -50,7 +50,11 @@ async def _answer(
     started = time.perf_counter_ns()
     name = _local_model(runtime, body.model).name
     chat_request = None if wire.only_loads(body) else translate(body, name)  # a bad body is refused before loading
-    loaded, load_ns = await _load(runtime, name)
+    keep_alive = wire.keep_alive_seconds(body.keep_alive)
+    if chat_request is None and keep_alive == 0:  # Ollama's way to unload a model
+        await runtime.models.unload(name)
+        return JSONResponse(_final_chunk(name, generate, {"done_reason": "unload"}))
+    loaded, load_ns = await _load(runtime, name, keep_alive)
     if chat_request is None:
         final = {"done_reason": "load", "total_duration": time.perf_counter_ns() - started, "load_duration": load_ns}
         return JSONResponse(_final_chunk(loaded.name, generate, final))
@@ -120,9 +124,9 @@ def _local_model(runtime: Runtime, name: str | None) -> LocalModel:
         raise
 
 
-async def _load(runtime: Runtime, name: str) -> tuple[LoadedModel, int]:
+async def _load(runtime: Runtime, name: str, keep_alive: float | None = None) -> tuple[LoadedModel, int]:
     started = time.perf_counter_ns()
-    loaded = await runtime.models.get(name)
+    loaded = await runtime.models.get(name, keep_alive=keep_alive)
     return loaded, time.perf_counter_ns() - started
 
 
@@ -138,7 +142,7 @@ async def tags(runtime: RuntimeDep):
 async def running(runtime: RuntimeDep):
     loaded = list(runtime.models.loaded.values())
     facts = {f.name: f for f in await asyncio.to_thread(read_all_facts, [m.model for m in loaded], DETAIL_KEYS)}
-    return {"models": [ps_body(facts[m.name], m.backend.info) for m in loaded if m.name in facts]}
+    return {"models": [ps_body(facts[m.name], m) for m in loaded if m.name in facts]}
 
 
 @router.post("/show", summary="A model's details, template, parameters and capabilities (Ollama; loads it)")

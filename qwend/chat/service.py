@@ -69,7 +69,7 @@ async def _prepare(
     if request.tool_choice == "auto" and request.messages[-1].role == "tool" and runtime.settings.answer_after_tool_results:
         request = replace(request, tool_choice="text")  # see ANSWER_NOTE
     tools, constraint = tool_plan(request)
-    loaded = await runtime.models.get(request.model)
+    loaded = await runtime.models.get(request.model, keep_alive=request.keep_alive)
     backend = loaded.backend
     if not backend.info.vision and any(m.images for m in request.messages):
         raise InvalidRequest(

@@ -10,12 +10,15 @@ from dataclasses import dataclass, field
 from qwend.engine.base import Backend
 from qwend.engine.registry import backend_loader
 from qwend.engine.scheduler import Scheduler
-from qwend.errors import ModelNotFound, UpstreamError
+from qwend.errors import InsufficientMemory, ModelNotFound, UpstreamError
+from qwend.models.memory import MemoryEstimate, default_budget, estimate, gib
 from qwend.models.store import LocalModel, ModelStore
 from qwend.models.upstream import UpstreamModels
 from qwend.settings import Settings
 
 log = logging.getLogger(__name__)
+
+REAP_INTERVAL_S = 1.0  # how often expired keep-alives are looked for
 
 
 @dataclass
@@ -24,10 +27,19 @@ class LoadedModel:
     backend: Backend
     scheduler: Scheduler
     loaded_at: float = field(default_factory=time.time)
+    memory: MemoryEstimate = field(default_factory=lambda: MemoryEstimate(0, 0, 0))
+    keep_alive: float | None = None  # seconds it stays after its last job; None or negative: until unloaded
 
     @property
     def name(self) -> str:
         return self.model.name
+
+    @property
+    def expires_at(self) -> float | None:
+        """When it unloads if no request comes (None: never)."""
+        if self.keep_alive is None or self.keep_alive < 0:
+            return None
+        return self.scheduler.last_active + self.keep_alive
 
 
 class ModelManager:
@@ -36,15 +48,32 @@ class ModelManager:
         self.store = store
         self.default = settings.model  # what requests that name no model get (seed 004's /setModel moves it)
         self.loaded: dict[str, LoadedModel] = {}
+        self.budget = settings.memory_budget_mb << 20 if settings.memory_budget_mb else default_budget()
         self._lock = asyncio.Lock()
+        self._reaper: asyncio.Task | None = None
 
     async def start(self) -> None:
-        """In front of an upstream server with no model configured, its first model is the default."""
+        """Begin unloading models whose keep-alive ran out. In front of an upstream server with no model
+        configured, its first model becomes the default."""
+        self._reaper = asyncio.create_task(self._unload_expired())
         if self.settings.backend == "upstream" and "model" not in self.settings.model_fields_set:
             try:
                 self.default = await asyncio.to_thread(self.store.first) or self.default
             except UpstreamError as exc:
                 log.warning("%s", exc.message)
+
+    async def _unload_expired(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_INTERVAL_S)
+            now = time.time()
+            for loaded in list(self.loaded.values()):
+                if loaded.scheduler.idle and (expiry := loaded.expires_at) is not None and now >= expiry:
+                    log.info("unloading %s: idle for its keep-alive of %gs", loaded.name, loaded.keep_alive)
+                    await self.unload(loaded.name)
+
+    @property
+    def memory_used(self) -> int:
+        return sum(m.memory.total for m in self.loaded.values())
 
     def default_name(self) -> str:
         """The default model's canonical name (the name as configured when it resolves to nothing)."""
@@ -57,24 +86,28 @@ class ModelManager:
         """Every model that can be loaded: on disk, or (upstream) what the server lists."""
         return await asyncio.to_thread(self.store.list)
 
-    async def get(self, name: str | None) -> LoadedModel:
-        """The loaded model for `name` (the default when None), loading it from disk if needed."""
+    async def get(self, name: str | None, *, keep_alive: float | None = None) -> LoadedModel:
+        """The loaded model for `name` (the default when None), loading it if needed. A model loaded here, on a
+        request's demand, stays for `keep_alive` seconds after its last job (default: the configured one);
+        a `keep_alive` given also resets that of a model already loaded."""
         model = self.store.find(name or self.default)
-        if (loaded := self.loaded.get(model.name)) is not None:
-            return loaded
-        async with self._lock:
-            if (loaded := self.loaded.get(model.name)) is None:
-                loaded = await self._load(model)
-                self.loaded[model.name] = loaded
-            return loaded
+        if (loaded := self.loaded.get(model.name)) is None:
+            async with self._lock:
+                if (loaded := self.loaded.get(model.name)) is None:
+                    loaded = await self._load(model, self.settings.keep_alive)
+                    self.loaded[model.name] = loaded
+        if keep_alive is not None:
+            loaded.keep_alive = keep_alive
+        return loaded
 
     async def load(self, name: str, *, exclusive: bool = False) -> LoadedModel:
-        """Load `name` now; `exclusive` unloads every other model first (their running jobs finish)."""
+        """Load `name` now, to stay until unloaded; `exclusive` unloads every other model first (their running
+        jobs finish)."""
         model = self.store.find(name)
         if exclusive:
             for other in [n for n in self.loaded if n != model.name]:
                 await self.unload(other)
-        return await self.get(model.name)
+        return await self.get(model.name, keep_alive=-1)
 
     async def unload(self, name: str) -> bool:
         """Unload a model by any of its names; False when it was not loaded. New requests no longer reach
@@ -97,18 +130,44 @@ class ModelManager:
             await self.unload(name)
         return names
 
-    async def _load(self, model: LocalModel) -> LoadedModel:
+    async def _load(self, model: LocalModel, keep_alive: float) -> LoadedModel:
         started = time.monotonic()
+        need = await asyncio.to_thread(estimate, model, self.settings.backend, self.settings.context_length)
+        await self._make_room(model.name, need)
         load = backend_loader(self.settings.backend)
         backend = await asyncio.to_thread(load, model, self.settings)
-        log.info("loaded %s (%s) in %.1fs", model.name, model.path, time.monotonic() - started)
-        return LoadedModel(model, backend, Scheduler(backend, queue_size=self.settings.queue_size))
+        log.info("loaded %s (%s) in %.1fs, %s", model.name, model.path, time.monotonic() - started, need.describe())
+        scheduler = Scheduler(backend, queue_size=self.settings.queue_size)
+        return LoadedModel(model, backend, scheduler, memory=need, keep_alive=keep_alive)
+
+    async def _make_room(self, name: str, need: MemoryEstimate) -> None:
+        """Unload idle models, least recently used first, until `need` fits the budget; refuse, with the
+        numbers, when it cannot (rather than let the machine run out of memory or shrink the context)."""
+        if need.total > self.budget:
+            raise InsufficientMemory(
+                f"model {name!r} needs {need.describe()}, more than the whole memory budget of {gib(self.budget)}; "
+                "lower QWEND_CONTEXT_LENGTH or raise QWEND_MEMORY_BUDGET_MB"
+            )
+        idle = sorted((m for m in self.loaded.values() if m.scheduler.idle), key=lambda m: m.scheduler.last_active)
+        while self.memory_used + need.total > self.budget and idle:
+            evicted = idle.pop(0)
+            log.info("unloading %s (idle, %s) to make room for %s", evicted.name, gib(evicted.memory.total), name)
+            await self.unload(evicted.name)
+        if self.memory_used + need.total > self.budget:
+            busy = ", ".join(f"{m.name} {gib(m.memory.total)}" for m in self.loaded.values())
+            raise InsufficientMemory(
+                f"model {name!r} needs {need.describe()}, but only {gib(self.budget - self.memory_used)} of the "
+                f"memory budget of {gib(self.budget)} is free: the rest is held by models in use ({busy}); retry "
+                "when they are done, or unload one"
+            )
 
     @property
     def generating(self) -> bool:
         return any(m.scheduler.running for m in self.loaded.values())
 
     def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
         for loaded in self.loaded.values():
             loaded.backend.close()
         self.loaded.clear()

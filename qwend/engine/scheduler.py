@@ -48,6 +48,7 @@ class Scheduler:
         self._mean_job_s = 5.0  # moving average of job durations, for Retry-After
         self._idle = asyncio.Event()
         self._idle.set()
+        self.last_active = time.time()  # when a job last started or ended (the model's idle clock)
 
     @property
     def running(self) -> int:
@@ -56,6 +57,10 @@ class Scheduler:
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    @property
+    def idle(self) -> bool:
+        return not self._running and not self._waiting
 
     async def drained(self) -> None:
         """Return once no job is running or waiting (an unload waits for this before freeing the model)."""
@@ -105,6 +110,7 @@ class Scheduler:
                 self._running -= 1
             else:
                 self._waiting.remove(ticket)
+            self.last_active = time.time()
             self._admit()
 
     def _admit(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import binascii
 import json
 import time
@@ -77,7 +79,9 @@ class _Generation(_Wire):
     options: Options | None = None
     stream: bool = True
     think: bool | Literal["low", "medium", "high"] | None = None
-    keep_alive: float | str | None = Field(None, description="accepted and ignored: models stay until unloaded")
+    keep_alive: float | str | None = Field(
+        None, description='how long the model stays loaded after this request: seconds or a duration ("5m", '
+        '"1h"); negative keeps it, 0 unloads it (default: the daemon\'s keep_alive)')
     logprobs: bool | None = None
 
 
@@ -119,7 +123,7 @@ def chat_request(body: ChatBody, model: str) -> ChatRequest:
     if schema is not None and tools:
         raise InvalidRequest("format cannot be combined with tools; send one or the other", param="format")
     return ChatRequest(messages=_messages(body.messages), model=model, sampling=sampling(body.options),
-                       tools=tools, json_schema=schema)
+                       tools=tools, json_schema=schema, keep_alive=keep_alive_seconds(body.keep_alive))
 
 
 def generate_request(body: GenerateBody, model: str) -> ChatRequest:
@@ -138,7 +142,27 @@ def generate_request(body: GenerateBody, model: str) -> ChatRequest:
     messages = [Message("system", body.system)] if body.system else []
     messages.append(Message("user", body.prompt, images=_images(body.images, "images")))
     return ChatRequest(messages=tuple(messages), model=model, sampling=sampling(body.options),
-                       json_schema=_json_schema(body.format))
+                       json_schema=_json_schema(body.format), keep_alive=keep_alive_seconds(body.keep_alive))
+
+
+_DURATION = re.compile(r"(-?\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+
+
+def keep_alive_seconds(value: float | str | None) -> float | None:
+    """Ollama's keep_alive (seconds, or a Go duration such as "5m" or "1h30m") in seconds."""
+    if value is None or isinstance(value, (int, float)):
+        return value
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise InvalidRequest(f"keep_alive {value!r} is not a duration (e.g. 300, \"5m\", \"1h\", -1)",
+                             param="keep_alive")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
 
 
 def only_loads(body: ChatBody | GenerateBody) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 from qwend.api.wire.ollama import timestamp
 from qwend.chat.prompt import CHATML_TEMPLATE
 from qwend.engine.base import ModelInfo
+from qwend.engine.manager import LoadedModel
 from qwend.models.gguf import FILE_TYPES, ModelFacts
 from qwend.types import SamplingParams
 
@@ -40,15 +41,18 @@ def tag_body(facts: ModelFacts, parameters: int | None = None) -> dict[str, Any]
             "size": facts.size, "digest": facts.digest, "details": details(facts, parameters)}
 
 
-# qwend keeps a model until it is unloaded (Ollama's keep_alive -1), so a loaded model never expires
+# a model loaded at start or by a load call stays until unloaded (Ollama's keep_alive -1)
 NEVER_EXPIRES = "9999-12-31T23:59:59Z"
 
 
-def ps_body(facts: ModelFacts, info: ModelInfo) -> dict[str, Any]:
-    return {"name": facts.name, "model": facts.name, "size": facts.size, "digest": facts.digest,
-            "details": details(facts, info.parameters), "expires_at": NEVER_EXPIRES,
+def ps_body(facts: ModelFacts, loaded: LoadedModel) -> dict[str, Any]:
+    expires = loaded.expires_at
+    return {"name": facts.name, "model": facts.name, "digest": facts.digest,
+            "size": loaded.memory.total or facts.size,  # in memory: weights and KV cache, as estimated at load
+            "details": details(facts, loaded.backend.info.parameters),
+            "expires_at": NEVER_EXPIRES if expires is None else timestamp(expires),
             "size_vram": 0,  # qwend does not measure GPU memory yet
-            "context_length": info.context_length}
+            "context_length": loaded.backend.info.context_length}
 
 
 def show_body(facts: ModelFacts, info: ModelInfo) -> dict[str, Any]:
