@@ -89,12 +89,11 @@ class LlamaCppBackend(TemplatedPrompts):
         add_bos = self._add_bos and not (self._bos_text and text.startswith(self._bos_text))
         return self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
-    async def generate(
+    def generate(
         self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None
     ) -> AsyncIterator[Generated]:
         produce = functools.partial(self._generate_blocking, prompt.tokens, params, constraint)
-        async for item in stream_from_thread(produce, "llama.cpp"):
-            yield item
+        return stream_from_thread(produce, "llama.cpp")  # itself: closing it must reach the worker at once
 
     def _generate_blocking(
         self, prompt: Sequence[int], params: SamplingParams, constraint: OutputConstraint | None,

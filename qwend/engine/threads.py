@@ -1,7 +1,9 @@
 """Blocking generation loops in a worker thread, streamed to the event loop item by item.
 
 The loop gets a stop flag to check between tokens: closing the async iterator sets it, and waits (shielded
-from cancellation) until the thread has let go of the model, so the next job never overlaps.
+from cancellation) until the thread has let go of the model, so the next job never overlaps. A backend returns
+this iterator itself from `generate`: wrapped in another async generator, closing the wrapper would leave
+this one to the garbage collector, and the next job would start on a model still generating.
 """
 
 from __future__ import annotations

@@ -95,13 +95,12 @@ class TransformersBackend(TemplatedPrompts):
         # the rendered template already holds its special tokens (and Qwen has no BOS)
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    async def generate(
+    def generate(
         self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None
     ) -> AsyncIterator[Generated]:
         # no grammar here: the constraint is a hint this engine cannot enforce (the parser reads calls)
         produce = functools.partial(self._generate_blocking, list(prompt.tokens), params)
-        async for item in stream_from_thread(produce, ENGINE, self._executor):
-            yield item
+        return stream_from_thread(produce, ENGINE, self._executor)  # itself: closing it must reach the worker at once
 
     def _generate_blocking(self, prompt: list[int], params: SamplingParams, stop: threading.Event
                            ) -> Iterator[Generated]:
