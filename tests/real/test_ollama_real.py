@@ -117,7 +117,8 @@ def test_ps(client):
     client.generate(model=MODEL)  # loaded (it is the daemon's default, loaded at start)
     running = {m.model: m for m in client.ps().models}
     model = running[MODEL]
-    assert model.size == find_entry(MODEL).size and model.size_vram == 0
+    kv_cache = 24 * 2 * 64 * 2 * 2 * 32768  # layers x KV heads x head size x (K, V) x f16, for the 32768 window
+    assert model.size == find_entry(MODEL).size + kv_cache and model.size_vram == 0  # in memory, estimated
     assert model.context_length >= 2048 and model.expires_at.year == 9999
     assert model.details.family == "qwen2"
 
