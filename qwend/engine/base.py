@@ -12,11 +12,7 @@ if TYPE_CHECKING:
     from qwend.chat.prompt import ChatTemplate
 
 
-# Special tokens that end a turn in common chat vocabularies, as llama.cpp recognises them, for the engines
-# with Hugging Face tokenizers: a Qwen folder names only <|im_end|> as eos, yet <|endoftext|> ends a turn too.
-END_OF_TURN_TEXTS = frozenset({
-    "<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|end|>", "<end_of_turn>",
-})
+MAX_DEFAULT_CONTEXT = 32768  # the window a local load gets when none is configured: the trained one, capped
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from qwend.chat.parser import call_intent, called_name
 from qwend.chat.prompt import ChatTemplate
 from qwend.engine import grammar
 from qwend.engine.base import (
-    Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts, answer_limit,
+    MAX_DEFAULT_CONTEXT, Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts, answer_limit,
     common_prefix,
 )
 from qwend.engine.threads import stream_from_thread
@@ -28,7 +28,6 @@ from qwend.models.store import LocalModel
 from qwend.settings import Settings
 from qwend.types import OutputConstraint, SamplingParams
 
-MAX_DEFAULT_CONTEXT = 32768
 RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: a fresh random seed
 MAX_HELD_TOKENS = 6  # an answer's intent (call or text) shows within its first few tokens
 MAX_NAME_TOKENS = 24  # and a call's tool name within these

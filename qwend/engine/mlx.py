@@ -17,9 +17,10 @@ from pathlib import Path
 
 from qwend.chat.prompt import ChatTemplate
 from qwend.engine.base import (
-    END_OF_TURN_TEXTS, Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts, answer_limit,
+    MAX_DEFAULT_CONTEXT, Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts, answer_limit,
     common_prefix,
 )
+from qwend.engine.hf import HuggingFaceTokens, end_of_turn_ids, model_folder
 from qwend.engine.threads import stream_from_thread
 from qwend.errors import BackendError
 from qwend.models.store import LocalModel
@@ -27,11 +28,10 @@ from qwend.settings import Settings
 from qwend.types import OutputConstraint, SamplingParams
 
 ENGINE = "mlx"
-MAX_DEFAULT_CONTEXT = 32768
 PENALTY_CONTEXT = 64  # tokens the repeat/presence/frequency penalties look back over (llama.cpp's default)
 
 
-class MlxBackend(TemplatedPrompts):
+class MlxBackend(HuggingFaceTokens, TemplatedPrompts):
     def __init__(self, model, tokenizer, config: dict, path: Path, settings: Settings,
                  executor: ThreadPoolExecutor) -> None:
         from mlx_lm.models.cache import make_prompt_cache
@@ -43,7 +43,10 @@ class MlxBackend(TemplatedPrompts):
         template = tokenizer.chat_template or _read_template(path)
         self.template = ChatTemplate(template, bos_token=tokenizer.bos_token or "",
                                      eos_token=tokenizer.eos_token or "")
-        tokenizer.eos_token_ids = _end_of_turn_ids(tokenizer, config, path)
+        generation = path / "generation_config.json"
+        generation_eos = json.loads(generation.read_text()).get("eos_token_id") if generation.is_file() else None
+        tokenizer.eos_token_ids = set(end_of_turn_ids(
+            tokenizer, (*tokenizer.eos_token_ids, config.get("eos_token_id"), generation_eos)))
         trained = int(config.get("max_position_embeddings") or MAX_DEFAULT_CONTEXT)
         self.info = ModelInfo(
             context_length=min(trained, settings.context_length or MAX_DEFAULT_CONTEXT),
@@ -62,11 +65,7 @@ class MlxBackend(TemplatedPrompts):
     @classmethod
     def load(cls, model: LocalModel, settings: Settings) -> MlxBackend:
         """Load a Hugging Face model folder (blocking) on the thread that will run all of its generations."""
-        path = model.path
-        if path is None or not path.is_dir():
-            # mlx_lm.load would take a missing path for a hub repo id and try to download it
-            raise BackendError(f"{model.name}: mlx loads Hugging Face model folders, and {path} is not one "
-                               "(serve .gguf files with --backend llama_cpp)")
+        path = model_folder(model, ENGINE)
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwend-mlx")
         try:
             return executor.submit(cls._load_here, path, settings, executor).result()
@@ -86,10 +85,6 @@ class MlxBackend(TemplatedPrompts):
         except Exception as exc:  # missing or corrupt files, an architecture mlx-lm lacks: all a failed load
             raise BackendError(f"mlx could not load {path.name}: {exc}") from exc
         return cls(model, tokenizer, config, path, settings, executor)
-
-    def tokenize(self, text: str) -> list[int]:
-        # the rendered template already holds its special tokens (and Qwen has no BOS)
-        return self.tokenizer.encode(text, add_special_tokens=False)
 
     def generate(
         self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None
@@ -211,19 +206,6 @@ def _release_thread() -> None:
 def _held(cache: list) -> int | None:
     """How many tokens the cache holds (None when its layers do not say)."""
     return getattr(cache[0], "offset", None) if cache else None
-
-
-def _end_of_turn_ids(tokenizer, config: dict, path: Path) -> set[int]:
-    """The tokenizer's and the configs' eos ids, and the vocabulary's other end-of-turn special tokens."""
-    ids = set(tokenizer.eos_token_ids)
-    generation = path / "generation_config.json"
-    for source in (config, json.loads(generation.read_text()) if generation.is_file() else {}):
-        eos = source.get("eos_token_id")
-        ids.update(eos if isinstance(eos, list) else [] if eos is None else [eos])
-    for token, token_id in tokenizer.get_added_vocab().items():
-        if token in END_OF_TURN_TEXTS:
-            ids.add(token_id)
-    return ids
 
 
 def _read_template(path: Path) -> str | None:

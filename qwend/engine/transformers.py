@@ -16,9 +16,10 @@ from pathlib import Path
 
 from qwend.chat.prompt import ChatTemplate
 from qwend.engine.base import (
-    END_OF_TURN_TEXTS, Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts, answer_limit,
+    MAX_DEFAULT_CONTEXT, Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts, answer_limit,
     common_prefix,
 )
+from qwend.engine.hf import HuggingFaceTokens, end_of_turn_ids, model_folder
 from qwend.engine.threads import stream_from_thread
 from qwend.errors import BackendError
 from qwend.models.store import LocalModel
@@ -28,11 +29,10 @@ from qwend.types import OutputConstraint, SamplingParams
 log = logging.getLogger(__name__)
 
 ENGINE = "transformers"
-MAX_DEFAULT_CONTEXT = 32768
 PREFILL_CHUNK = 512  # prompt tokens per forward pass: bounds attention memory, and a stop is seen between chunks
 
 
-class TransformersBackend(TemplatedPrompts):
+class TransformersBackend(HuggingFaceTokens, TemplatedPrompts):
     def __init__(self, model, tokenizer, path: Path, settings: Settings, device: str) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -43,7 +43,9 @@ class TransformersBackend(TemplatedPrompts):
                                             initializer=self._set_threads)
         self.template = ChatTemplate(tokenizer.chat_template, bos_token=tokenizer.bos_token or "",
                                      eos_token=tokenizer.eos_token or "")
-        self._end_ids = _end_of_turn_ids(model, tokenizer)
+        generation = getattr(model, "generation_config", None)
+        self._end_ids = end_of_turn_ids(tokenizer, (tokenizer.eos_token_id, getattr(generation, "eos_token_id", None),
+                                                    getattr(model.config.get_text_config(), "eos_token_id", None)))
         config = model.config.get_text_config()
         trained = int(getattr(config, "max_position_embeddings", None) or MAX_DEFAULT_CONTEXT)
         self.info = ModelInfo(
@@ -63,11 +65,7 @@ class TransformersBackend(TemplatedPrompts):
     @classmethod
     def load(cls, model: LocalModel, settings: Settings) -> TransformersBackend:
         """Load a Hugging Face model folder (blocking: call it from a worker thread)."""
-        path = model.path
-        if path is None or not path.is_dir():
-            # from_pretrained would take a missing path for a hub repo id and try to download it
-            raise BackendError(f"{model.name}: transformers loads Hugging Face model folders, and {path} is not "
-                               "one (serve .gguf files with --backend llama_cpp)")
+        path = model_folder(model, ENGINE)
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -90,10 +88,6 @@ class TransformersBackend(TemplatedPrompts):
             hf_model.to(device)
         hf_model.eval()
         return cls(hf_model, tokenizer, path, settings, device)
-
-    def tokenize(self, text: str) -> list[int]:
-        # the rendered template already holds its special tokens (and Qwen has no BOS)
-        return self.tokenizer.encode(text, add_special_tokens=False)
 
     def generate(
         self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None
@@ -331,15 +325,3 @@ def _load_options(device: str, settings: Settings) -> dict:
         options.update(dtype=torch.bfloat16, device_map=device)
     return options
 
-
-def _end_of_turn_ids(model, tokenizer) -> frozenset[int]:
-    """The tokenizer's and generation config's eos ids, and the vocabulary's other end-of-turn tokens."""
-    ids: set[int] = set()
-    generation = getattr(model, "generation_config", None)
-    for source in (tokenizer.eos_token_id, getattr(generation, "eos_token_id", None),
-                   getattr(model.config.get_text_config(), "eos_token_id", None)):
-        ids.update(source if isinstance(source, list) else [] if source is None else [source])
-    for token, token_id in tokenizer.get_added_vocab().items():
-        if token in END_OF_TURN_TEXTS:
-            ids.add(token_id)
-    return frozenset(ids)

@@ -12,11 +12,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from qwend.engine.base import MAX_DEFAULT_CONTEXT
 from qwend.models.gguf import read_gguf_metadata
 from qwend.models.store import LocalModel
 
 GiB = 1 << 30
-MAX_DEFAULT_CONTEXT = 32768  # the window a load gets when none is configured (as the engines cap it)
 
 
 @dataclass(frozen=True)
