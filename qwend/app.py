@@ -26,8 +26,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         app.state.runtime = Runtime.create(settings) if owned else runtime
         if owned:
             await app.state.runtime.start()
-        try:
-            await app.state.runtime.models.get(None, keep_alive=-1)  # the start model stays
+        try:  # the start model loads while the daemon already answers (/health says `loading`); it stays
+            await app.state.runtime.models.request(None, keep_alive=-1)
         except (ModelNotFound, UpstreamError, InsufficientMemory) as exc:
             log.warning("starting without a model: %s", exc.message)
         try:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from qwend.errors import QwendError
 from qwend.engine.registry import model_source
+from qwend.models.facts import read_all_facts
 from qwend.models.store import LocalModel, ModelStore
 from qwend.settings import Settings
 
@@ -36,20 +37,18 @@ def fail(exc: QwendError) -> typer.Exit:
 
 
 def pull_with_progress(store: ModelStore, name: str) -> LocalModel:
-    """Pull `name` if it is missing, drawing a progress bar."""
+    """Pull `name` if it is missing, drawing a progress bar (an interrupted download resumes where it was)."""
     model = store.resolve(name)
     if model.present:
         return model
-    converting = getattr(store, "folders", False) and model.entry is not None  # (an upstream's store has none)
-    if converting:
+    if getattr(store, "folders", False) and model.entry is not None:  # (an upstream's store has none)
         console.print(f"{model.name}: converting its GGUF into a Hugging Face folder (once; about 90 s and 3 GB "
                       "of memory for the default model)")
-    total = model.entry.size if model.entry and not converting else None
     columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                TransferSpeedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task(f"pulling {model.name}", total=total)
-        return store.pull(name, on_progress=lambda n: progress.advance(task, n))
+        task = progress.add_task(f"pulling {model.name}", total=None)
+        return store.pull(name, on_progress=lambda done, total: progress.update(task, completed=done, total=total))
 
 
 @app.command()
@@ -96,8 +95,23 @@ def pull(
 
 
 @app.command()
+def rm(
+    name: Annotated[str, typer.Argument(help="The model to delete from the store or the models folder.")],
+    backend: BackendOption = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Delete a model from disk (for transformers and mlx, its Hugging Face folder)."""
+    settings = _settings(data_dir=data_dir, backend=backend)
+    try:
+        model = model_source(settings).remove(name)
+    except QwendError as exc:
+        raise fail(exc) from None
+    print(f"deleted {model.name} ({model.path})")
+
+
+@app.command()
 def models(backend: BackendOption = None, data_dir: DataDir = None) -> None:
-    """List the models on disk and which ones a running daemon has loaded."""
+    """List the models on disk, what each can do, and which ones a running daemon has loaded."""
     settings = _settings(data_dir=data_dir, backend=backend)
     store = model_source(settings)
     loaded, daemon = set(), "not running"
@@ -108,11 +122,14 @@ def models(backend: BackendOption = None, data_dir: DataDir = None) -> None:
     except (httpx.HTTPError, ValueError, KeyError):
         pass
     table = Table(title=f"{settings.backend} models (daemon {daemon})")
-    for column in ("name", "size", "loaded", "path"):
+    table.add_column("name", no_wrap=True)
+    for column in ("size", "context", "quantization", "capabilities", "loaded"):
         table.add_column(column)
-    for model in store.list():
-        size = f"{model.size / 1e6:,.0f} MB"
-        table.add_row(model.name, size, "yes" if model.name in loaded else "", str(model.path or ""))
+    table.add_column("path", overflow="fold")
+    for facts in read_all_facts(store.list()):
+        table.add_row(facts.name, f"{facts.size / 1e6:,.0f} MB", f"{facts.context_length or ''}",
+                      facts.quantization or "", ", ".join(facts.capabilities), "yes" if facts.name in loaded else "",
+                      str(facts.path or ""))
     Console().print(table)
 
 

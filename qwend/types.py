@@ -20,6 +20,7 @@ class ToolCall:
 class Image:
     data: bytes  # the encoded file (JPEG, PNG, WebP), not pixels
     mime_type: str
+    url: str | None = None  # an http(s) image, fetched (data filled in) once the model is known to read images
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class Usage:
 @dataclass(frozen=True)
 class Queued:
     position: int  # jobs ahead of this one, the running one included
+    loading: str | None = None  # the model this request waits for while it loads
 
 
 @dataclass(frozen=True)

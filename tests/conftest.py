@@ -78,6 +78,23 @@ def tiny_model_dir(hf_model_dir: Path) -> Path:
     return make_tiny_qwen2(hf_model_dir, Settings(_env_file=None).store_dir / "test" / "tiny-random-qwen2")
 
 
+@pytest.fixture(scope="session")
+def tiny_vision_model_dir(hf_model_dir: Path) -> Path:
+    """A tiny random Qwen2.5-VL folder laid out as a real one, with the default model's tokenizer (see
+    tests/tiny_model.py), made once."""
+    from tests.tiny_model import make_tiny_qwen2_5_vl
+
+    return make_tiny_qwen2_5_vl(hf_model_dir, Settings(_env_file=None).store_dir / "test" / "tiny-random-qwen2.5-vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_vision_gguf_dir(hf_model_dir: Path) -> Path:
+    """A tiny random Qwen2.5-VL as a GGUF model with its mmproj beside it (tests/tiny_vision.py), made once."""
+    from tests.tiny_vision import make_tiny_vl_gguf
+
+    return make_tiny_vl_gguf(hf_model_dir, Settings(_env_file=None).store_dir / "test" / "tiny-random-qwen2.5-vl-gguf")
+
+
 class Daemon:
     """A real `qwend serve` process with the real default model. Its data dir (sessions, workspace) is its own;
     only the pulled models are shared, through a link to the default store."""

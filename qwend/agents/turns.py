@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from qwend.agents.loop import LoopEvent, StepDone, ToolExecutor, TurnEnd, run_tool_loop
+from qwend.engine.manager import LoadingModel
 from qwend.errors import InvalidRequest
 from qwend.runtime import Runtime
 from qwend.sessions.context import fit_session
@@ -39,8 +40,8 @@ class TurnRequest:
 
 
 async def run_turn(runtime: Runtime, request: TurnRequest) -> AsyncIterator[LoopEvent | Queued]:
-    """Events of one turn: Queued (when the session is busy), then the loop's events, ending with TurnEnd
-    (yielded once the turn is stored)."""
+    """Events of one turn: Queued (while its model loads, or the session is busy), then the loop's events,
+    ending with TurnEnd (yielded once the turn is stored)."""
     if request.history is not None and request.session_id:
         raise ValueError("a turn with a given history is stateless; it takes no session_id")
     if not request.message.strip() and not request.history:
@@ -49,7 +50,10 @@ async def run_turn(runtime: Runtime, request: TurnRequest) -> AsyncIterator[Loop
     profile = runtime.profiles.get(session.profile if session else request.profile)
     model = request.model or (session.model if session else None) or profile.model
     model = model or runtime.settings.model_for_size(request.model_size or profile.model_size)
-    loaded = await runtime.models.get(model)  # unknown models fail here, before anything is queued
+    loaded = await runtime.models.request(model)  # unknown models fail here, before anything is queued
+    if isinstance(loaded, LoadingModel):
+        yield Queued(0, loading=loaded.name)
+        loaded = await loaded.ready()
     model = loaded.name
     # every generation is bounded (a small model can repeat itself to the end of a 32k window), and the
     # session's history is fitted to leave exactly that much room

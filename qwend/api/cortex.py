@@ -22,6 +22,7 @@ from qwend.api.wire.openai import completion_id, to_chat_request
 from qwend.api.wire.tools import ExecuteBody, cortex_tool, openai_definition
 from qwend.chat.service import chat, complete
 from qwend.errors import QwendError
+from qwend.models.facts import read_all_facts
 from qwend.runtime import Runtime
 from qwend.types import ChatEvent
 
@@ -124,8 +125,10 @@ async def _stream_to(websocket: WebSocket, runtime: Runtime, body: wire.WsChat) 
 
 @router.get("/models", summary="Models on disk, with seed 001's owner__repo ids and whether each is loaded")
 async def list_models(runtime: RuntimeDep):
+    models = await runtime.models.available()
+    facts = {f.name: f for f in await asyncio.to_thread(read_all_facts, models)}
     return {
-        "models": [wire.model_body(m, m.name in runtime.models.loaded) for m in await runtime.models.available()],
+        "models": [wire.model_body(m, facts.get(m.name), m.name in runtime.models.loaded) for m in models],
         "default_model": runtime.models.default_name(),
     }
 

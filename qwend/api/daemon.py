@@ -23,6 +23,10 @@ async def health(runtime: RuntimeDep):
         "generation_in_progress": runtime.models.generating,
         "backend": runtime.settings.backend,  # the engine every model runs on
         "memory": {"budget_bytes": runtime.models.budget, "used_bytes": runtime.models.memory_used},  # estimated
+        "loading": [  # loads under way; requests for these models wait for them
+            {"model": m.name, "started_at": m.started_at, "memory_bytes": m.memory.total}
+            for m in runtime.models.loading.values()
+        ],
         "queue": {
             name: {"running": m.scheduler.running, "waiting": m.scheduler.waiting}
             for name, m in runtime.models.loaded.items()

@@ -1,4 +1,4 @@
-"""Ollama: /api/chat, /api/generate, /api/tags, /api/ps, /api/show, /api/pull. A translator, nothing more.
+"""Ollama: /api/chat, /api/generate, /api/tags, /api/ps, /api/show, /api/pull, /api/delete. A translator, nothing more.
 
 Answers stream as NDJSON by default (`"stream": false` for one object); errors are `{"error": message}`, in
 the body before the stream starts (qwend.api.errors) and as the last line after. What Ollama reports about a
@@ -20,11 +20,11 @@ from fastapi.responses import JSONResponse
 from qwend.api.deps import RuntimeDep
 from qwend.api.streaming import ClientGone, NdjsonResponse, open_stream, unless_disconnected
 from qwend.api.wire import ollama as wire
-from qwend.api.wire.ollama_models import DETAIL_KEYS, ps_body, show_body, tag_body
+from qwend.api.wire.ollama_models import ps_body, show_body, tag_body
 from qwend.chat.service import Completion, CompletionBuilder, chat
 from qwend.engine.manager import LoadedModel
 from qwend.errors import InvalidRequest, ModelNotFound, QwendError
-from qwend.models.gguf import read_all_facts, read_facts
+from qwend.models.facts import read_all_facts, read_facts
 from qwend.models.store import LocalModel
 from qwend.runtime import Runtime
 from qwend.types import ChatEvent, ChatRequest, Done
@@ -132,7 +132,7 @@ async def _load(runtime: Runtime, name: str, keep_alive: float | None = None) ->
 
 @router.get("/tags", summary="Models on disk (Ollama)")
 async def tags(runtime: RuntimeDep):
-    facts = await asyncio.to_thread(read_all_facts, await runtime.models.available(), DETAIL_KEYS)
+    facts = await asyncio.to_thread(read_all_facts, await runtime.models.available())
     loaded = runtime.models.loaded
     return {"models": [tag_body(f, loaded[f.name].backend.info.parameters if f.name in loaded else None)
                        for f in facts]}
@@ -141,27 +141,27 @@ async def tags(runtime: RuntimeDep):
 @router.get("/ps", summary="Loaded models (Ollama)")
 async def running(runtime: RuntimeDep):
     loaded = list(runtime.models.loaded.values())
-    facts = {f.name: f for f in await asyncio.to_thread(read_all_facts, [m.model for m in loaded], DETAIL_KEYS)}
+    facts = {f.name: f for f in await asyncio.to_thread(read_all_facts, [m.model for m in loaded])}
     return {"models": [ps_body(facts[m.name], m) for m in loaded if m.name in facts]}
 
 
 @router.post("/show", summary="A model's details, template, parameters and capabilities (Ollama; loads it)")
 async def show(body: wire.ShowBody, runtime: RuntimeDep):
     loaded = await runtime.models.get(_local_model(runtime, body.model or body.name).name)
-    return show_body(await asyncio.to_thread(read_facts, loaded.model, None), loaded.backend.info)
+    return show_body(await asyncio.to_thread(read_facts, loaded.model), loaded.backend.info)
 
 
 # ---- pull ----
 
 
 class _Progress:
-    """Bytes written by a pull in a worker thread, handed to the event loop."""
+    """Bytes fetched by a pull in a worker thread, handed to the event loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop, self.written, self.changed = loop, 0, asyncio.Event()
+        self.loop, self.done, self.total, self.changed = loop, 0, None, asyncio.Event()
 
-    def add(self, n: int) -> None:  # runs in the pulling thread
-        self.written += n
+    def update(self, done: int, total: int | None) -> None:  # runs in the pulling thread
+        self.done, self.total = done, total or self.total
         self.loop.call_soon_threadsafe(self.changed.set)
 
 
@@ -182,22 +182,23 @@ async def pull(body: wire.PullBody, runtime: RuntimeDep):
 async def _pull_lines(runtime: Runtime, model: LocalModel, name: str) -> AsyncIterator[bytes]:
     entry = model.entry
     label, digest = (entry.sha256[:12], f"sha256:{entry.sha256}") if entry else (model.name, model.name)
-    total = entry.size if entry else None
-    progress = _Progress(asyncio.get_running_loop())
+    progress = _Progress(asyncio.get_running_loop())  # its total: once the index has said
     yield _line({"status": "pulling manifest"})
-    # the pull runs on in its thread if the client goes: a finished file is still worth having
-    task = asyncio.ensure_future(asyncio.to_thread(runtime.store.pull, entry.name if entry else name, progress.add))
+    # the pull runs on in its thread if the client goes: a finished file is still worth having (and an
+    # unfinished download is kept, for the next pull to resume)
+    task = asyncio.ensure_future(asyncio.to_thread(runtime.store.pull, entry.name if entry else name,
+                                                   progress.update))
     task.add_done_callback(_log_failure)
-    yield _line(wire.pull_progress(label, digest, total, 0))
+    yield _line(wire.pull_progress(label, digest, progress.total, 0))
     reported = 0
     while not task.done():
         changed = asyncio.ensure_future(progress.changed.wait())
         await asyncio.wait({changed, task}, return_when=asyncio.FIRST_COMPLETED)
         changed.cancel()
         progress.changed.clear()
-        if progress.written != reported:
-            reported = progress.written
-            yield _line(wire.pull_progress(label, digest, total, reported))
+        if progress.done != reported:
+            reported = progress.done
+            yield _line(wire.pull_progress(label, digest, progress.total, reported))
     try:
         task.result()
     except QwendError as exc:
@@ -209,6 +210,15 @@ async def _pull_lines(runtime: Runtime, model: LocalModel, name: str) -> AsyncIt
     if entry:  # the file was checked against the catalog's sha256 as it was written
         yield _line({"status": "verifying sha256 digest"})
     yield _line({"status": "success"})
+
+
+@router.delete("/delete", summary="Delete a model from disk (Ollama)")
+async def delete(body: wire.DeleteBody, runtime: RuntimeDep):
+    name = body.model or body.name
+    if not name:
+        raise InvalidRequest("model is required", param="model")
+    await asyncio.to_thread(runtime.store.remove, _local_model(runtime, name).name)
+    return JSONResponse(None)
 
 
 def _log_failure(task: asyncio.Future) -> None:

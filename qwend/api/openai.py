@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -15,6 +16,7 @@ from qwend.api.streaming import ClientGone, open_stream, unless_disconnected
 from qwend.api.wire import openai as wire
 from qwend.chat.service import chat, complete
 from qwend.errors import QwendError
+from qwend.models.facts import read_all_facts
 from qwend.types import ChatEvent, Done, Reasoning, Started, Token, ToolCallDelta, ToolCallStart
 
 log = logging.getLogger(__name__)
@@ -69,17 +71,24 @@ async def _sse(events: AsyncIterator[ChatEvent], include_usage: bool) -> AsyncIt
     yield "[DONE]"
 
 
-@router.get("/models", summary="List models on disk (OpenAI)")
+@router.get("/models", summary="Every model qwend can serve (OpenAI), with what it can do")
 async def list_models(runtime: RuntimeDep):
     data = []
-    for model in await runtime.models.available():
+    for facts in await asyncio.to_thread(read_all_facts, await runtime.models.available()):
         data.append(
             {
-                "id": model.name,
+                "id": facts.name,
                 "object": "model",
-                "created": int(model.modified),
+                "created": int(facts.modified_at),
                 "owned_by": "qwend",
-                "loaded": model.name in runtime.models.loaded,
+                "loaded": facts.name in runtime.models.loaded,
+                # beyond OpenAI's fields, as LM Studio's /api/v0/models gives them
+                "engine": runtime.settings.backend,
+                "capabilities": list(facts.capabilities),
+                "context_length": facts.context_length,
+                "quantization": facts.quantization,
+                "size_bytes": facts.size or None,
+                "aliases": list(facts.aliases),
             }
         )
     return {"object": "list", "data": data}

@@ -94,8 +94,10 @@ async def _progress(events: AsyncIterator, session_id: str | None) -> AsyncItera
     try:
         async for event in events:
             match event:
-                case Queued(position):
+                case Queued(position, None):
                     yield sse("queued", {"position": position})
+                case Queued(position, model):
+                    yield sse("queued", {"position": position, "loading": model})
                 case Started(model, prompt_tokens) if not started:
                     started = True
                     yield sse("started", {"model": model, "prompt_tokens": prompt_tokens, "session_id": session_id})

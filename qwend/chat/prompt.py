@@ -70,7 +70,7 @@ def to_openai_tool(tool: ToolSpec) -> dict[str, Any]:
 
 
 def _to_template_message(message: Message) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    out: dict[str, Any] = {"role": message.role, "content": _template_content(message)}
     if message.name:
         out["name"] = message.name
     if message.tool_calls:
@@ -84,6 +84,17 @@ def _to_template_message(message: Message) -> dict[str, Any]:
     if message.reasoning:
         out["reasoning_content"] = message.reasoning
     return out
+
+
+def _template_content(message: Message) -> str | list[dict[str, str]]:
+    """Text, or for a message with images content parts as transformers passes them: an image part for each
+    picture, then the text (vision templates such as Qwen2-VL's emit a placeholder for each image part)."""
+    if not message.images:
+        return message.content
+    parts: list[dict[str, str]] = [{"type": "image"} for _ in message.images]
+    if message.content:
+        parts.append({"type": "text", "text": message.content})
+    return parts
 
 
 def _as_object(arguments: str) -> Any:

@@ -1,7 +1,9 @@
 """The chat pipeline: the one path from a ChatRequest to a stream of ChatEvents, for every protocol.
 
-Errors that make a request unservable (unknown model, bad body, context overflow, queue full) are raised
-before the first event, so adapters can still answer with a proper HTTP status.
+Errors that make a request unservable (unknown model, no room for it, bad body, context overflow, queue full)
+are raised before the first event, so adapters can still answer with a proper HTTP status. The exception is
+a request whose model has to be loaded first: it says so at once (`Queued` with `loading`), and what only
+the loaded model can tell (the prompt does not fit, it reads no images) comes in the stream after that.
 """
 
 from __future__ import annotations
@@ -10,22 +12,44 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
+from qwend.chat.images import with_fetched_images
 from qwend.chat.parser import OutputParser
 from qwend.chat.stops import StopMatcher
 from qwend.engine.base import Finished, Piece, Prefill, Prompt
-from qwend.engine.manager import LoadedModel
+from qwend.engine.manager import LoadedModel, LoadingModel
 from qwend.engine.scheduler import Admitted, Waiting
 from qwend.errors import BackendError, ContextOverflow, InvalidRequest
 from qwend.runtime import Runtime
 from qwend.types import (
-    ChatEvent, ChatRequest, Done, FinishReason, Message, OutputConstraint, Queued, Reasoning, SamplingParams, Started,
-    Token, ToolCall, ToolCallEnd, ToolSpec, Usage,
+    ChatEvent,
+    ChatRequest,
+    Done,
+    FinishReason,
+    Message,
+    OutputConstraint,
+    Queued,
+    Reasoning,
+    SamplingParams,
+    Started,
+    Token,
+    ToolCall,
+    ToolCallEnd,
+    ToolSpec,
+    Usage,
 )
 
 
 async def chat(runtime: Runtime, request: ChatRequest) -> AsyncIterator[ChatEvent]:
     """The events of one answer (order in qwend.types). Closing the iterator cancels the job wherever it is."""
-    loaded, prompt, constraint, parser = await _prepare(runtime, request)
+    if not request.messages:
+        raise InvalidRequest("messages must hold at least one message", param="messages")
+    loaded = await runtime.models.request(request.model, keep_alive=request.keep_alive)
+    if isinstance(loaded, LoadingModel):  # say so before the wait (what forbids the load was raised already)
+        yield Queued(0, loading=loaded.name)
+        loaded = await loaded.ready()
+    if loaded.backend.info.vision:
+        request = replace(request, messages=await with_fetched_images(request.messages, runtime.settings))
+    prompt, constraint, parser = _prepare(loaded, runtime, request)
     stops = StopMatcher(request.sampling.stop)
     completion_tokens, cached_tokens, prompt_length = 0, 0, prompt.length
     finish: FinishReason = "stop"
@@ -59,17 +83,14 @@ async def chat(runtime: Runtime, request: ChatRequest) -> AsyncIterator[ChatEven
     yield Done(finish, Usage(prompt_length, completion_tokens, cached_tokens))
 
 
-async def _prepare(
-    runtime: Runtime, request: ChatRequest
-) -> tuple[LoadedModel, Prompt, OutputConstraint | None, OutputParser]:
-    """Everything that can refuse the request, before it is queued: the model, the prompt and whether it
-    fits, the output constraint and the parser for it."""
-    if not request.messages:
-        raise InvalidRequest("messages must hold at least one message", param="messages")
+def _prepare(
+    loaded: LoadedModel, runtime: Runtime, request: ChatRequest
+) -> tuple[Prompt, OutputConstraint | None, OutputParser]:
+    """Everything that can refuse the request, before it is queued: the prompt and whether it fits, the
+    output constraint and the parser for it."""
     if request.tool_choice == "auto" and request.messages[-1].role == "tool" and runtime.settings.answer_after_tool_results:
         request = replace(request, tool_choice="text")  # see ANSWER_NOTE
     tools, constraint = tool_plan(request)
-    loaded = await runtime.models.get(request.model, keep_alive=request.keep_alive)
     backend = loaded.backend
     if not backend.info.vision and any(m.images for m in request.messages):
         raise InvalidRequest(
@@ -95,7 +116,7 @@ async def _prepare(
         in_reasoning=prompt.text.rstrip().endswith("<think>"),
         max_calls=None if request.parallel_tool_calls else 1,
     )
-    return loaded, prompt, constraint, parser
+    return prompt, constraint, parser
 
 
 # Small models answer a follow-up from the tool results already in the conversation (inventing the new

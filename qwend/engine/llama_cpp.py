@@ -82,7 +82,27 @@ class LlamaCppBackend(TemplatedPrompts):
             )
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"llama.cpp could not load {path.name}: {exc}") from exc
-        return cls(llama, path)
+        return cls._with_projector(llama, path, settings)
+
+    @classmethod
+    def _with_projector(cls, llama, path: Path, settings: Settings) -> LlamaCppBackend:
+        """The backend for a loaded model, with vision when it has a multimodal projector: the `mmproj` setting,
+        else an mmproj*.gguf beside it (llama_cpp_vision.find_mmproj). A projector that does not fit the model
+        (made for another one) leaves it serving text, with a warning: one setting applies to every model
+        loaded, and models loaded on demand may have none."""
+        from qwend.engine.llama_cpp_vision import LlamaCppVisionBackend, find_mmproj
+
+        mmproj = settings.mmproj.expanduser() if settings.mmproj else find_mmproj(path)
+        if mmproj is None:
+            return cls(llama, path)
+        if not mmproj.is_file():
+            llama.close()
+            raise BackendError(f"no projector at {mmproj} (the mmproj setting)")
+        try:
+            return LlamaCppVisionBackend(llama, path, mmproj, settings)
+        except BackendError as exc:
+            logging.getLogger(__name__).warning("%s; serving %s without vision", exc, path.name)
+            return cls(llama, path)
 
     def tokenize(self, text: str) -> list[int]:
         add_bos = self._add_bos and not (self._bos_text and text.startswith(self._bos_text))
@@ -91,18 +111,18 @@ class LlamaCppBackend(TemplatedPrompts):
     def generate(
         self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None
     ) -> AsyncIterator[Generated]:
-        produce = functools.partial(self._generate_blocking, prompt.tokens, params, constraint)
+        # the whole Prompt goes to the worker: a vision prompt keeps its images alive until generated from
+        produce = functools.partial(self._generate_blocking, prompt, params, constraint)
         return stream_from_thread(produce, "llama.cpp")  # itself: closing it must reach the worker at once
 
     def _generate_blocking(
-        self, prompt: Sequence[int], params: SamplingParams, constraint: OutputConstraint | None,
-        stop: threading.Event,
+        self, request: Prompt, params: SamplingParams, constraint: OutputConstraint | None, stop: threading.Event,
     ) -> Iterator[Generated]:
         llama = self.llama
-        prompt, rules, deciding = _plan(prompt, constraint)
-        cached = common_prefix(llama._input_ids, prompt)
+        prompt, rules, deciding = _plan(request.tokens, constraint)
+        cached = self._reusable(prompt)
         cached = min(cached, len(prompt) - 1) if llama.n_tokens else 0  # llama.generate re-reads at least one
-        limit = answer_limit(len(prompt), params, self.info.context_length)
+        limit = answer_limit(request.length, params, self.info.context_length)
         yield Prefill(cached)
         if limit <= 0:
             yield Finished("length")
@@ -182,6 +202,10 @@ class LlamaCppBackend(TemplatedPrompts):
         if first is not None:
             yield first
             yield from self._sample(prompt + [first], params, None)
+
+    def _reusable(self, prompt: Sequence[int]) -> int:
+        """How many leading tokens of the KV cache `prompt` can keep."""
+        return common_prefix(self.llama._input_ids, prompt)
 
     def _sample(self, tokens: list[int], params: SamplingParams, rules: str | None) -> Iterator[int]:
         from llama_cpp import LlamaGrammar

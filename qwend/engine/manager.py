@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from qwend.engine.base import Backend
 from qwend.engine.registry import backend_loader
 from qwend.engine.scheduler import Scheduler
-from qwend.errors import InsufficientMemory, ModelNotFound, UpstreamError
+from qwend.errors import InsufficientMemory, ModelNotFound, QwendError, UpstreamError
 from qwend.models.memory import MemoryEstimate, default_budget, estimate, gib
 from qwend.models.store import LocalModel, ModelStore
 from qwend.models.upstream import UpstreamModels
@@ -42,12 +43,32 @@ class LoadedModel:
         return self.scheduler.last_active + self.keep_alive
 
 
+@dataclass
+class LoadingModel:
+    """A load under way: its memory is already reserved, and every request for it waits on the same task."""
+
+    model: LocalModel
+    memory: MemoryEstimate
+    task: asyncio.Task[LoadedModel]
+    keep_alive: float | None = None  # as asked while loading (None: the configured default)
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    async def ready(self) -> LoadedModel:
+        """The loaded model; a waiter that is cancelled leaves the load running for the others."""
+        return await asyncio.shield(self.task)
+
+
 class ModelManager:
     def __init__(self, settings: Settings, store: ModelStore | UpstreamModels) -> None:
         self.settings = settings
         self.store = store
         self.default = settings.model  # what requests that name no model get (seed 004's /setModel moves it)
         self.loaded: dict[str, LoadedModel] = {}
+        self.loading: dict[str, LoadingModel] = {}
         self.budget = settings.memory_budget_mb << 20 if settings.memory_budget_mb else default_budget()
         self._lock = asyncio.Lock()
         self._reaper: asyncio.Task | None = None
@@ -73,7 +94,8 @@ class ModelManager:
 
     @property
     def memory_used(self) -> int:
-        return sum(m.memory.total for m in self.loaded.values())
+        """Estimated bytes held by loaded models and reserved by loads under way."""
+        return sum(m.memory.total for m in (*self.loaded.values(), *self.loading.values()))
 
     def default_name(self) -> str:
         """The default model's canonical name (the name as configured when it resolves to nothing)."""
@@ -90,22 +112,31 @@ class ModelManager:
         """The loaded model for `name` (the default when None), loading it if needed. A model loaded here, on a
         request's demand, stays for `keep_alive` seconds after its last job (default: the configured one);
         a `keep_alive` given also resets that of a model already loaded."""
+        found = await self.request(name, keep_alive=keep_alive)
+        return found if isinstance(found, LoadedModel) else await found.ready()
+
+    async def request(self, name: str | None, *, keep_alive: float | None = None) -> LoadedModel | LoadingModel:
+        """The model for `name` if it is loaded, else its load (started here when none is under way). What
+        makes a load impossible (an unknown name, no room in the memory budget) is raised here, at once;
+        only the load itself is left to wait for."""
         model = self.store.find(name or self.default)
-        if (loaded := self.loaded.get(model.name)) is None:
-            async with self._lock:
-                if (loaded := self.loaded.get(model.name)) is None:
-                    loaded = await self._load(model, self.settings.keep_alive)
-                    self.loaded[model.name] = loaded
+        async with self._lock:
+            if (found := self.loaded.get(model.name) or self.loading.get(model.name)) is None:
+                need = await asyncio.to_thread(estimate, model, self.settings.backend, self.settings.context_length)
+                await self._make_room(model.name, need)
+                found = LoadingModel(model, need, asyncio.create_task(self._load(model, need)))
+                found.task.add_done_callback(_retrieved)  # a failure nobody waited for is logged, not warned of
+                self.loading[model.name] = found
         if keep_alive is not None:
-            loaded.keep_alive = keep_alive
-        return loaded
+            found.keep_alive = keep_alive
+        return found
 
     async def load(self, name: str, *, exclusive: bool = False) -> LoadedModel:
         """Load `name` now, to stay until unloaded; `exclusive` unloads every other model first (their running
         jobs finish)."""
         model = self.store.find(name)
         if exclusive:
-            for other in [n for n in self.loaded if n != model.name]:
+            for other in [n for n in (*self.loaded, *self.loading) if n != model.name]:
                 await self.unload(other)
         return await self.get(model.name, keep_alive=-1)
 
@@ -116,6 +147,9 @@ class ModelManager:
             name = self.store.resolve(name).name
         except ModelNotFound:
             pass  # a name nothing resolves can still be a loaded model's own name
+        if (loading := self.loading.get(name)) is not None:
+            with contextlib.suppress(QwendError):  # a load that failed left nothing to unload
+                await loading.ready()
         loaded = self.loaded.pop(name, None)
         if loaded is None:
             return False
@@ -125,20 +159,29 @@ class ModelManager:
         return True
 
     async def unload_all(self) -> list[str]:
-        names = list(self.loaded)
+        names = [*self.loaded, *self.loading]
         for name in names:
             await self.unload(name)
         return names
 
-    async def _load(self, model: LocalModel, keep_alive: float) -> LoadedModel:
+    async def _load(self, model: LocalModel, need: MemoryEstimate) -> LoadedModel:
+        """The load itself, as a task of its own: a request that stops waiting does not stop it."""
         started = time.monotonic()
-        need = await asyncio.to_thread(estimate, model, self.settings.backend, self.settings.context_length)
-        await self._make_room(model.name, need)
-        load = backend_loader(self.settings.backend)
-        backend = await asyncio.to_thread(load, model, self.settings)
-        log.info("loaded %s (%s) in %.1fs, %s", model.name, model.path, time.monotonic() - started, need.describe())
-        scheduler = Scheduler(backend, queue_size=self.settings.queue_size)
-        return LoadedModel(model, backend, scheduler, memory=need, keep_alive=keep_alive)
+        try:
+            backend = await asyncio.to_thread(backend_loader(self.settings.backend), model, self.settings)
+            log.info("loaded %s (%s) in %.1fs, %s", model.name, model.path, time.monotonic() - started,
+                     need.describe())
+            loading = self.loading[model.name]
+            keep_alive = self.settings.keep_alive if loading.keep_alive is None else loading.keep_alive
+            loaded = LoadedModel(model, backend, Scheduler(backend, queue_size=self.settings.queue_size),
+                                 memory=need, keep_alive=keep_alive)
+            self.loaded[model.name] = loaded
+            return loaded
+        except Exception as exc:
+            log.warning("could not load %s: %s", model.name, getattr(exc, "message", exc))
+            raise
+        finally:
+            self.loading.pop(model.name, None)
 
     async def _make_room(self, name: str, need: MemoryEstimate) -> None:
         """Unload idle models, least recently used first, until `need` fits the budget; refuse, with the
@@ -154,7 +197,7 @@ class ModelManager:
             log.info("unloading %s (idle, %s) to make room for %s", evicted.name, gib(evicted.memory.total), name)
             await self.unload(evicted.name)
         if self.memory_used + need.total > self.budget:
-            busy = ", ".join(f"{m.name} {gib(m.memory.total)}" for m in self.loaded.values())
+            busy = ", ".join(f"{m.name} {gib(m.memory.total)}" for m in (*self.loaded.values(), *self.loading.values()))
             raise InsufficientMemory(
                 f"model {name!r} needs {need.describe()}, but only {gib(self.budget - self.memory_used)} of the "
                 f"memory budget of {gib(self.budget)} is free: the rest is held by models in use ({busy}); retry "
@@ -168,6 +211,13 @@ class ModelManager:
     def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
+        for loading in self.loading.values():
+            loading.task.cancel()  # its thread finishes the load; nothing keeps the result
         for loaded in self.loaded.values():
             loaded.backend.close()
         self.loaded.clear()
+
+
+def _retrieved(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -32,4 +32,5 @@ def model_source(settings: Settings) -> ModelStore | UpstreamModels:
     """Where the configured backend's models come from: GGUF files, model folders, or an upstream server."""
     if settings.backend == "upstream":
         return UpstreamModels(settings)
-    return ModelStore(settings.store_dir, settings.models_dir, folders=settings.backend in ("transformers", "mlx"))
+    return ModelStore(settings.store_dir, settings.models_dir, folders=settings.backend in ("transformers", "mlx"),
+                      index=settings.package_index)

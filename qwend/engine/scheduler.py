@@ -90,8 +90,8 @@ class Scheduler:
         self._admit()
         try:
             while not ticket.admitted:
+                ticket.moved.clear()  # before the yield: a move while the consumer holds the event is kept
                 yield Waiting(self._running + self._waiting.index(ticket))
-                ticket.moved.clear()
                 await ticket.moved.wait()
             yield Admitted()
             started = time.monotonic()

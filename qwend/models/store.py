@@ -14,12 +14,13 @@ tokenizer). Names, in the order they are tried:
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwend.errors import ModelFetchError, ModelNotFound
+from qwend.errors import InvalidRequest, ModelFetchError, ModelNotFound
 from qwend.models.catalog import CATALOG, CatalogEntry, find_entry
-from qwend.models.sources import HubFile, HubFolder, OnProgress
+from qwend.models.sources import PYPI, HubFile, HubFolder, OnProgress, no_progress
 
 _HF_NAME = re.compile(r"hf:([A-Za-z0-9][\w.-]*/[\w.-]+)(?::([\w./-]+\.gguf))?")
 _FILE_NAME = re.compile(r"[\w][\w.+-]*\.gguf", re.IGNORECASE)
@@ -58,11 +59,17 @@ def is_model_folder(path: Path) -> bool:
     return (path / "config.json").is_file()
 
 
+def _model_files(paths) -> list[Path]:
+    """GGUF models, sorted, without the multimodal projectors (mmproj*.gguf) that sit beside vision models."""
+    return sorted(p for p in paths if not p.name.lower().startswith("mmproj"))
+
+
 class ModelStore:
-    def __init__(self, store_dir: Path, models_dir: Path, *, folders: bool = False) -> None:
+    def __init__(self, store_dir: Path, models_dir: Path, *, folders: bool = False, index: str = PYPI) -> None:
         self.store_dir = store_dir
         self.models_dir = models_dir
         self.folders = folders  # Hugging Face folders (transformers, MLX) rather than GGUF files
+        self.index = index  # the package index the catalog's wheels come from
 
     def resolve(self, name: str) -> LocalModel:
         """Map a name to where its file is or would be. Raises ModelNotFound for unknown names."""
@@ -76,7 +83,7 @@ class ModelStore:
                 raise ModelNotFound(f"invalid file name in {name!r}", param="model")
             folder = self.store_dir / "hf" / repo
             if filename is None:
-                found = sorted(folder.glob("*.gguf")) if folder.is_dir() else []
+                found = _model_files(folder.glob("*.gguf")) if folder.is_dir() else []
                 path = found[0] if found else None
             else:
                 path = folder / filename
@@ -121,7 +128,7 @@ class ModelStore:
             raise ModelNotFound(f"model {name!r} is not on disk; run `qwend pull {name}`", param="model")
         return model
 
-    def pull(self, name: str, on_progress: OnProgress = lambda n: None) -> LocalModel:
+    def pull(self, name: str, on_progress: OnProgress = no_progress) -> LocalModel:
         """Fetch a model if it is missing and return it; a no-op for files already there."""
         model = self.resolve(name)
         if model.present:
@@ -129,7 +136,7 @@ class ModelStore:
         if self.folders:
             return self._pull_folder(model, on_progress)
         if model.entry is not None:
-            model.entry.source.fetch(model.path, sha256=model.entry.sha256, on_progress=on_progress)
+            model.entry.source.fetch(model.path, sha256=model.entry.sha256, on_progress=on_progress, index=self.index)
             return model
         match = _HF_NAME.fullmatch(name)
         if match is None:  # a models-folder name that vanished between resolve and now
@@ -138,11 +145,27 @@ class ModelStore:
         path = HubFile(repo, filename).fetch(self.store_dir / "hf" / repo)
         return LocalModel(f"hf:{repo}:{path.name}", path)
 
+    def remove(self, name: str) -> LocalModel:
+        """Delete a model qwend keeps (in the store or the models folder) from disk, with any unfinished
+        download of it. A model loaded from the file goes on working until it is unloaded."""
+        model = self.find(name)
+        if not any(model.path.is_relative_to(root) for root in (self.store_dir, self.models_dir)):
+            raise InvalidRequest(f"{model.path} is not in qwend's store or models folder; delete it yourself",
+                                 param="model")
+        if model.path.is_dir():
+            shutil.rmtree(model.path)
+        else:
+            model.path.unlink()
+        for part in model.entry.source.parts if model.entry else ():
+            for leftover in (self.store_dir / ".downloads").glob(f"{part.package.replace('-', '_')}-*"):
+                leftover.unlink(missing_ok=True)
+        return model
+
     def _pull_folder(self, model: LocalModel, on_progress: OnProgress) -> LocalModel:
         from qwend.models.convert import convert_gguf
 
         if model.entry is not None:  # a catalog model: its GGUF, converted once
-            gguf = ModelStore(self.store_dir, self.models_dir).pull(model.entry.name, on_progress)
+            gguf = ModelStore(self.store_dir, self.models_dir, index=self.index).pull(model.entry.name, on_progress)
             convert_gguf(gguf.path, model.path)
         elif model.name.startswith("hf:"):
             HubFolder(model.name.removeprefix("hf:")).fetch(model.path)
@@ -157,13 +180,13 @@ class ModelStore:
         found = [m for m in (self.resolve(e.name) for e in CATALOG) if m.present]
         hub = self.store_dir / "hf"
         if hub.is_dir():
-            for path in sorted(hub.glob("*/*/*.gguf")):
+            for path in _model_files(hub.glob("*/*/*.gguf")):
                 repo = f"{path.parent.parent.name}/{path.parent.name}"
                 found.append(LocalModel(f"hf:{repo}:{path.name}", path))
         known = {m.path for m in found}
         for folder in (self.models_dir, self.store_dir):
             if folder.is_dir():
-                for path in sorted(folder.glob("*.gguf")):
+                for path in _model_files(folder.glob("*.gguf")):
                     if path not in known:
                         found.append(LocalModel(path.name, path))
                         known.add(path)

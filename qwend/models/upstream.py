@@ -91,7 +91,7 @@ class UpstreamModels:
         listing = self.listing()
         return listing[0]["id"] if listing else None
 
-    def pull(self, name: str, on_progress=lambda n: None) -> LocalModel:
+    def pull(self, name: str, on_progress=None) -> LocalModel:
         if self.detect() != "ollama":
             raise ModelFetchError(f"the upstream server at {self.url} manages its own model files; "
                                   f"fetch {name!r} there")

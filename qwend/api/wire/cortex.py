@@ -9,6 +9,7 @@ from pydantic import Field
 
 from qwend.api.wire.openai import ChatCompletionRequest, completion_body, tool_call_body, usage_body
 from qwend.chat.service import Completion
+from qwend.models.facts import ModelFacts
 from qwend.models.store import LocalModel
 from qwend.types import ChatEvent, Done, Reasoning, Started, Token, ToolCallEnd
 
@@ -57,13 +58,16 @@ def model_id(model: LocalModel) -> str:
     return model.entry.repo.replace("/", "__") if model.entry else model.name
 
 
-def model_body(model: LocalModel, loaded: bool) -> dict[str, Any]:
+def model_body(model: LocalModel, facts: ModelFacts | None, loaded: bool) -> dict[str, Any]:
     return {
         "id": model_id(model),
         "name": model.name,
         "loaded": loaded,
         "size_bytes": model.size or None,
         "description": model.entry.description if model.entry else "",
+        "capabilities": list(facts.capabilities) if facts else [],
+        "context_length": facts.context_length if facts else None,
+        "quantization": facts.quantization if facts else None,
     }
 
 

@@ -6,11 +6,10 @@ import base64
 import binascii
 import re
 
+from qwend.chat.images import MAX_IMAGE_BYTES, MIME_TYPES
 from qwend.errors import InvalidRequest
 from qwend.types import Image
 
-MIME_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif")
-MAX_IMAGE_BYTES = 20 << 20
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,(.*)", re.DOTALL)
 
 
@@ -28,10 +27,14 @@ def from_base64(data: str, mime_type: str, *, param: str) -> Image:
 
 
 def from_data_url(url: str, *, param: str) -> Image:
-    """`data:image/png;base64,...`; remote URLs are refused (fetching them would let requests reach the network)."""
-    match = _DATA_URL.fullmatch(url.strip())
+    """`data:image/png;base64,...`, or an http(s) URL, fetched later (chat/images.py) through the same guard
+    as the web_fetch tool: public addresses only."""
+    url = url.strip()
+    if url.startswith(("http://", "https://")):
+        return Image(b"", "", url=url)
+    match = _DATA_URL.fullmatch(url)
     if match is None:
-        raise InvalidRequest("images must be sent inline as data:<mime>;base64,<data> URLs", param=param)
+        raise InvalidRequest("images must be data:<mime>;base64,<data> or http(s) URLs", param=param)
     return from_base64(match.group(2), match.group(1), param=param)
 
 

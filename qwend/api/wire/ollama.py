@@ -113,6 +113,11 @@ class PullBody(_Wire):
     insecure: bool = False
 
 
+class DeleteBody(_Wire):
+    model: str | None = None
+    name: str | None = None
+
+
 # ---- requests -> ChatRequest ----
 
 

@@ -8,11 +8,8 @@ from qwend.api.wire.ollama import timestamp
 from qwend.chat.prompt import CHATML_TEMPLATE
 from qwend.engine.base import ModelInfo
 from qwend.engine.manager import LoadedModel
-from qwend.models.gguf import FILE_TYPES, ModelFacts
+from qwend.models.facts import ModelFacts
 from qwend.types import SamplingParams
-
-DETAIL_KEYS = frozenset({"general.architecture", "general.size_label", "general.file_type"})
-
 
 
 def human_count(n: int) -> str:
@@ -32,7 +29,7 @@ def details(facts: ModelFacts, parameters: int | None = None) -> dict[str, Any]:
         "family": family,
         "families": [family] if family else None,
         "parameter_size": meta.get("general.size_label") or (human_count(count) if count else ""),
-        "quantization_level": FILE_TYPES.get(meta.get("general.file_type"), ""),
+        "quantization_level": facts.quantization or "",
     }
 
 
@@ -75,6 +72,13 @@ def show_body(facts: ModelFacts, info: ModelInfo) -> dict[str, Any]:
         "license": meta.get("general.license", ""),
         "details": details(facts, info.parameters),
         "model_info": model_info,
-        "capabilities": ["completion", "tools"] + (["vision"] if info.vision else []),
+        "capabilities": capabilities(facts, info),
         "modified_at": timestamp(facts.modified_at),
     }
+
+
+def capabilities(facts: ModelFacts, info: ModelInfo) -> list[str]:
+    """As the files tell (an upstream's model: completion and tools), with vision as the load has it (a
+    projector that does not fit the model leaves it without)."""
+    found = [c for c in facts.capabilities or ("completion", "tools") if c != "vision"]
+    return found + ["vision"] * info.vision
