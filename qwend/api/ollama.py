@@ -182,14 +182,14 @@ async def pull(body: wire.PullBody, runtime: RuntimeDep):
 async def _pull_lines(runtime: Runtime, model: LocalModel, name: str) -> AsyncIterator[bytes]:
     entry = model.entry
     label, digest = (entry.sha256[:12], f"sha256:{entry.sha256}") if entry else (model.name, model.name)
-    progress = _Progress(asyncio.get_running_loop())  # its total: once the index has said
+    progress = _Progress(asyncio.get_running_loop())
     yield _line({"status": "pulling manifest"})
     # the pull runs on in its thread if the client goes: a finished file is still worth having (and an
     # unfinished download is kept, for the next pull to resume)
     task = asyncio.ensure_future(asyncio.to_thread(runtime.store.pull, entry.name if entry else name,
                                                    progress.update))
     task.add_done_callback(_log_failure)
-    yield _line(wire.pull_progress(label, digest, progress.total, 0))
+    yield _line(wire.pull_progress(label, digest, None, 0))  # the total comes with the first bytes
     reported = 0
     while not task.done():
         changed = asyncio.ensure_future(progress.changed.wait())

@@ -21,21 +21,8 @@ from qwend.engine.scheduler import Admitted, Waiting
 from qwend.errors import BackendError, ContextOverflow, InvalidRequest
 from qwend.runtime import Runtime
 from qwend.types import (
-    ChatEvent,
-    ChatRequest,
-    Done,
-    FinishReason,
-    Message,
-    OutputConstraint,
-    Queued,
-    Reasoning,
-    SamplingParams,
-    Started,
-    Token,
-    ToolCall,
-    ToolCallEnd,
-    ToolSpec,
-    Usage,
+    ChatEvent, ChatRequest, Done, FinishReason, Message, OutputConstraint, Queued, Reasoning, SamplingParams, Started,
+    Token, ToolCall, ToolCallEnd, ToolSpec, Usage,
 )
 
 

@@ -95,7 +95,11 @@ class ModelManager:
     @property
     def memory_used(self) -> int:
         """Estimated bytes held by loaded models and reserved by loads under way."""
-        return sum(m.memory.total for m in (*self.loaded.values(), *self.loading.values()))
+        return sum(m.memory.total for m in self._holding())
+
+    def _holding(self) -> list[LoadedModel | LoadingModel]:
+        """Every model that holds (or has reserved) memory."""
+        return [*self.loaded.values(), *self.loading.values()]
 
     def default_name(self) -> str:
         """The default model's canonical name (the name as configured when it resolves to nothing)."""
@@ -197,7 +201,7 @@ class ModelManager:
             log.info("unloading %s (idle, %s) to make room for %s", evicted.name, gib(evicted.memory.total), name)
             await self.unload(evicted.name)
         if self.memory_used + need.total > self.budget:
-            busy = ", ".join(f"{m.name} {gib(m.memory.total)}" for m in (*self.loaded.values(), *self.loading.values()))
+            busy = ", ".join(f"{m.name} {gib(m.memory.total)}" for m in self._holding())
             raise InsufficientMemory(
                 f"model {name!r} needs {need.describe()}, but only {gib(self.budget - self.memory_used)} of the "
                 f"memory budget of {gib(self.budget)} is free: the rest is held by models in use ({busy}); retry "
