@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 
 import httpx
 import pytest
@@ -74,9 +75,22 @@ def test_streaming_chat_completion(client):
         lines = [line for line in response.iter_lines() if line]
     frames = [json.loads(line[len("data:"):]) for line in lines if line.startswith("data:")]
     assert frames[0]["type"] == "start" and frames[-1]["type"] == "done"
-    tokens = [f["content"] for f in frames if f["type"] == "token"]
-    assert len(tokens) > 3 and any(ch.isdigit() for ch in "".join(tokens))  # sampled at 0.7: not exactly 1..10
     assert frames[-1]["finish_reason"] == "stop"
+    # Sampled at 0.7 the small model may decline or answer "10" alone (about 1 run in 8), so what it says is
+    # checked greedily below; here every sampled token must arrive as a frame the usage counts.
+    tokens = [f["content"] for f in frames if f["type"] == "token"]
+    assert tokens and "".join(tokens).strip()
+    assert frames[-1]["usage"]["completion_tokens"] >= len(tokens)
+
+
+def test_streaming_chat_completion_counts_greedily(client):
+    with client.stream("POST", "/api/chat/completions/stream", json={
+        "messages": [{"role": "user", "content": "Count to 10"}],
+        "temperature": 0,
+    }) as response:
+        frames = [json.loads(line[len("data:"):]) for line in response.iter_lines() if line.startswith("data:")]
+    text = "".join(f["content"] for f in frames if f["type"] == "token")
+    assert [int(n) for n in re.findall(r"\d+", text)][:10] == list(range(1, 11))
 
 
 def test_websocket_chat(daemon):
