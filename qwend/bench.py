@@ -7,6 +7,7 @@ differently, so neither path gains from the other's KV cache. Rounds alternate t
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from contextlib import ExitStack
@@ -70,8 +71,8 @@ def _api_run(base: str, model: str, content: str, max_tokens: int) -> Run:
     return clock.run()
 
 
-def _llama_cpp_direct(backend, prompt: str, content: str, max_tokens: int, clock: Clock) -> None:
-    for chunk in backend.llama.create_completion(prompt, max_tokens=max_tokens, temperature=0, stream=True):
+def _llama_cpp_direct(llama, prompt: str, content: str, max_tokens: int, clock: Clock) -> None:
+    for chunk in llama.create_completion(prompt, max_tokens=max_tokens, temperature=0, stream=True):
         choice = chunk["choices"][0]
         if choice["finish_reason"] is None:  # the closing chunk carries no token
             clock.token(choice["text"])
@@ -135,12 +136,23 @@ def run_stream_bench(settings: Settings, *, max_tokens: int, rounds: int, consol
         stack.callback(runtime.models.close)
         model = runtime.store.find(settings.model)
         base = stack.enter_context(serve_in_thread(runtime))
-        runs = _measure(base, model.name, runtime.models.loaded[model.name].backend, settings.backend,
-                        max_tokens, rounds, console)
+        backend = runtime.models.loaded[model.name].backend
+        direct = backend
+        if settings.backend == "llama_cpp":  # its own Llama, as a user would load it (the weights are shared)
+            from llama_cpp import Llama
+
+            threads = settings.threads or os.cpu_count()
+            direct = Llama(str(model.path), n_ctx=backend.info.context_length, n_threads=threads,
+                           n_batch=settings.batch_size, n_gpu_layers=settings.gpu_layers, flash_attn=True,
+                           verbose=False)  # flash attention: as qwend, which keeps llama.cpp's default (auto)
+            stack.callback(direct.close)
+        runs = _measure(base, model.name, backend, direct, settings.backend, max_tokens, rounds, console)
     _report(runs, DIRECT[settings.backend][0], console)
 
 
-def _measure(base: str, model: str, backend, engine: str, max_tokens: int, rounds: int, console: Console):
+def _measure(base: str, model: str, backend, target, engine: str, max_tokens: int, rounds: int,
+             console: Console):
+    """`target`: what the engine's direct path calls (the backend itself but for llama.cpp)."""
     direct = DIRECT[engine][1]
     runs: dict[str, list[Run]] = {"api": [], "direct": []}
     length = backend.prompt([Message("user", PROMPT)]).length
@@ -153,7 +165,7 @@ def _measure(base: str, model: str, backend, engine: str, max_tokens: int, round
                 run = _api_run(base, model, content, max_tokens)
             else:
                 clock = Clock()
-                direct(backend, backend.prompt([Message("user", content)]).text, content, max_tokens, clock)
+                direct(target, backend.prompt([Message("user", content)]).text, content, max_tokens, clock)
                 run = clock.run()
             runs[path].append(run)
             console.print(f"  round {i + 1} {path:6} ttft {run.ttft_s * 1000:7.0f} ms  "

@@ -155,6 +155,38 @@ def bench_stream(
     run_stream_bench(settings, max_tokens=max_tokens, rounds=rounds, console=Console())
 
 
+@bench_app.command("concurrent")
+def bench_concurrent(
+    model: Annotated[Optional[str], typer.Option(help="Model to measure (default: the configured one).")] = None,
+    streams: Annotated[list[int], typer.Option(help="Clients at once (repeatable).")] = [1, 2, 4, 8],  # noqa: B006
+    max_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 64,
+    baseline: Annotated[bool, typer.Option(help="Also measure llama-cpp-python's own server.")] = True,
+    data_dir: DataDir = None,
+) -> None:
+    """Several clients at once: aggregate tokens/s and time to first token, qwend vs llama_cpp.server."""
+    from qwend.bench_serving import run_concurrency_bench
+
+    run_concurrency_bench(_settings(model=model, data_dir=data_dir), streams=sorted(streams),
+                          max_tokens=max_tokens, baseline=baseline, console=Console())
+
+
+@bench_app.command("sessions")
+def bench_sessions(
+    model: Annotated[Optional[str], typer.Option(help="Model to measure (default: the configured one).")] = None,
+    sessions: Annotated[int, typer.Option(help="Conversations, taking turns.")] = 4,
+    turns: Annotated[int, typer.Option(help="Turns per conversation.")] = 8,
+    history_words: Annotated[int, typer.Option(help="Words in each conversation's first message.")] = 700,
+    max_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 16,
+    baseline: Annotated[bool, typer.Option(help="Also measure llama-cpp-python's own server.")] = True,
+    data_dir: DataDir = None,
+) -> None:
+    """Interleaved conversations with long histories: time to first token per turn, with and without the cache."""
+    from qwend.bench_serving import run_sessions_bench
+
+    run_sessions_bench(_settings(model=model, data_dir=data_dir), sessions=sessions, turns=turns,
+                       history_words=history_words, max_tokens=max_tokens, baseline=baseline, console=Console())
+
+
 eval_app = typer.Typer(help="Accuracy evaluations that print tables.")
 app.add_typer(eval_app, name="eval")
 

@@ -57,6 +57,7 @@ def llama_cpp_server(
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",
          "--port", str(port), "--n_ctx", str(context_length), "--interrupt_requests", "false",
+         "--n_threads", "-1",  # every core, as qwend (its default is half of them)
          *(["--model_alias", alias] if alias else []),
          *(["--chat_format", "mtmd", "--clip_model_path", str(projector)] if projector else [])],
         stdout=log, stderr=subprocess.STDOUT, text=True,

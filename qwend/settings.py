@@ -54,7 +54,13 @@ class Settings(BaseSettings):
         None, ge=256, description="Context window in tokens; default the model's trained length, capped at 32768."
     )
     threads: int | None = Field(None, ge=1, description="CPU threads for generation; default all cores.")
-    batch_size: int = Field(512, ge=32, description="Prompt tokens evaluated per llama.cpp batch.")
+    batch_size: int = Field(512, ge=32, description="Tokens llama.cpp evaluates per step (prompts and answers).")
+    parallel: int = Field(8, ge=1, le=64, description="Answers one llama.cpp model generates at once, batched "
+                          "together; they share the context window.")
+    cached_sequences: int = Field(32, ge=1, le=256, description="Conversations whose KV cache a llama.cpp model "
+                                  "keeps (at least parallel), least recently used dropped first.")
+    prompt_cache: bool = Field(True, description="Reuse the KV cache of a prompt's start that an earlier one "
+                               "shared (llama.cpp); off, every prompt is read whole (a benchmark's baseline).")
     mmproj: Path | None = Field(None, description="Multimodal projector (mmproj GGUF) for llama.cpp models that "
                                 "have none beside them; with it, they read images.")
     gpu_layers: int = Field(-1, description="Layers offloaded to a GPU when llama.cpp was built with one; -1 all.")

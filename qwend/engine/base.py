@@ -28,6 +28,7 @@ class ModelInfo:
     grammar: bool = False  # enforces an OutputConstraint while decoding (others get it as a hint)
     vision: bool = False  # reads Message.images
     engine: str = "llama.cpp"  # what generates (shown in /health and model listings)
+    parallel: int = 1  # answers it generates at once (the scheduler admits this many)
 
 
 @dataclass(frozen=True)

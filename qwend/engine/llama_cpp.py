@@ -1,7 +1,9 @@
 """The llama.cpp backend (llama-cpp-python): GGUF models on CPU or GPU.
 
-Blocking llama.cpp calls run in a worker thread; tokens cross to the event loop one at a time, and the
-thread checks a stop flag between tokens so a closed stream frees the model at once.
+Text models generate through one BatchDecoder (engine/llama_batch.py): several answers at once in one
+context, each conversation's KV cells kept for its next turn. Each answer's own logic (watching the first
+tokens for a tool call, switching grammars) runs in a worker thread that reads its sequence's tokens; it
+checks a stop flag between tokens so a closed stream frees its sequence at once.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import functools
 import logging
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
@@ -20,25 +23,28 @@ from qwend.chat.prompt import ChatTemplate
 from qwend.engine import grammar
 from qwend.engine.base import (
     MAX_DEFAULT_CONTEXT, Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts, answer_limit,
-    common_prefix,
 )
+from qwend.engine.llama_batch import BatchDecoder, TokenStream
 from qwend.engine.threads import stream_from_thread
 from qwend.errors import BackendError
 from qwend.models.store import LocalModel
 from qwend.settings import Settings
 from qwend.types import OutputConstraint, SamplingParams
 
-RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: a fresh random seed
 MAX_HELD_TOKENS = 6  # an answer's intent (call or text) shows within its first few tokens
 MAX_NAME_TOKENS = 24  # and a call's tool name within these
+TOKENIZER_CONTEXT = 256  # the Llama object's own context, when the batch decoder's serves instead
 
 
 class LlamaCppBackend(TemplatedPrompts):
-    def __init__(self, llama, path: Path) -> None:
+    def __init__(self, llama, path: Path, decoder: BatchDecoder | None = None) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
-        self.llama = llama
+        self.llama = llama  # the model, its vocabulary and metadata (its own context: see load)
+        self.decoder = decoder
+        # one reader thread per answer running: the default executor (a few threads, shared) would queue some
+        self._readers = ThreadPoolExecutor(decoder.parallel if decoder else 1, thread_name_prefix="llama.cpp answer")
         model = llama._model
         self._vocab = model.vocab
         self._bos_text = model.token_get_text(model.token_bos()) if model.token_bos() >= 0 else ""
@@ -47,62 +53,53 @@ class LlamaCppBackend(TemplatedPrompts):
         template = llama.metadata.get("tokenizer.chat_template")
         self.template = ChatTemplate(template, bos_token=self._bos_text, eos_token=eos_text)
         self.info = ModelInfo(
-            context_length=llama.n_ctx(),
+            context_length=decoder.n_ctx if decoder else llama.n_ctx(),
             trained_context_length=model.n_ctx_train(),
             vocab_size=llama.n_vocab(),
             parameters=model.n_params(),
             file_size=path.stat().st_size,
             chat_template=template is not None,
             grammar=True,
+            parallel=decoder.parallel if decoder else 1,
         )
 
     @classmethod
     def load(cls, model: LocalModel, settings: Settings) -> LlamaCppBackend:
-        """Load a GGUF file (blocking: call it from a worker thread)."""
-        from llama_cpp import Llama
+        """Load a GGUF file (blocking: call it from a worker thread). With a multimodal projector (the `mmproj`
+        setting, else an mmproj*.gguf beside it) the model reads images; a projector that does not fit it
+        (made for another model) leaves it serving text, with a warning: one setting applies to every model
+        loaded, and models loaded on demand may have none."""
+        from qwend.engine.llama_cpp_vision import LlamaCppVisionBackend, find_mmproj
 
         path = model.path
         if not path.is_file():
             raise BackendError(f"{model.name} is a model folder; llama.cpp loads .gguf files (serve folders with "
                                "--backend transformers or --backend mlx)")
         # llama.cpp's own log lines go through this logger; show them only when debugging qwend
-        verbose = settings.log_level == "debug"
-        logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
+        debug = settings.log_level == "debug"
+        logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if debug else logging.ERROR)
         n_ctx = settings.context_length or min(_trained_context(path), MAX_DEFAULT_CONTEXT)
         threads = settings.threads or os.cpu_count() or 1
-        try:
-            llama = Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_batch=settings.batch_size,
-                n_threads=threads,
-                n_threads_batch=threads,
-                n_gpu_layers=settings.gpu_layers,
-                verbose=verbose,
-            )
-        except (ValueError, RuntimeError) as exc:
-            raise BackendError(f"llama.cpp could not load {path.name}: {exc}") from exc
-        return cls._with_projector(llama, path, settings)
-
-    @classmethod
-    def _with_projector(cls, llama, path: Path, settings: Settings) -> LlamaCppBackend:
-        """The backend for a loaded model, with vision when it has a multimodal projector: the `mmproj` setting,
-        else an mmproj*.gguf beside it (llama_cpp_vision.find_mmproj). A projector that does not fit the model
-        (made for another one) leaves it serving text, with a warning: one setting applies to every model
-        loaded, and models loaded on demand may have none."""
-        from qwend.engine.llama_cpp_vision import LlamaCppVisionBackend, find_mmproj
-
         mmproj = settings.mmproj.expanduser() if settings.mmproj else find_mmproj(path)
-        if mmproj is None:
-            return cls(llama, path)
-        if not mmproj.is_file():
-            llama.close()
+        if mmproj is not None and not mmproj.is_file():
             raise BackendError(f"no projector at {mmproj} (the mmproj setting)")
+        if mmproj is not None:
+            llama = _open_llama(path, settings, threads, n_ctx=n_ctx, n_batch=settings.batch_size)
+            try:
+                return LlamaCppVisionBackend(llama, path, mmproj, settings)
+            except BackendError as exc:
+                logging.getLogger(__name__).warning("%s; serving %s without vision", exc, path.name)
+                llama.close()
+        # the batch decoder's context holds the KV cache; the Llama's own one is left as small as it can be
+        llama = _open_llama(path, settings, threads, n_ctx=TOKENIZER_CONTEXT, n_batch=TOKENIZER_CONTEXT)
         try:
-            return LlamaCppVisionBackend(llama, path, mmproj, settings)
-        except BackendError as exc:
-            logging.getLogger(__name__).warning("%s; serving %s without vision", exc, path.name)
-            return cls(llama, path)
+            decoder = BatchDecoder(llama._model, n_ctx=n_ctx, n_batch=settings.batch_size,
+                                   parallel=settings.parallel, slots=settings.cached_sequences, threads=threads,
+                                   reuse=settings.prompt_cache)
+        except BackendError:
+            llama.close()
+            raise
+        return cls(llama, path, decoder)
 
     def tokenize(self, text: str) -> list[int]:
         add_bos = self._add_bos and not (self._bos_text and text.startswith(self._bos_text))
@@ -113,30 +110,29 @@ class LlamaCppBackend(TemplatedPrompts):
     ) -> AsyncIterator[Generated]:
         # the whole Prompt goes to the worker: a vision prompt keeps its images alive until generated from
         produce = functools.partial(self._generate_blocking, prompt, params, constraint)
-        return stream_from_thread(produce, "llama.cpp")  # itself: closing it must reach the worker at once
+        # itself: closing it must reach the worker at once
+        return stream_from_thread(produce, "llama.cpp", self._readers)
 
     def _generate_blocking(
         self, request: Prompt, params: SamplingParams, constraint: OutputConstraint | None, stop: threading.Event,
     ) -> Iterator[Generated]:
         llama = self.llama
         prompt, rules, deciding = _plan(request.tokens, constraint)
-        cached = self._reusable(prompt)
-        cached = min(cached, len(prompt) - 1) if llama.n_tokens else 0  # llama.generate re-reads at least one
         limit = answer_limit(request.length, params, self.info.context_length)
-        yield Prefill(cached)
         if limit <= 0:
+            yield Prefill(0)
             yield Finished("length")
             return
-        llama.set_seed(RANDOM_SEED if params.seed is None else params.seed)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
         def piece(token: int) -> Piece:
             return Piece(decoder.decode(llama.detokenize([token], special=False)))
 
-        tokens = self._sample(list(prompt), params, rules)
+        tokens = self._open(list(prompt), params, rules)
         held: list[int] = []  # while deciding: the answer's first tokens, until they show call or text
         count, reason = 0, "length"
         try:
+            yield Prefill(tokens.cached)
             while (token := next(tokens, None)) is not None:
                 if stop.is_set():
                     reason = "cancelled"
@@ -193,36 +189,25 @@ class LlamaCppBackend(TemplatedPrompts):
     ) -> Iterator[int]:
         if choice == "calls":
             calls_prompt, rules = _calls(prompt, constraint)
-            yield from self._sample(list(calls_prompt), params, rules)
+            yield from self._open(list(calls_prompt), params, rules)
             return
         # only the first token needs steering away from a call; the rest runs at full speed
-        first_tokens = self._sample(prompt, params, grammar.TEXT_ONLY_START)
+        first_tokens = self._open(prompt, params, grammar.TEXT_ONLY_START)
         first = next(first_tokens, None)
         first_tokens.close()
         if first is not None:
             yield first
-            yield from self._sample(prompt + [first], params, None)
+            yield from self._open(prompt + [first], params, None)
 
-    def _reusable(self, prompt: Sequence[int]) -> int:
-        """How many leading tokens of the KV cache `prompt` can keep."""
-        return common_prefix(self.llama._input_ids, prompt)
-
-    def _sample(self, tokens: list[int], params: SamplingParams, rules: str | None) -> Iterator[int]:
-        from llama_cpp import LlamaGrammar
-
-        return self.llama.generate(
-            tokens,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            temp=params.temperature,
-            repeat_penalty=params.repeat_penalty,
-            frequency_penalty=params.frequency_penalty,
-            presence_penalty=params.presence_penalty,
-            grammar=LlamaGrammar.from_string(rules, verbose=False) if rules else None,
-        )
+    def _open(self, prompt: list[int], params: SamplingParams, rules: str | None) -> TokenStream:
+        """The tokens sampled after `prompt` (under the GBNF `rules` when given); `.cached` says how many
+        prompt tokens were already in the KV cache."""
+        return self.decoder.open(prompt, params, rules)
 
     def close(self) -> None:
+        self._readers.shutdown(wait=True)
+        if self.decoder:
+            self.decoder.close()
         self.llama.close()
 
 
@@ -251,6 +236,16 @@ def _calls(prompt: Sequence[int], constraint: OutputConstraint) -> tuple[Sequenc
     """The prompt and grammar that tool calls are generated from."""
     rules = grammar.calls_grammar(constraint.tools, parallel=constraint.parallel)
     return constraint.calls_prompt or prompt, rules
+
+
+def _open_llama(path: Path, settings: Settings, threads: int, *, n_ctx: int, n_batch: int):
+    from llama_cpp import Llama
+
+    try:
+        return Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_batch, n_threads=threads, n_threads_batch=threads,
+                     n_gpu_layers=settings.gpu_layers, verbose=settings.log_level == "debug")
+    except (ValueError, RuntimeError) as exc:
+        raise BackendError(f"llama.cpp could not load {path.name}: {exc}") from exc
 
 
 def _trained_context(path: Path) -> int:

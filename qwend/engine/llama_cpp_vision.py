@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from qwend.engine.base import Prompt, common_prefix
+from qwend.engine.llama_batch import RANDOM_SEED
 from qwend.engine.llama_cpp import LlamaCppBackend
 from qwend.errors import BackendError, InvalidRequest
 from qwend.types import Image, Message, SamplingParams, ToolSpec
@@ -178,12 +179,23 @@ class LlamaCppVisionBackend(LlamaCppBackend):
             mtmd.mtmd_input_chunks_free(chunks)
             mtmd.mtmd_bitmap_free(bitmap)
 
-    def _sample(self, tokens: list[int], params: SamplingParams, rules: str | None) -> Iterator[int]:
-        self._evaluate_images(tokens)
-        return super()._sample(tokens, params, rules)
+    def _open(self, prompt: list[int], params: SamplingParams, rules: str | None) -> _LlamaTokens:
+        """Images go through libmtmd, which evaluates into the Llama's own single-sequence context; so this
+        backend generates with llama.generate there rather than through the batch decoder."""
+        from llama_cpp import LlamaGrammar
 
-    def _reusable(self, prompt: Sequence[int]) -> int:
-        return self._cached_boundary(prompt, self._spans(prompt))
+        llama = self.llama
+        cached = self._cached_boundary(prompt, self._spans(prompt))
+        cached = min(cached, len(prompt) - 1) if llama.n_tokens else 0  # llama.generate re-reads at least one
+        self._evaluate_images(prompt)
+        llama.set_seed(RANDOM_SEED if params.seed is None else params.seed)
+        tokens = llama.generate(
+            prompt, top_k=params.top_k, top_p=params.top_p, min_p=params.min_p, temp=params.temperature,
+            repeat_penalty=params.repeat_penalty, frequency_penalty=params.frequency_penalty,
+            presence_penalty=params.presence_penalty,
+            grammar=LlamaGrammar.from_string(rules, verbose=False) if rules else None,
+        )
+        return _LlamaTokens(tokens, cached)
 
     def _spans(self, tokens: Sequence[int]) -> list[tuple[int, ImageChunk]]:
         """(start, image) for each run of image placeholders in `tokens`."""
@@ -244,3 +256,19 @@ class LlamaCppVisionBackend(LlamaCppBackend):
             self._mtmd.mtmd_free(self._context)
             self._context = None
         super().close()
+
+
+class _LlamaTokens:
+    """llama.generate's tokens, with how many prompt tokens it kept from the KV cache (as TokenStream)."""
+
+    def __init__(self, tokens: Iterator[int], cached: int) -> None:
+        self._tokens, self.cached = tokens, cached
+
+    def __iter__(self) -> Iterator[int]:
+        return self
+
+    def __next__(self) -> int:
+        return next(self._tokens)
+
+    def close(self) -> None:
+        self._tokens.close()

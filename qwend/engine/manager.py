@@ -177,8 +177,8 @@ class ModelManager:
                      need.describe())
             loading = self.loading[model.name]
             keep_alive = self.settings.keep_alive if loading.keep_alive is None else loading.keep_alive
-            loaded = LoadedModel(model, backend, Scheduler(backend, queue_size=self.settings.queue_size),
-                                 memory=need, keep_alive=keep_alive)
+            scheduler = Scheduler(backend, queue_size=self.settings.queue_size, slots=backend.info.parallel)
+            loaded = LoadedModel(model, backend, scheduler, memory=need, keep_alive=keep_alive)
             self.loaded[model.name] = loaded
             return loaded
         except Exception as exc:

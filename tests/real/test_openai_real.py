@@ -1,6 +1,7 @@
 """The official openai SDK against a real `qwend serve` with the real default model."""
 
 import time
+from contextlib import ExitStack
 
 import httpx
 import openai
@@ -141,20 +142,25 @@ def test_non_streaming_disconnect_frees_the_scheduler(daemon):
 
 
 def test_queue_full_is_503_with_retry_after(daemon):
-    """The test daemon runs with QWEND_QUEUE_SIZE=1: one running, one waiting, the third is refused."""
+    """The test daemon runs with QWEND_PARALLEL=2 and QWEND_QUEUE_SIZE=1: two answers generate together, one
+    waits, the fourth request is refused."""
     body = {**LONG, "stream": True, "max_tokens": 400}
-    with httpx.Client(timeout=30) as a, httpx.Client(timeout=30) as b:
-        with a.stream("POST", f"{daemon}/v1/chat/completions", json=body) as first:
-            first_lines = first.iter_lines()  # kept: dropping the iterator would close the response
-            next(first_lines)
-            with b.stream("POST", f"{daemon}/v1/chat/completions", json=body) as second:
-                time.sleep(0.3)
-                refused = httpx.post(f"{daemon}/v1/chat/completions", json=body, timeout=10)
-                assert refused.status_code == 503
-                assert refused.json()["error"]["code"] == "busy"
-                assert int(refused.headers["retry-after"]) >= 1
-                assert second.status_code == 200
-                assert httpx.get(f"{daemon}/health").json()["queue"]["qwen2.5-coder:0.5b"] == {"running": 1, "waiting": 1}
+    with ExitStack() as stack:
+        for _ in range(3):
+            client = stack.enter_context(httpx.Client(timeout=30))
+            reply = stack.enter_context(client.stream("POST", f"{daemon}/v1/chat/completions", json=body))
+            assert reply.status_code == 200
+        queue = {}
+        for _ in range(100):  # until the third is queued behind the two running
+            queue = httpx.get(f"{daemon}/health").json()["queue"]["qwen2.5-coder:0.5b"]
+            if queue == {"running": 2, "waiting": 1}:
+                break
+            time.sleep(0.05)
+        assert queue == {"running": 2, "waiting": 1}
+        refused = httpx.post(f"{daemon}/v1/chat/completions", json=body, timeout=10)
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "busy"
+        assert int(refused.headers["retry-after"]) >= 1
     assert wait_idle(daemon)
 
 

@@ -125,10 +125,13 @@ async def test_context_overflow_is_400_with_both_lengths(client):
 async def test_queue_full_is_503_with_retry_after(tmp_path):
     runtime = fake_runtime(tmp_path, FakeBackend("w " * 50, delay=0.02), queue_size=1)
     async with client_for(runtime) as client:
+        scheduler = next(iter(runtime.models.loaded.values())).scheduler
         first = asyncio.create_task(client.post(URL, json=HELLO))
-        await asyncio.sleep(0.05)
+        while not scheduler.running:
+            await asyncio.sleep(0.01)
         second = asyncio.create_task(client.post(URL, json=HELLO))
-        await asyncio.sleep(0.05)
+        while not scheduler.waiting:
+            await asyncio.sleep(0.01)
         reply = await client.post(URL, json=HELLO)
         error = assert_openai_error(reply, 503, code="busy")
         assert int(reply.headers["retry-after"]) >= 1

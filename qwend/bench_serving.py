@@ -1,0 +1,163 @@
+"""`qwend bench concurrent` and `qwend bench sessions`: many clients at once, and conversations that come back.
+
+Both drive the OpenAI streaming API with greedy requests, as a chat client would, against qwend and (unless
+`--no-baseline`) llama-cpp-python's own server on the same model, one after the other in one run.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from qwend.local_server import llama_cpp_server, serve_in_thread
+from qwend.runtime import Runtime
+from qwend.settings import Settings
+
+TOPICS = ["a lighthouse", "a mountain village", "a desert caravan", "a space station", "an old library",
+          "a river delta", "a night market", "a glacier", "a coral reef", "a steam train", "a vineyard",
+          "a monastery", "a harbour town", "a rainforest", "a jazz club", "an observatory"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    ttft_s: float
+    seconds: float
+    tokens: int
+    prompt_tokens: int | None
+    cached_tokens: int | None
+    text: str
+
+
+def stream_chat(base: str, model: str, messages: list[dict], max_tokens: int) -> Answer:
+    """One greedy streamed chat completion, timed from the request to the first text and to the end."""
+    body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    start = time.perf_counter()
+    first, pieces, usage = None, [], {}
+    with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=1200) as reply:
+        reply.raise_for_status()
+        for line in reply.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            for choice in chunk.get("choices") or []:
+                if text := choice["delta"].get("content"):
+                    first = first or time.perf_counter()
+                    pieces.append(text)
+            usage = chunk.get("usage") or usage
+    end = time.perf_counter()
+    details = usage.get("prompt_tokens_details") or {}
+    return Answer((first or end) - start, end - start, usage.get("completion_tokens", len(pieces)),
+                  usage.get("prompt_tokens"), details.get("cached_tokens"), "".join(pieces))
+
+
+@contextmanager
+def servers(settings: Settings, baseline: bool, console: Console, **overrides) -> Iterator[list[tuple[str, str]]]:
+    """(name, base URL) of qwend serving `settings` (with `overrides`), then llama-cpp-python's server."""
+    with ExitStack() as stack:
+        runtime = Runtime.create(settings.model_copy(update=overrides))
+        stack.callback(runtime.models.close)
+        model = runtime.store.find(settings.model)
+        found = [("qwend", stack.enter_context(serve_in_thread(runtime)))]
+        if baseline:
+            found.append(("llama_cpp.server", stack.enter_context(llama_cpp_server(
+                model.path, alias=model.name, context_length=settings.context_length or 8192))))
+        console.print(f"model {model.name}; " + ", ".join(f"{name} at {base}" for name, base in found))
+        yield found
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def run_concurrency_bench(settings: Settings, *, streams: list[int], max_tokens: int, baseline: bool,
+                          console: Console) -> None:
+    """(b) and (d): N clients at once, each its own question; aggregate tokens/s and time to first token."""
+    table = Table(title=f"qwend bench concurrent ({max_tokens} tokens per answer)")
+    for column in ("server", "streams", "aggregate tok/s", "vs 1 stream", "TTFT p50 s", "TTFT p95 s", "complete"):
+        table.add_column(column, justify="right")
+    with servers(settings, baseline, console, parallel=max(streams)) as found:
+        for name, base in found:
+            single = None
+            stream_chat(base, settings.model, [{"role": "user", "content": "Hi"}], 4)  # warm up
+            for n in streams:
+                questions = [[{"role": "user", "content": f"Write a long story about {TOPICS[i % len(TOPICS)]}."}]
+                             for i in range(n)]
+                start = time.perf_counter()
+                with ThreadPoolExecutor(n) as pool:
+                    answers = list(pool.map(lambda m: stream_chat(base, settings.model, m, max_tokens), questions))
+                wall = time.perf_counter() - start
+                rate = sum(a.tokens for a in answers) / wall
+                single = single or rate
+                ttfts = [a.ttft_s for a in answers]
+                complete = sum(a.tokens >= max_tokens for a in answers)
+                table.add_row(name, str(n), f"{rate:.1f}", f"{rate / single:.2f}x", f"{percentile(ttfts, .5):.2f}",
+                              f"{percentile(ttfts, .95):.2f}", f"{complete}/{n}")
+                console.print(f"  {name} {n} streams: {rate:.1f} tok/s, ttft p50 {percentile(ttfts, .5):.2f} s")
+    console.print(table)
+
+
+def _history(topic: str, words: int) -> str:
+    """A long, distinct first message: about `words` words of notes on `topic`."""
+    lines, i = [], 0
+    while sum(len(line.split()) for line in lines) < words:
+        i += 1
+        weather = ["fair", "wet", "windy"][i % 3]
+        lines.append(f"Note {i} on {topic}: entry {i} records that the {topic} was visited on day {i * 7 % 31 + 1}, "
+                     f"that {i * 13 % 97} people were there, and that the weather was {weather}.")
+    return "Here are my notes.\n" + "\n".join(lines) + "\nRead them; I will ask questions."
+
+
+def run_sessions_bench(settings: Settings, *, sessions: int, turns: int, history_words: int, max_tokens: int,
+                       baseline: bool, console: Console) -> None:
+    """(c), (d), (f): interleaved conversations with long histories; each turn's time to first token, with the
+    prompt cache and without it (every prompt re-read), and on llama-cpp-python's server."""
+    runs: dict[str, list[list[Answer]]] = {}
+    for label, cache in (("qwend", True), ("qwend, cache off", False)):
+        with servers(settings, baseline and cache, console, prompt_cache=cache) as found:
+            for name, base in found:
+                name = label if name == "qwend" else name
+                runs[name] = _conversations(base, settings.model, sessions, turns, history_words, max_tokens,
+                                            console, name)
+    table = Table(title=f"qwend bench sessions: {sessions} interleaved conversations, median TTFT per turn (s)")
+    table.add_column("turn", justify="right")
+    for name in runs:
+        table.add_column(name, justify="right")
+    table.add_column("cached / prompt (qwend)", justify="right")
+    table.add_column("qwend / cache off", justify="right")
+    for turn in range(turns):
+        medians = {name: statistics.median(a[turn].ttft_s for a in convs) for name, convs in runs.items()}
+        qwend = [conv[turn] for conv in runs["qwend"]]
+        share = statistics.median((a.cached_tokens or 0) / a.prompt_tokens for a in qwend if a.prompt_tokens)
+        table.add_row(str(turn + 1), *(f"{m:.2f}" for m in medians.values()), f"{share:.0%}",
+                      f"{medians['qwend'] / medians['qwend, cache off']:.2f}")
+    console.print(table)
+
+
+def _conversations(base: str, model: str, sessions: int, turns: int, history_words: int, max_tokens: int,
+                   console: Console, name: str) -> list[list[Answer]]:
+    """Turn 1 of every conversation, then turn 2 of each, ...: every turn finds the others' in between."""
+    stream_chat(base, model, [{"role": "user", "content": "Hi"}], 4)  # warm up
+    histories = [[{"role": "user", "content": _history(TOPICS[i % len(TOPICS)], history_words)}]
+                 for i in range(sessions)]
+    answers: list[list[Answer]] = [[] for _ in range(sessions)]
+    for turn in range(turns):
+        for i, history in enumerate(histories):
+            if turn:
+                history.append({"role": "user", "content": f"Question {turn}: on which day was note {turn} taken?"})
+            answer = stream_chat(base, model, history, max_tokens)
+            history.append({"role": "assistant", "content": answer.text})
+            answers[i].append(answer)
+            console.print(f"  {name} conversation {i + 1} turn {turn + 1}: ttft {answer.ttft_s:.2f} s, "
+                          f"prompt {answer.prompt_tokens} cached {answer.cached_tokens}")
+    return answers

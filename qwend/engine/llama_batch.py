@@ -1,0 +1,343 @@
+"""Continuous batching for llama.cpp: one context holding many sequences, advanced together by one decode
+loop in its own thread.
+
+Each step is one `llama_decode` over a batch holding the next token of every sequence that is generating
+plus chunks of the prompts still being read (chunked prefill, taken round-robin, so a long prompt never
+stalls the others). Each sequence samples on its own logits with its own native sampler chain.
+
+Sequences run in slots (llama.cpp sequence ids), more slots than may run at once. A slot keeps its KV cells
+after its sequence ends, so the next prompt that starts the same way (the next turn of a conversation, the
+same system prompt and tools) reads only what is new. A prefix held by another slot, busy or not, is shared
+by reference: on the unified KV cache `llama_memory_seq_cp` costs no memory. When the cache is full, the
+least recently used idle slots are emptied.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from qwend.engine.base import common_prefix
+from qwend.errors import BackendError
+from qwend.types import SamplingParams
+
+RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: a fresh random seed
+PENALTY_LAST_N = 64  # the tokens repetition penalties look back on (llama-cpp-python's default)
+READ_AHEAD = 2  # tokens a sequence may run ahead of its reader
+# a slot's tokens past a prompt's common start that may be dropped to continue its conversation: those read
+# ahead past where its reader stopped, and an answer's last word tokenized otherwise when sent back
+DISPOSABLE_TOKENS = READ_AHEAD + 2
+PREFILL_WHILE_DECODING = 128  # prompt tokens per step while others generate: a step stays short
+
+_END = object()
+log = logging.getLogger(__name__)
+
+
+class TokenStream:
+    """One sequence's sampled tokens, read by one thread. `cached` (known once the decode loop has placed
+    the sequence) counts the prompt tokens whose KV cells were reused."""
+
+    def __init__(self, decoder: BatchDecoder, prompt: Sequence[int], sampler) -> None:
+        self.prompt = list(prompt)
+        self.sampler = sampler  # a llama_sampler chain, freed by the decode loop
+        self._decoder = decoder
+        self._out: queue.SimpleQueue = queue.SimpleQueue()
+        self._placed = threading.Event()
+        self._cached = 0
+        self.closed = False
+        # decode-loop state
+        self.slot: _Slot | None = None
+        self.pending: list[int] = []  # prompt tokens not yet read
+        self.next_token: int | None = None  # sampled, not yet decoded
+        self.ended = False  # sampled an end-of-generation token
+
+    @property
+    def cached(self) -> int:
+        self._placed.wait()
+        return self._cached
+
+    def __iter__(self) -> TokenStream:
+        return self
+
+    def __next__(self) -> int:
+        item = self._out.get()
+        self._decoder.wake()  # it may have waited for this reader to catch up
+        if item is _END:
+            self._out.put(_END)
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._decoder.close_stream(self)
+
+    # called by the decode loop
+    def place(self, slot: _Slot, cached: int) -> None:
+        self.slot, self._cached = slot, cached
+        self.pending = self.prompt[cached:]
+        self._placed.set()
+
+    def emit(self, item) -> None:
+        self._out.put(item)
+
+    @property
+    def unread(self) -> int:
+        return self._out.qsize()
+
+
+@dataclass(eq=False)
+class _Slot:
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)  # what its KV cells hold, positions 0..len-1
+    used: float = 0.0  # when its last sequence ended (least recently used goes first)
+    stream: TokenStream | None = None
+
+
+@dataclass
+class _Entry:
+    stream: TokenStream
+    tokens: list[int]
+    logits: bool  # sample after this entry (its last token ends the prompt, or it is a generated token)
+
+
+class BatchDecoder:
+    def __init__(
+        self, model, *, n_ctx: int, n_batch: int, parallel: int, slots: int, threads: int, reuse: bool = True,
+    ) -> None:
+        """`parallel` sequences run at once; `slots` (at least as many) keep their KV cells afterwards for
+        prompts that share their start (unless `reuse` is off)."""
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self._model = model  # llama-cpp-python's LlamaModel (it outlives this decoder)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = params.n_ubatch = n_batch
+        slots = max(slots, parallel)
+        params.n_seq_max = slots
+        params.kv_unified = True  # one pool of cells: sequences share prefixes and take what they need
+        params.n_threads = params.n_threads_batch = threads
+        params.no_perf = True
+        self._ctx = llama_cpp.llama_init_from_model(model.model, params)
+        if not self._ctx:
+            raise BackendError(f"llama.cpp could not create a context of {n_ctx} tokens with {slots} sequences")
+        self.n_ctx = llama_cpp.llama_n_ctx(self._ctx)
+        self.n_batch = n_batch
+        self.parallel = parallel
+        self.reuse = reuse
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._slots = [_Slot(seq_id) for seq_id in range(slots)]
+        self._opening: list[TokenStream] = []
+        self._running: list[TokenStream] = []
+        self._turn = itertools.count()  # rotates which prompt reads first
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="llama.cpp decode", daemon=True)
+        self._thread.start()
+
+    # -- called by readers' threads
+
+    def open(self, prompt: Sequence[int], params: SamplingParams, rules: str | None) -> TokenStream:
+        """Start generating after `prompt` (at least one token), sampling as `params` say, under the GBNF
+        `rules` when given."""
+        stream = TokenStream(self, prompt, self._sampler(params, rules))
+        with self._cond:
+            if self._stopping:
+                self._lib.llama_sampler_free(stream.sampler)
+                raise BackendError("the model was unloaded")
+            self._opening.append(stream)
+            self._cond.notify()
+        return stream
+
+    def close_stream(self, stream: TokenStream) -> None:
+        with self._cond:
+            stream.closed = True
+            self._cond.notify()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join()
+        for stream in self._opening + self._running:
+            stream.emit(BackendError("the model was unloaded"))
+            self._lib.llama_sampler_free(stream.sampler)
+        self._lib.llama_batch_free(self._batch)
+        self._lib.llama_free(self._ctx)
+
+    def _sampler(self, params: SamplingParams, rules: str | None):
+        """llama-cpp-python's own chain (Llama._init_sampler), so answers match it token for token."""
+        lib = self._lib
+        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        samplers = [lib.llama_sampler_init_penalties(self._model.n_vocab(), PENALTY_LAST_N, params.repeat_penalty,
+                                                     params.frequency_penalty, params.presence_penalty)]
+        if rules:
+            grammar = lib.llama_sampler_init_grammar(self._model.vocab, rules.encode(), b"root")
+            if not grammar:
+                lib.llama_sampler_free(chain)
+                raise BackendError("llama.cpp could not parse an output grammar")
+            samplers.append(grammar)
+        if params.temperature == 0:
+            samplers.append(lib.llama_sampler_init_greedy())
+        else:
+            samplers += [lib.llama_sampler_init_top_k(params.top_k), lib.llama_sampler_init_typical(1.0, 1),
+                         lib.llama_sampler_init_top_p(params.top_p, 1), lib.llama_sampler_init_min_p(params.min_p, 1),
+                         lib.llama_sampler_init_temp(params.temperature),
+                         lib.llama_sampler_init_dist(RANDOM_SEED if params.seed is None else params.seed)]
+        for sampler in samplers:
+            lib.llama_sampler_chain_add(chain, sampler)
+        return chain
+
+    # -- the decode loop's thread
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and not self._ready():
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                self._retire()
+                self._place()
+                entries = self._plan()
+            if entries:
+                self._step(entries)
+
+    def _ready(self) -> bool:
+        return any(s.closed or s.pending or self._wants_token(s) for s in self._running) or (
+            bool(self._opening) and (any(s.closed for s in self._opening) or self._can_place()))
+
+    def _can_place(self) -> bool:
+        return len(self._running) < self.parallel and self._free_slot() is not None
+
+    def _wants_token(self, stream: TokenStream) -> bool:
+        return stream.next_token is not None and not stream.ended and stream.unread < READ_AHEAD
+
+    def _free_slot(self) -> _Slot | None:
+        return next((slot for slot in self._slots if slot.stream is None), None)
+
+    def _retire(self) -> None:
+        """Let go of closed streams; their slots keep the KV cells for the next prompt that shares them."""
+        for stream in [s for s in self._opening + self._running if s.closed]:
+            if stream in self._opening:
+                self._opening.remove(stream)
+            else:
+                self._running.remove(stream)
+                stream.slot.stream = None
+                stream.slot.used = time.monotonic()
+            self._lib.llama_sampler_free(stream.sampler)
+            stream.emit(_END)
+
+    def _place(self) -> None:
+        """Give waiting streams a slot, keeping or sharing the longest cached prefix of their prompt."""
+        while self._opening and self._can_place():
+            stream = self._opening.pop(0)
+            prompt = stream.prompt
+            slot = self._slot_for(prompt)
+            keep = common_prefix(slot.tokens, prompt)
+            source = max(self._slots, key=lambda s: common_prefix(s.tokens, prompt))
+            shared = common_prefix(source.tokens, prompt)
+            reuse = min(max(keep, shared), len(prompt) - 1) if self.reuse else 0  # the last token is read again
+            if shared > keep and reuse > keep:
+                self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+                self._lib.llama_memory_seq_cp(self._memory, source.seq_id, slot.seq_id, 0, reuse)
+            else:
+                self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1)
+            slot.tokens = prompt[:reuse]
+            slot.stream = stream
+            stream.place(slot, reuse)
+            self._running.append(stream)
+
+    def _slot_for(self, prompt: list[int]) -> _Slot:
+        """The free slot that continues `prompt`'s conversation (losing at most a few tokens past their
+        common start), else the least recently used one: another conversation's cells stay for its next turn."""
+        free = [slot for slot in self._slots if slot.stream is None]
+        continuing = [(common_prefix(slot.tokens, prompt), slot) for slot in free]
+        continuing = [(keep, slot) for keep, slot in continuing if len(slot.tokens) - keep <= DISPOSABLE_TOKENS]
+        if continuing:
+            return max(continuing, key=lambda pair: pair[0])[1]
+        return min(free, key=lambda slot: slot.used)
+
+    def _plan(self) -> list[_Entry]:
+        """This step's batch: one token for each generating sequence, then prompt chunks round-robin."""
+        entries = []
+        for stream in self._running:
+            if self._wants_token(stream):
+                entries.append(_Entry(stream, [stream.next_token], True))
+                stream.next_token = None
+        reading = [s for s in self._running if s.pending]
+        budget = self.n_batch - len(entries)
+        if entries:
+            budget = min(budget, PREFILL_WHILE_DECODING)
+        if reading:
+            first = next(self._turn) % len(reading)
+            for i, stream in enumerate(reading[first:] + reading[:first]):
+                take = min(len(stream.pending), math.ceil(budget / (len(reading) - i)))
+                if take <= 0:
+                    break
+                chunk, stream.pending = stream.pending[:take], stream.pending[take:]
+                entries.append(_Entry(stream, chunk, not stream.pending))
+                budget -= take
+        return entries
+
+    def _step(self, entries: list[_Entry]) -> None:
+        lib, batch = self._lib, self._batch
+        while True:
+            batch.n_tokens = 0
+            for entry in entries:
+                slot = entry.stream.slot
+                for i, token in enumerate(entry.tokens):
+                    n = batch.n_tokens
+                    batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, len(slot.tokens) + i, 1
+                    batch.seq_id[n][0] = slot.seq_id
+                    batch.logits[n] = entry.logits and i == len(entry.tokens) - 1
+                    batch.n_tokens += 1
+            status = lib.llama_decode(self._ctx, batch)
+            if status == 0:
+                break
+            if status == 1 and self._evict():
+                continue  # the cache was full: emptied an idle slot, try again
+            failed = entries.pop() if status == 1 else None  # no room even so: the newest entry gives way
+            for entry in [failed] if failed else list(entries):
+                self._fail(entry.stream, BackendError(
+                    "the context window is full with other conversations; retry shortly" if status == 1
+                    else f"llama.cpp decode failed (status {status})"))
+            if not entries or status != 1:
+                return
+        index = 0
+        for entry in entries:
+            stream = entry.stream
+            stream.slot.tokens += entry.tokens
+            index += len(entry.tokens)
+            if entry.logits:
+                token = lib.llama_sampler_sample(stream.sampler, self._ctx, index - 1)
+                stream.ended = lib.llama_vocab_is_eog(self._model.vocab, token)
+                stream.next_token = token
+                stream.emit(token)
+
+    def _evict(self) -> bool:
+        """Empty the least recently used idle slot that holds cells; False when there is none."""
+        idle = [slot for slot in self._slots if slot.stream is None and slot.tokens]
+        if not idle:
+            return False
+        slot = min(idle, key=lambda s: s.used)
+        self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+        slot.tokens = []
+        return True
+
+    def _fail(self, stream: TokenStream, error: BackendError) -> None:
+        """End a stream with an error (a failed decode left the cache as it was before it)."""
+        stream.pending, stream.next_token, stream.ended = [], None, True
+        stream.emit(error)
