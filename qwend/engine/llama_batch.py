@@ -15,7 +15,6 @@ least recently used idle slots are emptied.
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 import queue
 import threading
@@ -36,7 +35,6 @@ DISPOSABLE_TOKENS = READ_AHEAD + 2
 PREFILL_WHILE_DECODING = 128  # prompt tokens per step while others generate: a step stays short
 
 _END = object()
-log = logging.getLogger(__name__)
 
 
 class TokenStream:
