@@ -282,7 +282,10 @@ class BatchDecoder:
         if reading:
             first = next(self._turn) % len(reading)
             for i, stream in enumerate(reading[first:] + reading[:first]):
-                take = min(len(stream.pending), math.ceil(budget / (len(reading) - i)))
+                # the prompt's last token is read in a step of its own, as when the rest was cached: a repeated
+                # greedy prompt then gets the same logits (llama.cpp's kernels round by batch size)
+                readable = len(stream.pending) - 1 or 1
+                take = min(readable, math.ceil(budget / (len(reading) - i)))
                 if take <= 0:
                     break
                 chunk, stream.pending = stream.pending[:take], stream.pending[take:]

@@ -85,7 +85,7 @@ def test_streaming_chat_completion(client):
 
 def test_streaming_chat_completion_counts_greedily(client):
     with client.stream("POST", "/api/chat/completions/stream", json={
-        "messages": [{"role": "user", "content": "Count to 10"}],
+        "messages": [{"role": "user", "content": "Count from 1 to 10, separated by commas."}],
         "temperature": 0,
     }) as response:
         frames = [json.loads(line[len("data:"):]) for line in response.iter_lines() if line.startswith("data:")]
