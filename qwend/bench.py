@@ -17,6 +17,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from qwend.bench_serving import stream_chat
 from qwend.local_server import llama_cpp_server, serve_in_thread
 from qwend.models.store import ModelStore
 from qwend.runtime import Runtime
@@ -52,23 +53,8 @@ class Clock:
 
 
 def _api_run(base: str, model: str, content: str, max_tokens: int) -> Run:
-    body = {
-        "model": model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
-        "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
-    }
-    clock = Clock()
-    with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=600) as reply:
-        reply.raise_for_status()
-        for line in reply.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-                clock.token()
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
-    clock.tokens = tokens  # exact, where a piece of text can hold more than one token
-    return clock.run()
+    answer = stream_chat(base, model, [{"role": "user", "content": content}], max_tokens)
+    return Run(answer.ttft_s, (answer.tokens - 1) / (answer.last_s - answer.ttft_s), answer.tokens)
 
 
 def _llama_cpp_direct(llama, prompt: str, content: str, max_tokens: int, clock: Clock) -> None:

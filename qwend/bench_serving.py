@@ -30,6 +30,7 @@ TOPICS = ["a lighthouse", "a mountain village", "a desert caravan", "a space sta
 @dataclass(frozen=True)
 class Answer:
     ttft_s: float
+    last_s: float  # from the request to the last text
     seconds: float
     tokens: int
     prompt_tokens: int | None
@@ -42,7 +43,8 @@ def stream_chat(base: str, model: str, messages: list[dict], max_tokens: int) ->
     body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}}
     start = time.perf_counter()
-    first, pieces, usage = None, [], {}
+    first = last = None
+    pieces, usage = [], {}
     with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=1200) as reply:
         reply.raise_for_status()
         for line in reply.iter_lines():
@@ -51,12 +53,14 @@ def stream_chat(base: str, model: str, messages: list[dict], max_tokens: int) ->
             chunk = json.loads(line[6:])
             for choice in chunk.get("choices") or []:
                 if text := choice["delta"].get("content"):
-                    first = first or time.perf_counter()
+                    last = time.perf_counter()
+                    first = first or last
                     pieces.append(text)
             usage = chunk.get("usage") or usage
     end = time.perf_counter()
     details = usage.get("prompt_tokens_details") or {}
-    return Answer((first or end) - start, end - start, usage.get("completion_tokens", len(pieces)),
+    return Answer((first or end) - start, (last or end) - start, end - start,
+                  usage.get("completion_tokens", len(pieces)),
                   usage.get("prompt_tokens"), details.get("cached_tokens"), "".join(pieces))
 
 

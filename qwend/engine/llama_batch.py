@@ -243,10 +243,10 @@ class BatchDecoder:
         while self._opening and self._can_place():
             stream = self._opening.pop(0)
             prompt = stream.prompt
-            slot = self._slot_for(prompt)
-            keep = common_prefix(slot.tokens, prompt)
-            source = max(self._slots, key=lambda s: common_prefix(s.tokens, prompt))
-            shared = common_prefix(source.tokens, prompt)
+            prefixes = {slot: common_prefix(slot.tokens, prompt) for slot in self._slots}
+            slot = self._slot_for(prefixes)
+            source = max(self._slots, key=prefixes.__getitem__)
+            keep, shared = prefixes[slot], prefixes[source]
             reuse = min(max(keep, shared), len(prompt) - 1) if self.reuse else 0  # the last token is read again
             if shared > keep and reuse > keep:
                 self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
@@ -258,14 +258,14 @@ class BatchDecoder:
             stream.place(slot, reuse)
             self._running.append(stream)
 
-    def _slot_for(self, prompt: list[int]) -> _Slot:
-        """The free slot that continues `prompt`'s conversation (losing at most a few tokens past their
-        common start), else the least recently used one: another conversation's cells stay for its next turn."""
+    def _slot_for(self, prefixes: dict[_Slot, int]) -> _Slot:
+        """The free slot that continues the prompt's conversation (losing at most a few tokens past their
+        common start, `prefixes[slot]`), else the least recently used one: another conversation's cells stay
+        for its next turn."""
         free = [slot for slot in self._slots if slot.stream is None]
-        continuing = [(common_prefix(slot.tokens, prompt), slot) for slot in free]
-        continuing = [(keep, slot) for keep, slot in continuing if len(slot.tokens) - keep <= DISPOSABLE_TOKENS]
+        continuing = [slot for slot in free if len(slot.tokens) - prefixes[slot] <= DISPOSABLE_TOKENS]
         if continuing:
-            return max(continuing, key=lambda pair: pair[0])[1]
+            return max(continuing, key=prefixes.__getitem__)
         return min(free, key=lambda slot: slot.used)
 
     def _plan(self) -> list[_Entry]:
