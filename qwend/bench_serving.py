@@ -1,4 +1,5 @@
-"""`qwend bench concurrent` and `qwend bench sessions`: many clients at once, and conversations that come back.
+"""`qwend bench concurrent`, `sessions` and `restart`: many clients at once, and conversations that come back
+(also after the daemon restarted).
 
 Both drive the OpenAI streaming API with greedy requests, as a chat client would, against qwend and (unless
 `--no-baseline`) llama-cpp-python's own server on the same model, one after the other in one run.
@@ -8,11 +9,13 @@ from __future__ import annotations
 
 import json
 import statistics
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from rich.console import Console
@@ -25,6 +28,9 @@ from qwend.settings import Settings
 TOPICS = ["a lighthouse", "a mountain village", "a desert caravan", "a space station", "an old library",
           "a river delta", "a night market", "a glacier", "a coral reef", "a steam train", "a vineyard",
           "a monastery", "a harbour town", "a rainforest", "a jazz club", "an observatory"]
+
+
+BASELINE_SESSIONS = 4  # conversations a baseline (cache off, another server) runs in `bench sessions`
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,11 @@ def servers(settings: Settings, baseline: bool, console: Console, **overrides) -
         yield found
 
 
+def warm_up(base: str, model: str) -> None:
+    """One short answer: the model is loaded and its first steps taken before anything is timed."""
+    stream_chat(base, model, [{"role": "user", "content": "Hi"}], 4)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -93,7 +104,7 @@ def run_concurrency_bench(settings: Settings, *, streams: list[int], max_tokens:
     with servers(settings, baseline, console, parallel=max(streams)) as found:
         for name, base in found:
             single = None
-            stream_chat(base, settings.model, [{"role": "user", "content": "Hi"}], 4)  # warm up
+            warm_up(base, settings.model)
             for n in streams:
                 questions = [[{"role": "user", "content": f"Write a long story about {TOPICS[i % len(TOPICS)]}."}]
                              for i in range(n)]
@@ -125,15 +136,20 @@ def _history(topic: str, words: int) -> str:
 def run_sessions_bench(settings: Settings, *, sessions: int, turns: int, history_words: int, max_tokens: int,
                        baseline: bool, console: Console) -> None:
     """(c), (d), (f): interleaved conversations with long histories; each turn's time to first token, with the
-    prompt cache and without it (every prompt re-read), and on llama-cpp-python's server."""
+    prompt cache and without it (every prompt re-read), and on llama-cpp-python's server. Saved KV states start
+    empty (a folder of their own). Without a cache, re-reading a turn's history costs the same in every
+    conversation, so those runs take at most BASELINE_SESSIONS of them."""
     runs: dict[str, list[list[Answer]]] = {}
-    for label, cache in (("qwend", True), ("qwend, cache off", False)):
-        with servers(settings, baseline and cache, console, prompt_cache=cache) as found:
-            for name, base in found:
-                name = label if name == "qwend" else name
-                runs[name] = _conversations(base, settings.model, sessions, turns, history_words, max_tokens,
-                                            console, name)
-    table = Table(title=f"qwend bench sessions: {sessions} interleaved conversations, median TTFT per turn (s)")
+    with tempfile.TemporaryDirectory(prefix="qwend-bench-kv-") as kv_dir:
+        for label, cache in (("qwend", True), ("qwend, cache off", False)):
+            with servers(settings, baseline and cache, console, prompt_cache=cache, kv_cache_dir=Path(kv_dir)) as found:
+                for name, base in found:
+                    name = label if name == "qwend" else name
+                    count = sessions if name == "qwend" else min(sessions, BASELINE_SESSIONS)
+                    runs[name] = _conversations(base, settings.model, count, turns, history_words, max_tokens,
+                                                console, name)
+    table = Table(title=f"qwend bench sessions: {sessions} interleaved conversations, median TTFT per turn (s)",
+                  caption=f"baselines run {min(sessions, BASELINE_SESSIONS)} of the conversations")
     table.add_column("turn", justify="right")
     for name in runs:
         table.add_column(name, justify="right")
@@ -148,20 +164,51 @@ def run_sessions_bench(settings: Settings, *, sessions: int, turns: int, history
     console.print(table)
 
 
+def run_restart_bench(settings: Settings, *, sessions: int, history_words: int, max_tokens: int,
+                      console: Console) -> None:
+    """(e): conversations' next turn after the daemon restarted (their KV state on disk) vs the same turn with
+    the whole history read again."""
+    histories = _first_messages(sessions, history_words)
+    with tempfile.TemporaryDirectory(prefix="qwend-bench-kv-") as kv_dir:
+        with servers(settings, False, console, kv_cache_dir=Path(kv_dir)) as [(_, base)]:
+            _turn(base, settings.model, histories, 0, max_tokens, console, "qwend before the restart")
+        runs = {}
+        for name, cache in (("after restart", True), ("cache off", False)):
+            with servers(settings, False, console, kv_cache_dir=Path(kv_dir), prompt_cache=cache) as [(_, base)]:
+                warm_up(base, settings.model)
+                runs[name] = _turn(base, settings.model, [list(h) for h in histories], 1, max_tokens, console, name)
+    table = Table(title=f"qwend bench restart: turn 2 of {sessions} conversations after a restart")
+    for column in ("conversation", "prompt tokens", "cached", "TTFT after restart s", "TTFT cache off s", "ratio"):
+        table.add_column(column, justify="right")
+    for i, (warm, cold) in enumerate(zip(runs["after restart"], runs["cache off"])):
+        table.add_row(str(i + 1), str(warm.prompt_tokens), str(warm.cached_tokens), f"{warm.ttft_s:.2f}",
+                      f"{cold.ttft_s:.2f}", f"{warm.ttft_s / cold.ttft_s:.3f}")
+    console.print(table)
+
+
+def _first_messages(sessions: int, history_words: int) -> list[list[dict]]:
+    return [[{"role": "user", "content": _history(TOPICS[i % len(TOPICS)], history_words)}] for i in range(sessions)]
+
+
 def _conversations(base: str, model: str, sessions: int, turns: int, history_words: int, max_tokens: int,
                    console: Console, name: str) -> list[list[Answer]]:
     """Turn 1 of every conversation, then turn 2 of each, ...: every turn finds the others' in between."""
-    stream_chat(base, model, [{"role": "user", "content": "Hi"}], 4)  # warm up
-    histories = [[{"role": "user", "content": _history(TOPICS[i % len(TOPICS)], history_words)}]
-                 for i in range(sessions)]
-    answers: list[list[Answer]] = [[] for _ in range(sessions)]
-    for turn in range(turns):
-        for i, history in enumerate(histories):
-            if turn:
-                history.append({"role": "user", "content": f"Question {turn}: on which day was note {turn} taken?"})
-            answer = stream_chat(base, model, history, max_tokens)
-            history.append({"role": "assistant", "content": answer.text})
-            answers[i].append(answer)
-            console.print(f"  {name} conversation {i + 1} turn {turn + 1}: ttft {answer.ttft_s:.2f} s, "
-                          f"prompt {answer.prompt_tokens} cached {answer.cached_tokens}")
+    warm_up(base, model)
+    histories = _first_messages(sessions, history_words)
+    turns_answered = [_turn(base, model, histories, turn, max_tokens, console, name) for turn in range(turns)]
+    return [list(answers) for answers in zip(*turns_answered)]
+
+
+def _turn(base: str, model: str, histories: list[list[dict]], turn: int, max_tokens: int, console: Console,
+          name: str) -> list[Answer]:
+    """Turn `turn` (from 0) of each conversation in order, its answer added to its history."""
+    answers = []
+    for i, history in enumerate(histories):
+        if turn:
+            history.append({"role": "user", "content": f"Question {turn}: on which day was note {turn} taken?"})
+        answer = stream_chat(base, model, history, max_tokens)
+        history.append({"role": "assistant", "content": answer.text})
+        answers.append(answer)
+        console.print(f"  {name} conversation {i + 1} turn {turn + 1}: ttft {answer.ttft_s:.2f} s, "
+                      f"prompt {answer.prompt_tokens} cached {answer.cached_tokens}")
     return answers

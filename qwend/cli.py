@@ -175,16 +175,36 @@ def bench_sessions(
     model: Annotated[Optional[str], typer.Option(help="Model to measure (default: the configured one).")] = None,
     sessions: Annotated[int, typer.Option(help="Conversations, taking turns.")] = 4,
     turns: Annotated[int, typer.Option(help="Turns per conversation.")] = 8,
-    history_words: Annotated[int, typer.Option(help="Words in each conversation's first message.")] = 700,
+    history_words: Annotated[int, typer.Option(help="Words in each conversation's first message.")] = 1000,
     max_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 16,
     baseline: Annotated[bool, typer.Option(help="Also measure llama-cpp-python's own server.")] = True,
+    context_length: Annotated[Optional[int], typer.Option(help="qwend's context window (smaller: conversations "
+                                                          "go through the saved KV tiers).")] = None,
+    kv_ram_mb: Annotated[Optional[int], typer.Option(help="RAM tier for saved KV states (smaller: more go to "
+                                                     "disk).")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Interleaved conversations with long histories: time to first token per turn, with and without the cache."""
     from qwend.bench_serving import run_sessions_bench
 
-    run_sessions_bench(_settings(model=model, data_dir=data_dir), sessions=sessions, turns=turns,
-                       history_words=history_words, max_tokens=max_tokens, baseline=baseline, console=Console())
+    settings = _settings(model=model, data_dir=data_dir, context_length=context_length, kv_ram_mb=kv_ram_mb)
+    run_sessions_bench(settings, sessions=sessions, turns=turns, history_words=history_words, max_tokens=max_tokens,
+                       baseline=baseline, console=Console())
+
+
+@bench_app.command("restart")
+def bench_restart(
+    model: Annotated[Optional[str], typer.Option(help="Model to measure (default: the configured one).")] = None,
+    sessions: Annotated[int, typer.Option(help="Conversations.")] = 4,
+    history_words: Annotated[int, typer.Option(help="Words in each conversation's first message.")] = 1000,
+    max_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 16,
+    data_dir: DataDir = None,
+) -> None:
+    """A conversation's next turn after the daemon restarted (KV state from disk) vs reading it all again."""
+    from qwend.bench_serving import run_restart_bench
+
+    run_restart_bench(_settings(model=model, data_dir=data_dir), sessions=sessions, history_words=history_words,
+                      max_tokens=max_tokens, console=Console())
 
 
 eval_app = typer.Typer(help="Accuracy evaluations that print tables.")

@@ -9,7 +9,7 @@ QwendError
 │   ├── SessionNotFound          a session id that no session store knows
 │   ├── ProfileNotFound          a profile name that no profile file defines
 │   └── ToolNotFound             a tool name that is not registered (or is switched off by configuration)
-├── Busy                    503  the model's queue is full; carries retry_after seconds
+├── Busy                    429  the model's queue is full; carries retry_after seconds (the Retry-After header)
 ├── InsufficientMemory      503  a model that would not fit the memory budget, even with idle models unloaded
 ├── ModelFetchError         500  a pull that failed (offline, pip error, missing file)
 │   └── ChecksumMismatch         the assembled file's sha256 is not the pinned one
@@ -68,8 +68,10 @@ class ToolNotFound(NotFound):
 
 
 class Busy(QwendError):
-    status = 503
-    type = "server_error"
+    # a rate limit, not an outage: the request is fine and the daemon healthy, it only has to come back later
+    # (503 stays for what cannot be served at all, like a model that does not fit)
+    status = 429
+    type = "rate_limit_error"
     code = "busy"
 
     def __init__(self, message: str, *, retry_after: int) -> None:

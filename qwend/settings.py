@@ -61,6 +61,11 @@ class Settings(BaseSettings):
                                   "keeps (at least parallel), least recently used dropped first.")
     prompt_cache: bool = Field(True, description="Reuse the KV cache of a prompt's start that an earlier one "
                                "shared (llama.cpp); off, every prompt is read whole (a benchmark's baseline).")
+    kv_ram_mb: int = Field(1024, ge=0, description="RAM for the KV state of conversations a llama.cpp model let "
+                           "go of (its context was needed for others); least recently used move to disk.")
+    kv_disk_mb: int = Field(8192, ge=0, description="Disk for saved KV states (kv_cache_dir), kept across "
+                            "restarts; least recently used deleted. 0: RAM only.")
+    kv_cache_dir: Path | None = Field(None, description="Where saved KV states live; default <data_dir>/kv-cache.")
     mmproj: Path | None = Field(None, description="Multimodal projector (mmproj GGUF) for llama.cpp models that "
                                 "have none beside them; with it, they read images.")
     gpu_layers: int = Field(-1, description="Layers offloaded to a GPU when llama.cpp was built with one; -1 all.")
@@ -193,6 +198,10 @@ class Settings(BaseSettings):
     @property
     def store_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def saved_kv_dir(self) -> Path:
+        return self.kv_cache_dir or self.data_dir / "kv-cache"
 
     @property
     def workspace(self) -> Path:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
+Priority = Literal["interactive", "batch"]  # the scheduler admits every waiting interactive job before any batch one
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,10 @@ class ChatRequest:
     json_schema: dict[str, Any] | None = None  # structured output; {} for any JSON object
     constrained: bool = True  # enforce tools and JSON by grammar where the backend can
     keep_alive: float | None = None  # seconds the model stays loaded after this request (-1: until unloaded)
+    # who asks: the scheduler takes turns between clients (None: this request is a client of its own)
+    client: str | None = None
+    priority: Priority = "interactive"
+    pin_prompt: bool = False  # keep the prompt's KV state for good, where the engine saves states (/restore_cache)
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,6 @@ class Daemon:
 @pytest.fixture(scope="session")
 def daemon(model_path: Path, tmp_path_factory) -> str:
     """A real `qwend serve` process with the real default model; yields its base URL."""
-    server = Daemon(tmp_path_factory.mktemp("daemon"), QWEND_QUEUE_SIZE="1", QWEND_PARALLEL="2").start()
+    server = Daemon(tmp_path_factory.mktemp("daemon"), QWEND_QUEUE_SIZE="2", QWEND_PARALLEL="2").start()
     yield server.url
     server.stop()

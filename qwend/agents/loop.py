@@ -21,7 +21,7 @@ from qwend.errors import InvalidToolArguments, ToolNotFound
 from qwend.runtime import Runtime
 from qwend.tools.base import ToolResult
 from qwend.types import (
-    ChatEvent, ChatRequest, Done, FinishReason, Message, SamplingParams, ToolCall, ToolSpec, Usage,
+    ChatEvent, ChatRequest, Done, FinishReason, Message, Priority, SamplingParams, ToolCall, ToolSpec, Usage,
 )
 
 MAX_RESULT_CHARS = 8000  # what the model reads of one tool result; the client still gets all of it
@@ -73,6 +73,7 @@ ToolExecutor = Callable[[ToolCall, dict[str, Any]], Awaitable[ToolResult]]
 async def run_tool_loop(
     runtime: Runtime, messages: Sequence[Message], *, tools: Sequence[ToolSpec], model: str | None,
     sampling: SamplingParams, max_steps: int, chain: bool = False, execute: ToolExecutor | None = None,
+    client: str | None = None, priority: Priority = "interactive",
 ) -> AsyncIterator[LoopEvent]:
     """Chat events of every step, a ToolResultEvent per executed call, a StepDone per generation, then TurnEnd."""
 
@@ -98,7 +99,8 @@ async def run_tool_loop(
         # history keep their context); "text" makes that step's reply text. One call per generation: small
         # models asked for several repeat one call until max_tokens.
         request = ChatRequest(tuple(history) + note, model=model, sampling=sampling, tools=tuple(tools),
-                              tool_choice="auto" if may_call else "text", parallel_tool_calls=False)
+                              tool_choice="auto" if may_call else "text", parallel_tool_calls=False,
+                              client=client, priority=priority)
         answer = CompletionBuilder()
         async with aclosing(chat(runtime, request)) as events:
             async for event in events:

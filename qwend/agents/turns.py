@@ -16,7 +16,7 @@ from qwend.errors import InvalidRequest
 from qwend.runtime import Runtime
 from qwend.sessions.context import fit_session
 from qwend.sessions.store import StoredMessage
-from qwend.types import Message, Queued, ToolSpec
+from qwend.types import Message, Priority, Queued, ToolSpec
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class TurnRequest:
     sampling: Mapping[str, Any] | None = None  # more SamplingParams overrides (None values are ignored)
     # stateless only: the conversation to answer, with `message` (when not empty) appended as the user's
     history: tuple[Message, ...] | None = None
+    client: str | None = None  # who asks, for the scheduler (ChatRequest.client)
+    priority: Priority = "interactive"
 
 
 async def run_turn(runtime: Runtime, request: TurnRequest) -> AsyncIterator[LoopEvent | Queued]:
@@ -70,7 +72,8 @@ async def run_turn(runtime: Runtime, request: TurnRequest) -> AsyncIterator[Loop
 
     def loop(view: list[Message]) -> AsyncIterator[LoopEvent]:
         return run_tool_loop(runtime, view, tools=tools, model=model, sampling=sampling,
-                             max_steps=profile.max_tool_steps, chain=profile.tool_chaining, execute=request.execute)
+                             max_steps=profile.max_tool_steps, chain=profile.tool_chaining, execute=request.execute,
+                             client=request.client, priority=request.priority)
 
     if session is None:
         system = [Message("system", system_prompt)] if system_prompt else []

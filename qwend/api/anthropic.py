@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from qwend.api.deps import RuntimeDep
+from qwend.api.deps import RequesterDep, RuntimeDep
 from qwend.api.errors import ANTHROPIC_TYPES
 from qwend.api.streaming import ClientGone, open_stream, unless_disconnected
 from qwend.api.wire import anthropic as wire
@@ -21,8 +21,8 @@ router = APIRouter(prefix="/v1", tags=["Anthropic"])
 
 
 @router.post("/messages", summary="Create a message (Anthropic)")
-async def create_message(body: wire.MessagesRequest, request: Request, runtime: RuntimeDep):
-    chat_request = wire.to_chat_request(body)
+async def create_message(body: wire.MessagesRequest, request: Request, runtime: RuntimeDep, who: RequesterDep):
+    chat_request = who.attach(wire.to_chat_request(body))
     events = await open_stream(chat(runtime, chat_request))
     if body.stream:
         return EventSourceResponse(_sse(events), sep="\n", ping=15, ping_message_factory=_ping)

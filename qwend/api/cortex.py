@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
 from qwend.agents import react
-from qwend.api.deps import RuntimeDep
+from qwend.api.deps import RequesterDep, RuntimeDep, requester
 from qwend.api.streaming import ClientGone, open_stream, unless_disconnected
 from qwend.api.wire import cortex as wire
 from qwend.api.wire.agents import AgentExecuteBody, PlanBody, info_body, result_body, step_body
@@ -33,8 +33,8 @@ router = APIRouter(prefix="/api", tags=["cortex (seed 001)"])
 
 
 @router.post("/chat/completions", summary="A chat completion; the answer is at message.content (SSE with stream)")
-async def chat_completion(body: wire.CortexChatRequest, request: Request, runtime: RuntimeDep):
-    events = await open_stream(chat(runtime, to_chat_request(body)))
+async def chat_completion(body: wire.CortexChatRequest, request: Request, runtime: RuntimeDep, who: RequesterDep):
+    events = await open_stream(chat(runtime, who.attach(to_chat_request(body))))
     if body.stream:
         return EventSourceResponse(_frames_sse(events), sep="\n", ping=15)
     try:
@@ -45,8 +45,8 @@ async def chat_completion(body: wire.CortexChatRequest, request: Request, runtim
 
 
 @router.post("/chat/completions/stream", summary="A streaming chat completion (SSE frames: start, token, done)")
-async def chat_completion_stream(body: wire.CortexChatRequest, runtime: RuntimeDep):
-    events = await open_stream(chat(runtime, to_chat_request(body)))
+async def chat_completion_stream(body: wire.CortexChatRequest, runtime: RuntimeDep, who: RequesterDep):
+    events = await open_stream(chat(runtime, who.attach(to_chat_request(body))))
     return EventSourceResponse(_frames_sse(events), sep="\n", ping=15)
 
 
@@ -108,7 +108,7 @@ async def chat_websocket(websocket: WebSocket):
 
 async def _stream_to(websocket: WebSocket, runtime: Runtime, body: wire.WsChat) -> None:
     try:
-        async with aclosing(chat(runtime, to_chat_request(body))) as events:
+        async with aclosing(chat(runtime, requester(websocket).attach(to_chat_request(body)))) as events:
             async for event in events:
                 if (frame := wire.frame(event)) is not None:
                     await websocket.send_json(frame)

@@ -1,12 +1,20 @@
-"""Request-scoped access to the Runtime, the one place routes reach daemon state from."""
+"""Request-scoped access to the Runtime, the one place routes reach daemon state from, and who a request is
+from (what the scheduler queues it by)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import hashlib
+from dataclasses import dataclass, replace
+from typing import Annotated, TypeVar, get_args
 
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 
+from qwend.errors import InvalidRequest
 from qwend.runtime import Runtime
+from qwend.types import Priority
+
+T = TypeVar("T")
 
 
 def _runtime(request: Request) -> Runtime:
@@ -14,3 +22,38 @@ def _runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who a request is from, and the priority its headers ask for (None: they name none)."""
+
+    client: str | None
+    priority: Priority | None = None
+
+    def attach(self, request: T) -> T:
+        """`request` (a ChatRequest or TurnRequest) with these set; the header's priority wins over the body's."""
+        return replace(request, client=self.client, priority=self.priority or request.priority)
+
+
+def requester(connection: HTTPConnection) -> Requester:
+    """The client is the session for session routes (their `{session_id}`), else the `X-Qwend-Client` header,
+    else the API key (`Authorization: Bearer`, `x-api-key`), else the remote address. The priority is the
+    `X-Qwend-Priority` header: interactive or batch."""
+    headers = connection.headers
+    priority = headers.get("x-qwend-priority", "").strip().lower() or None
+    if priority is not None and priority not in get_args(Priority):
+        raise InvalidRequest(f"X-Qwend-Priority must be interactive or batch, not {priority!r}",
+                             param="X-Qwend-Priority")
+    bearer = headers.get("authorization", "")
+    key = bearer[7:].strip() if bearer[:7].lower() == "bearer " else headers.get("x-api-key")
+    client = (
+        connection.path_params.get("session_id")
+        or headers.get("x-qwend-client")
+        or (key and "key " + hashlib.sha256(key.encode()).hexdigest()[:16])  # a digest: keys are secrets
+        or (connection.client.host if connection.client else None)
+    )
+    return Requester(client, priority)
+
+
+RequesterDep = Annotated[Requester, Depends(requester)]

@@ -62,7 +62,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(QwendError)
     async def qwend_error(request: Request, exc: QwendError) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Busy) else None
-        if exc.status >= 500 and not isinstance(exc, Busy):
+        if exc.status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
         return error_response(
             request, exc.status, exc.message, type_=exc.type, code=exc.code, param=exc.param, headers=headers

@@ -19,7 +19,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from qwend.agents.loop import TurnEnd
 from qwend.agents.turns import TurnRequest, run_turn
-from qwend.api.deps import RuntimeDep
+from qwend.api.deps import RuntimeDep, requester
 from qwend.api.wire import jsonrpc as wire
 from qwend.api.wire.jsonrpc import RpcError
 from qwend.errors import QwendError, SessionNotFound
@@ -132,7 +132,7 @@ class Connection:
         async def execute(tool_call: ToolCall, arguments: dict[str, Any]) -> ToolResult:
             return await self.ask_client(generation, tool_call, arguments)
 
-        turn = wire.to_turn_request(params, session, execute)
+        turn = requester(self.websocket).attach(wire.to_turn_request(params, session, execute))
         self.generation = generation
         await self.reply(call, {"status": "processing"})
         generation.task = asyncio.create_task(self.run(generation, turn))

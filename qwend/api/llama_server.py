@@ -8,7 +8,7 @@ from dataclasses import replace
 from fastapi import APIRouter, Request
 
 from qwend.api import openai
-from qwend.api.deps import RuntimeDep
+from qwend.api.deps import RequesterDep, RuntimeDep
 from qwend.api.streaming import unless_disconnected
 from qwend.api.wire import llama_server as wire
 from qwend.api.wire.openai import to_chat_request
@@ -34,16 +34,19 @@ async def set_model(body: wire.SetModelBody, runtime: RuntimeDep):
     return {"message": f"Model set to {loaded.name}", "model": loaded.name, "file": loaded.model.path.name}
 
 
-@router.post("/restore_cache", summary="Pre-warm the prompt cache with messages and tools")
-async def restore_cache(body: wire.RestoreCacheBody, request: Request, runtime: RuntimeDep):
+@router.post("/restore_cache", summary="Pre-warm the prompt cache with messages and tools, and maybe pin it")
+async def restore_cache(body: wire.RestoreCacheBody, request: Request, runtime: RuntimeDep, who: RequesterDep):
     # One generated token makes the backend evaluate the whole prompt; the next request that starts with
     # the same messages and tools then reuses that KV state (its usage reports the cached tokens).
-    chat_request = to_chat_request(body)
-    chat_request = replace(chat_request, sampling=replace(chat_request.sampling, max_tokens=1, temperature=0))
+    chat_request = who.attach(to_chat_request(body))
+    chat_request = replace(chat_request, sampling=replace(chat_request.sampling, max_tokens=1, temperature=0),
+                           pin_prompt=body.pin)
     result = await unless_disconnected(request, complete(chat(runtime, chat_request)))
+    loaded = runtime.models.loaded.get(result.model)
     return {
         "status": "ok",
         "model": result.model,
         "prompt_tokens": result.usage.prompt_tokens,
         "cached_tokens": result.usage.cached_tokens,  # already warm before this call
+        "pinned": body.pin and loaded is not None and loaded.backend.info.pins_prompts,
     }

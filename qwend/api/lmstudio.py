@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
-from qwend.api.deps import RuntimeDep
+from qwend.api.deps import Requester, RequesterDep, RuntimeDep
 from qwend.api.streaming import ClientGone, NdjsonResponse, open_stream, unless_disconnected
 from qwend.api.wire import lmstudio as wire
 from qwend.chat.service import chat, complete
@@ -57,9 +57,9 @@ CHAT_ROUTES = (
 
 
 def _chat_route(default_setting: str | None, images_allowed: bool, stream: bool):
-    async def route(body: wire.ChatBody, request: Request, runtime: RuntimeDep):
+    async def route(body: wire.ChatBody, request: Request, runtime: RuntimeDep, who: RequesterDep):
         model = getattr(runtime.settings, default_setting) if default_setting else None
-        return await _answer(runtime, request, body, default_model=model, images_allowed=images_allowed,
+        return await _answer(runtime, request, who, body, default_model=model, images_allowed=images_allowed,
                              stream=stream)
 
     return route
@@ -76,10 +76,10 @@ _add_chat_routes()
 
 
 async def _answer(
-    runtime: Runtime, request: Request, body: wire.ChatBody, *, default_model: str | None, images_allowed: bool,
-    stream: bool,
+    runtime: Runtime, request: Request, who: Requester, body: wire.ChatBody, *, default_model: str | None,
+    images_allowed: bool, stream: bool,
 ):
-    chat_request = wire.to_chat_request(body, default_model=default_model, images_allowed=images_allowed)
+    chat_request = who.attach(wire.to_chat_request(body, default_model=default_model, images_allowed=images_allowed))
     try:
         events = await open_stream(chat(runtime, chat_request))
         if stream:

@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from qwend.api.deps import RuntimeDep
+from qwend.api.deps import Requester, RequesterDep, RuntimeDep
 from qwend.api.streaming import ClientGone, NdjsonResponse, open_stream, unless_disconnected
 from qwend.api.wire import ollama as wire
 from qwend.api.wire.ollama_models import ps_body, show_body, tag_body
@@ -34,18 +34,18 @@ router = APIRouter(prefix="/api", tags=["Ollama"])
 
 
 @router.post("/chat", summary="Chat with a model (Ollama; NDJSON stream unless stream is false)")
-async def chat_with_model(body: wire.ChatBody, request: Request, runtime: RuntimeDep):
-    return await _answer(body, wire.chat_request, request, runtime, generate=False)
+async def chat_with_model(body: wire.ChatBody, request: Request, runtime: RuntimeDep, who: RequesterDep):
+    return await _answer(body, wire.chat_request, request, runtime, who, generate=False)
 
 
 @router.post("/generate", summary="Answer one prompt (Ollama; NDJSON stream unless stream is false)")
-async def generate(body: wire.GenerateBody, request: Request, runtime: RuntimeDep):
-    return await _answer(body, wire.generate_request, request, runtime, generate=True)
+async def generate(body: wire.GenerateBody, request: Request, runtime: RuntimeDep, who: RequesterDep):
+    return await _answer(body, wire.generate_request, request, runtime, who, generate=True)
 
 
 async def _answer(
     body: wire.ChatBody | wire.GenerateBody, translate: Callable[[Any, str], ChatRequest], request: Request,
-    runtime: Runtime, *, generate: bool,
+    runtime: Runtime, who: Requester, *, generate: bool,
 ):
     started = time.perf_counter_ns()
     name = _local_model(runtime, body.model).name
@@ -60,7 +60,7 @@ async def _answer(
         return JSONResponse(_final_chunk(loaded.name, generate, final))
     timings = wire.Timings(load_ns, started)
     think = body.think is not False  # the model may still reason; `think: false` leaves it out of the answer
-    events = await open_stream(chat(runtime, chat_request))
+    events = await open_stream(chat(runtime, who.attach(chat_request)))
     if body.stream:
         return NdjsonResponse(_ndjson(events, timings, loaded.name, generate, think))
     try:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request, Response
 from sse_starlette import EventSourceResponse
 
-from qwend.api.deps import RuntimeDep
+from qwend.api.deps import RequesterDep, RuntimeDep
 from qwend.api.streaming import ClientGone, open_stream, unless_disconnected
 from qwend.api.wire import openai as wire
 from qwend.chat.service import chat, complete
@@ -24,8 +24,10 @@ router = APIRouter(prefix="/v1", tags=["OpenAI"])
 
 
 @router.post("/chat/completions", summary="Create a chat completion (OpenAI)")
-async def create_chat_completion(body: wire.ChatCompletionRequest, request: Request, runtime: RuntimeDep):
-    chat_request = wire.to_chat_request(body)
+async def create_chat_completion(
+    body: wire.ChatCompletionRequest, request: Request, runtime: RuntimeDep, who: RequesterDep
+):
+    chat_request = who.attach(wire.to_chat_request(body))
     events = await open_stream(chat(runtime, chat_request))
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -11,7 +11,7 @@ from sse_starlette import EventSourceResponse
 
 from qwend.agents.loop import ToolResultEvent, TurnEnd
 from qwend.agents.turns import TurnRequest, run_turn
-from qwend.api.deps import RuntimeDep
+from qwend.api.deps import RequesterDep, RuntimeDep
 from qwend.api.streaming import ClientGone, open_stream, unless_disconnected
 from qwend.api.wire import daemon as wire
 from qwend.errors import QwendError
@@ -22,9 +22,9 @@ router = APIRouter(prefix="/v1", tags=["qwend"])
 
 
 @router.post("/chat", summary="One stateless turn with a profile (its tools run server-side)")
-async def stateless_chat(body: wire.ChatBody, request: Request, runtime: RuntimeDep):
-    turn = TurnRequest(body.message, profile=body.profile, model=body.model, model_size=body.model_size,
-                       temperature=body.temperature, max_tokens=body.max_tokens)
+async def stateless_chat(body: wire.ChatBody, request: Request, runtime: RuntimeDep, who: RequesterDep):
+    turn = who.attach(TurnRequest(body.message, profile=body.profile, model=body.model, model_size=body.model_size,
+                                  temperature=body.temperature, max_tokens=body.max_tokens))
     return await _answer(runtime, request, turn, body.stream, body.profile)
 
 
@@ -56,10 +56,12 @@ async def delete_session(session_id: str, runtime: RuntimeDep):
 
 
 @router.post("/sessions/{session_id}/chat", summary="One turn in a session; turns of a session run in order")
-async def session_chat(session_id: str, body: wire.SessionChatBody, request: Request, runtime: RuntimeDep):
+async def session_chat(
+    session_id: str, body: wire.SessionChatBody, request: Request, runtime: RuntimeDep, who: RequesterDep
+):
     session = await runtime.sessions.get(session_id)
-    turn = TurnRequest(body.message, session_id=session_id, model=body.model, model_size=body.model_size,
-                       temperature=body.temperature, max_tokens=body.max_tokens)
+    turn = who.attach(TurnRequest(body.message, session_id=session_id, model=body.model, model_size=body.model_size,
+                                  temperature=body.temperature, max_tokens=body.max_tokens))
     return await _answer(runtime, request, turn, body.stream, session.profile)
 
 

@@ -40,7 +40,8 @@ async def chat(runtime: Runtime, request: ChatRequest) -> AsyncIterator[ChatEven
     stops = StopMatcher(request.sampling.stop)
     completion_tokens, cached_tokens, prompt_length = 0, 0, prompt.length
     finish: FinishReason = "stop"
-    async with aclosing(loaded.scheduler.run(prompt, request.sampling, constraint)) as job:
+    job = loaded.scheduler.run(prompt, request.sampling, constraint, client=request.client, priority=request.priority)
+    async with aclosing(job):
         async for item in job:
             match item:
                 case Waiting(position):
@@ -86,6 +87,7 @@ def _prepare(
             param="messages",
         )
     prompt = build_prompt(backend, request.messages, tools, answering=request.tool_choice == "text")
+    prompt = replace(prompt, pin=request.pin_prompt)
     check_fits(prompt.length, request.sampling, backend.info.context_length)
     # every backend gets the constraint (an upstream server passes it on as tool_choice); only a grammar
     # guarantees the answer's shape, and without one the parser also accepts calls written as bare JSON

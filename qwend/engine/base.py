@@ -29,6 +29,7 @@ class ModelInfo:
     vision: bool = False  # reads Message.images
     engine: str = "llama.cpp"  # what generates (shown in /health and model listings)
     parallel: int = 1  # answers it generates at once (the scheduler admits this many)
+    pins_prompts: bool = False  # it keeps the KV state of a prompt asked to be pinned (Prompt.pin)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Prompt:
     messages: tuple[Message, ...] = ()
     tools: tuple[ToolSpec, ...] = ()
     estimated_tokens: int = 0
+    pin: bool = False  # keep this prompt's KV state for good, where the engine saves states (llama.cpp)
 
     @property
     def length(self) -> int:

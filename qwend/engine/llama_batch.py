@@ -9,11 +9,13 @@ Sequences run in slots (llama.cpp sequence ids), more slots than may run at once
 after its sequence ends, so the next prompt that starts the same way (the next turn of a conversation, the
 same system prompt and tools) reads only what is new. A prefix held by another slot, busy or not, is shared
 by reference: on the unified KV cache `llama_memory_seq_cp` costs no memory. When the cache is full, the
-least recently used idle slots are emptied.
+least recently used idle slots are emptied; with `saved` tiers (engine/kv_tiers.py) their state is kept there
+first, and a prompt that starts like a saved state has it restored instead of read again.
 """
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import math
 import queue
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from qwend.engine.base import common_prefix
+from qwend.engine.kv_tiers import KvTiers
 from qwend.errors import BackendError
 from qwend.types import SamplingParams
 
@@ -33,6 +36,8 @@ READ_AHEAD = 2  # tokens a sequence may run ahead of its reader
 # ahead past where its reader stopped, and an answer's last word tokenized otherwise when sent back
 DISPOSABLE_TOKENS = READ_AHEAD + 2
 PREFILL_WHILE_DECODING = 128  # prompt tokens per step while others generate: a step stays short
+MIN_SAVED_TOKENS = 64  # shorter states are read again faster than they are saved and found
+MIN_RESTORED_GAIN = 32  # tokens a saved state must add to what the context holds to be worth restoring
 
 _END = object()
 
@@ -41,9 +46,10 @@ class TokenStream:
     """One sequence's sampled tokens, read by one thread. `cached` (known once the decode loop has placed
     the sequence) counts the prompt tokens whose KV cells were reused."""
 
-    def __init__(self, decoder: BatchDecoder, prompt: Sequence[int], sampler) -> None:
+    def __init__(self, decoder: BatchDecoder, prompt: Sequence[int], sampler, pin: bool = False) -> None:
         self.prompt = list(prompt)
         self.sampler = sampler  # a llama_sampler chain, freed by the decode loop
+        self.pin = pin  # keep the prompt's state pinned in the saved tiers once read
         self._decoder = decoder
         self._out: queue.SimpleQueue = queue.SimpleQueue()
         self._placed = threading.Event()
@@ -108,9 +114,10 @@ class _Entry:
 class BatchDecoder:
     def __init__(
         self, model, *, n_ctx: int, n_batch: int, parallel: int, slots: int, threads: int, reuse: bool = True,
+        saved: KvTiers | None = None,
     ) -> None:
         """`parallel` sequences run at once; `slots` (at least as many) keep their KV cells afterwards for
-        prompts that share their start (unless `reuse` is off)."""
+        prompts that share their start (unless `reuse` is off), and `saved` keeps the states they let go."""
         import llama_cpp
 
         self._lib = llama_cpp
@@ -119,7 +126,7 @@ class BatchDecoder:
         params.n_ctx = n_ctx
         params.n_batch = params.n_ubatch = n_batch
         slots = max(slots, parallel)
-        params.n_seq_max = slots
+        params.n_seq_max = slots + 1  # the last sequence id is scratch space for saving part of a slot
         params.kv_unified = True  # one pool of cells: sequences share prefixes and take what they need
         params.n_threads = params.n_threads_batch = threads
         params.no_perf = True
@@ -130,9 +137,11 @@ class BatchDecoder:
         self.n_batch = n_batch
         self.parallel = parallel
         self.reuse = reuse
+        self.saved = saved if reuse else None
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._slots = [_Slot(seq_id) for seq_id in range(slots)]
+        self._scratch = slots
         self._opening: list[TokenStream] = []
         self._running: list[TokenStream] = []
         self._turn = itertools.count()  # rotates which prompt reads first
@@ -143,10 +152,10 @@ class BatchDecoder:
 
     # -- called by readers' threads
 
-    def open(self, prompt: Sequence[int], params: SamplingParams, rules: str | None) -> TokenStream:
+    def open(self, prompt: Sequence[int], params: SamplingParams, rules: str | None, pin: bool = False) -> TokenStream:
         """Start generating after `prompt` (at least one token), sampling as `params` say, under the GBNF
-        `rules` when given."""
-        stream = TokenStream(self, prompt, self._sampler(params, rules))
+        `rules` when given. `pin` keeps the prompt's state in the saved tiers for good."""
+        stream = TokenStream(self, prompt, self._sampler(params, rules), pin)
         with self._cond:
             if self._stopping:
                 self._lib.llama_sampler_free(stream.sampler)
@@ -172,6 +181,10 @@ class BatchDecoder:
         for stream in self._opening + self._running:
             stream.emit(BackendError("the model was unloaded"))
             self._lib.llama_sampler_free(stream.sampler)
+        if self.saved is not None:  # what the context holds outlives it on disk
+            for slot in sorted(self._slots, key=lambda slot: slot.used, reverse=True):
+                self._save(slot)
+            self.saved.flush()
         self._lib.llama_batch_free(self._batch)
         self._lib.llama_free(self._ctx)
 
@@ -235,11 +248,14 @@ class BatchDecoder:
                 self._running.remove(stream)
                 stream.slot.stream = None
                 stream.slot.used = time.monotonic()
+                if stream.pin and self.saved is not None and stream.slot.tokens[:len(stream.prompt)] == stream.prompt:
+                    self._save(stream.slot, len(stream.prompt), pinned=True)
             self._lib.llama_sampler_free(stream.sampler)
             stream.emit(_END)
 
     def _place(self) -> None:
-        """Give waiting streams a slot, keeping or sharing the longest cached prefix of their prompt."""
+        """Give waiting streams a slot, keeping or sharing the longest cached prefix of their prompt, or
+        restoring a longer one from the saved tiers."""
         while self._opening and self._can_place():
             stream = self._opening.pop(0)
             prompt = stream.prompt
@@ -247,6 +263,14 @@ class BatchDecoder:
             slot = self._slot_for(prefixes)
             source = max(self._slots, key=prefixes.__getitem__)
             keep, shared = prefixes[slot], prefixes[source]
+            if len(slot.tokens) - keep > DISPOSABLE_TOKENS:
+                self._save(slot)  # another conversation's cells: kept in the tiers before they go
+            saved, restorable = self.saved.best(prompt) if self.saved is not None else (None, 0)
+            if restorable >= max(keep, shared) + MIN_RESTORED_GAIN:
+                self._restore(saved, slot)  # which may have emptied other slots for room
+                prefixes = {slot: common_prefix(slot.tokens, prompt) for slot in self._slots}
+                source = max(self._slots, key=prefixes.__getitem__)
+                keep, shared = prefixes[slot], prefixes[source]
             reuse = min(max(keep, shared), len(prompt) - 1) if self.reuse else 0  # the last token is read again
             if shared > keep and reuse > keep:
                 self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
@@ -328,17 +352,55 @@ class BatchDecoder:
                 stream.next_token = token
                 stream.emit(token)
 
-    def _evict(self) -> bool:
-        """Empty the least recently used idle slot that holds cells; False when there is none."""
-        idle = [slot for slot in self._slots if slot.stream is None and slot.tokens]
+    def _evict(self, spare: _Slot | None = None) -> bool:
+        """Empty the least recently used idle slot that holds cells (but `spare`), saving its state first;
+        False when there is none."""
+        idle = [slot for slot in self._slots if slot.stream is None and slot.tokens and slot is not spare]
         if not idle:
             return False
         slot = min(idle, key=lambda s: s.used)
+        self._save(slot)
         self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
         slot.tokens = []
+        return True
+
+    def _save(self, slot: _Slot, length: int | None = None, pinned: bool = False) -> None:
+        """Keep the state of the slot's first `length` tokens (all by default) in the saved tiers."""
+        tokens = slot.tokens[:length]
+        if self.saved is None or len(tokens) < MIN_SAVED_TOKENS or (not pinned and self.saved.covers(tokens)):
+            return
+        lib, seq_id = self._lib, slot.seq_id
+        if len(tokens) < len(slot.tokens):  # a copy of the part to save, in the scratch sequence (shares cells)
+            lib.llama_memory_seq_rm(self._memory, self._scratch, -1, -1)
+            lib.llama_memory_seq_cp(self._memory, slot.seq_id, self._scratch, 0, len(tokens))
+            seq_id = self._scratch
+        data = bytearray(lib.llama_state_seq_get_size(self._ctx, seq_id))
+        written = lib.llama_state_seq_get_data(self._ctx, _bytes(data), len(data), seq_id)
+        if seq_id == self._scratch:
+            lib.llama_memory_seq_rm(self._memory, self._scratch, -1, -1)
+        if written:
+            self.saved.put(tokens, data[:written] if written < len(data) else data, pinned=pinned)
+
+    def _restore(self, saved, slot: _Slot) -> bool:
+        """Load a saved state into an idle slot, emptying others when the cells run short."""
+        data = self.saved.read(saved)
+        if data is None:
+            return False
+        self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+        slot.tokens = []
+        while not self._lib.llama_state_seq_set_data(self._ctx, _bytes(data), len(data), slot.seq_id):
+            self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            if not self._evict(spare=slot):
+                return False
+        slot.tokens = list(saved.tokens)
         return True
 
     def _fail(self, stream: TokenStream, error: BackendError) -> None:
         """End a stream with an error (a failed decode left the cache as it was before it)."""
         stream.pending, stream.next_token, stream.ended = [], None, True
         stream.emit(error)
+
+
+def _bytes(data: bytearray):
+    """A bytearray as the uint8 array llama.cpp's state calls take, without copying it."""
+    return (ctypes.c_uint8 * len(data)).from_buffer(data)

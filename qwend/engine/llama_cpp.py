@@ -24,6 +24,7 @@ from qwend.engine import grammar
 from qwend.engine.base import (
     MAX_DEFAULT_CONTEXT, Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts, answer_limit,
 )
+from qwend.engine.kv_tiers import KvTiers, model_key
 from qwend.engine.llama_batch import BatchDecoder, TokenStream
 from qwend.engine.threads import stream_from_thread
 from qwend.errors import BackendError
@@ -61,6 +62,7 @@ class LlamaCppBackend(TemplatedPrompts):
             chat_template=template is not None,
             grammar=True,
             parallel=decoder.parallel if decoder else 1,
+            pins_prompts=decoder is not None and decoder.saved is not None,
         )
 
     @classmethod
@@ -69,6 +71,8 @@ class LlamaCppBackend(TemplatedPrompts):
         setting, else an mmproj*.gguf beside it) the model reads images; a projector that does not fit it
         (made for another model) leaves it serving text, with a warning: one setting applies to every model
         loaded, and models loaded on demand may have none."""
+        import llama_cpp
+
         from qwend.engine.llama_cpp_vision import LlamaCppVisionBackend, find_mmproj
 
         path = model.path
@@ -93,9 +97,11 @@ class LlamaCppBackend(TemplatedPrompts):
         # the batch decoder's context holds the KV cache; the Llama's own one is left as small as it can be
         llama = _open_llama(path, settings, threads, n_ctx=TOKENIZER_CONTEXT, n_batch=TOKENIZER_CONTEXT)
         try:
+            saved = KvTiers(settings.saved_kv_dir, model_key(path, llama_cpp.__version__),
+                            ram_bytes=settings.kv_ram_mb << 20, disk_bytes=settings.kv_disk_mb << 20)
             decoder = BatchDecoder(llama._model, n_ctx=n_ctx, n_batch=settings.batch_size,
                                    parallel=settings.parallel, slots=settings.cached_sequences, threads=threads,
-                                   reuse=settings.prompt_cache)
+                                   reuse=settings.prompt_cache, saved=saved)
         except BackendError:
             llama.close()
             raise
@@ -128,7 +134,7 @@ class LlamaCppBackend(TemplatedPrompts):
         def piece(token: int) -> Piece:
             return Piece(decoder.decode(llama.detokenize([token], special=False)))
 
-        tokens = self._open(list(prompt), params, rules)
+        tokens = self._open(list(prompt), params, rules, pin=request.pin)
         held: list[int] = []  # while deciding: the answer's first tokens, until they show call or text
         count, reason = 0, "length"
         try:
@@ -199,10 +205,10 @@ class LlamaCppBackend(TemplatedPrompts):
             yield first
             yield from self._open(prompt + [first], params, None)
 
-    def _open(self, prompt: list[int], params: SamplingParams, rules: str | None) -> TokenStream:
+    def _open(self, prompt: list[int], params: SamplingParams, rules: str | None, pin: bool = False) -> TokenStream:
         """The tokens sampled after `prompt` (under the GBNF `rules` when given); `.cached` says how many
-        prompt tokens were already in the KV cache."""
-        return self.decoder.open(prompt, params, rules)
+        prompt tokens were already in the KV cache. `pin` keeps the prompt's KV state for good."""
+        return self.decoder.open(prompt, params, rules, pin)
 
     def close(self) -> None:
         self._readers.shutdown(wait=True)

@@ -179,7 +179,7 @@ class LlamaCppVisionBackend(LlamaCppBackend):
             mtmd.mtmd_input_chunks_free(chunks)
             mtmd.mtmd_bitmap_free(bitmap)
 
-    def _open(self, prompt: list[int], params: SamplingParams, rules: str | None) -> _LlamaTokens:
+    def _open(self, prompt: list[int], params: SamplingParams, rules: str | None, pin: bool = False) -> _LlamaTokens:
         """Images go through libmtmd, which evaluates into the Llama's own single-sequence context; so this
         backend generates with llama.generate there rather than through the batch decoder."""
         from llama_cpp import LlamaGrammar

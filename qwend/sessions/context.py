@@ -67,7 +67,8 @@ async def fit_session(
     folded = [m for turn in turns[:k] for m in turn]
     previous = [m.content for m in stored if m.role == "summary" and not m.folded]
     room = loaded.backend.info.context_length - SUMMARY_TOKENS
-    summary = await _summary(runtime, model, previous[-1] if previous else "", folded, _counter(loaded.backend, ()), room)
+    summary = await _summary(runtime, model, previous[-1] if previous else "", folded, _counter(loaded.backend, ()),
+                             room, client=session_id)
     await store.fold(session_id, folded[-1].id, StoredMessage("summary", summary))
     log.info("session %s: folded %d messages (%d turns) into a summary", session_id, len(folded), k)
     return model_view(system_prompt, await store.messages(session_id)) + [new_message]
@@ -87,7 +88,7 @@ def _unfolded_turns(stored: Sequence[StoredMessage]) -> list[list[StoredMessage]
 
 async def _summary(
     runtime: Runtime, model: str | None, previous: str, folded: Sequence[StoredMessage],
-    count: Callable[[Sequence[Message]], int], room: int,
+    count: Callable[[Sequence[Message]], int], room: int, *, client: str,
 ) -> str:
     if runtime.settings.context_overflow == "drop":
         return f"({len(folded)} earlier messages were dropped to fit the context window.)"
@@ -100,6 +101,6 @@ async def _summary(
 
     while len(lines) > 1 and count(messages()) > room:
         lines.pop(1 if previous and len(lines) > 2 else 0)  # keep the earlier summary; drop the oldest lines
-    request = ChatRequest(messages(), model=model,
+    request = ChatRequest(messages(), model=model, client=client,  # the session's turn, queued as the session
                           sampling=SamplingParams(temperature=0.2, max_tokens=SUMMARY_TOKENS - 50))
     return (await complete(chat(runtime, request))).text.strip()

@@ -23,7 +23,7 @@ QUESTIONS = ["Name three colours.", "What is 12 times 12?", "Write a haiku about
 
 
 def load(model_path, **settings) -> LlamaCppBackend:
-    options = {"context_length": 4096, "threads": 2, **settings}
+    options = {"context_length": 4096, "threads": 2, "kv_disk_mb": 0, **settings}  # nothing left on disk
     return LlamaCppBackend.load(LocalModel("default", model_path), Settings(_env_file=None, **options))
 
 

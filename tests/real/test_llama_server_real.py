@@ -69,3 +69,24 @@ def test_restore_cache_prewarms_the_prefix(client):
     }).json()
     cached = reply["usage"]["prompt_tokens_details"]["cached_tokens"]
     assert cached >= warm["prompt_tokens"] - 5  # all but the generation prompt's last few tokens
+
+
+def test_a_pinned_prefix_is_still_cached_after_a_restart(model_path, tmp_path):
+    """`"pin": true` keeps the prefix's KV state for good; the daemon writes it to disk when it stops, and the
+    next daemon restores it for the first request that starts the same way."""
+    system = {"role": "system", "content": "You are a travel assistant. " * 40}
+    daemon = Daemon(tmp_path).start()
+    try:
+        warm = httpx.post(f"{daemon.url}/restore_cache", json={"messages": [system], "tools": [WEATHER], "pin": True},
+                          timeout=300).json()
+        assert warm["pinned"] is True and warm["prompt_tokens"] > 300
+    finally:
+        daemon.stop()
+    assert list((daemon.data_dir / "kv-cache").rglob("*.kv"))
+    daemon.start()
+    try:
+        reply = httpx.post(f"{daemon.url}/chat/completions", timeout=300, json={
+            "messages": [system, {"role": "user", "content": "Hi"}], "tools": [WEATHER], "max_tokens": 5}).json()
+        assert reply["usage"]["prompt_tokens_details"]["cached_tokens"] >= warm["prompt_tokens"] - 5
+    finally:
+        daemon.stop()

@@ -141,26 +141,61 @@ def test_non_streaming_disconnect_frees_the_scheduler(daemon):
     assert wait_idle(daemon), "generation went on after the client left"
 
 
-def test_queue_full_is_503_with_retry_after(daemon):
-    """The test daemon runs with QWEND_PARALLEL=2 and QWEND_QUEUE_SIZE=1: two answers generate together, one
-    waits, the fourth request is refused."""
-    body = {**LONG, "stream": True, "max_tokens": 400}
+def queue_of(daemon):
+    return httpx.get(f"{daemon}/health").json()["queue"]["qwen2.5-coder:0.5b"]
+
+
+def open_streams(stack, daemon, *headers):
+    """One streamed long answer per item of `headers`, each returned once its response has started (its job
+    is running or queued by then)."""
+    body = {**LONG, "stream": True, "max_tokens": 2000}
+    replies = []
+    for extra in headers:
+        client = stack.enter_context(httpx.Client(timeout=120))
+        replies.append(stack.enter_context(client.stream("POST", f"{daemon}/v1/chat/completions", json=body,
+                                                         headers=extra)))
+        assert replies[-1].status_code == 200
+    return replies
+
+
+def test_queue_full_is_429_with_retry_after(daemon):
+    """The test daemon runs with QWEND_PARALLEL=2 and QWEND_QUEUE_SIZE=2: two answers generate together, two
+    wait, the fifth request is refused."""
+    assert wait_idle(daemon)
     with ExitStack() as stack:
-        for _ in range(3):
-            client = stack.enter_context(httpx.Client(timeout=30))
-            reply = stack.enter_context(client.stream("POST", f"{daemon}/v1/chat/completions", json=body))
-            assert reply.status_code == 200
-        queue = {}
-        for _ in range(100):  # until the third is queued behind the two running
-            queue = httpx.get(f"{daemon}/health").json()["queue"]["qwen2.5-coder:0.5b"]
-            if queue == {"running": 2, "waiting": 1}:
-                break
-            time.sleep(0.05)
-        assert queue == {"running": 2, "waiting": 1}
-        refused = httpx.post(f"{daemon}/v1/chat/completions", json=body, timeout=10)
-        assert refused.status_code == 503
+        open_streams(stack, daemon, *[{}] * 4)
+        assert queue_of(daemon) == {"running": 2, "waiting": 2}
+        refused = httpx.post(f"{daemon}/v1/chat/completions", json={**LONG, "max_tokens": 10}, timeout=10)
+        assert refused.status_code == 429
         assert refused.json()["error"]["code"] == "busy"
         assert int(refused.headers["retry-after"]) >= 1
+    assert wait_idle(daemon)
+
+
+def first_chunk(reply, seconds=90.0):
+    """Read `reply` up to its first data chunk (sent when its job starts); False if none came in time."""
+    deadline = time.monotonic() + seconds
+    for line in reply.iter_lines():  # keep-alive pings come every 15 s, so the deadline is checked meanwhile
+        if line.startswith("data: {"):
+            return True
+        if time.monotonic() > deadline:
+            return False
+    return False
+
+
+def test_queued_interactive_request_starts_before_an_earlier_batch_request(daemon):
+    """Both slots busy on long answers, a batch request queues, then an interactive one: the slot freed next
+    goes to the interactive one (it streams while the batch one still waits), the one after to the batch one."""
+    assert wait_idle(daemon)
+    with ExitStack() as stack:
+        first, second = open_streams(stack, daemon, {}, {})
+        batch, interactive = open_streams(stack, daemon, {"X-Qwend-Priority": "batch"}, {})
+        assert queue_of(daemon) == {"running": 2, "waiting": 2}
+        first.close()  # frees a slot
+        assert first_chunk(interactive), "the interactive request did not start"
+        assert queue_of(daemon) == {"running": 2, "waiting": 1}  # the batch one still waits
+        second.close()
+        assert first_chunk(batch), "the batch request did not start once a second slot freed"
     assert wait_idle(daemon)
 
 

@@ -59,7 +59,7 @@ async def test_models_in_use_are_never_evicted(tmp_path):
     runtime = fake_runtime(tmp_path, FakeBackend(), memory_budget_mb=100)
     runtime.models.loaded.clear()
     busy = resident(runtime, "busy", 80, last_active=1.0)
-    busy.scheduler._running = 1
+    busy.scheduler._running_by_client["a client"] = 1  # as if a job were running
     with pytest.raises(InsufficientMemory, match=r"only 0.02 GiB of the memory budget of 0.10 GiB is free: the rest "
                                                  r"is held by models in use \(busy 0.08 GiB\)"):
         await runtime.models._make_room("new", MemoryEstimate(50 * MiB, 0, 0))

@@ -122,7 +122,7 @@ async def test_context_overflow_is_400_with_both_lengths(client):
     error = assert_openai_error(await client.post(URL, json={**HELLO, "max_tokens": 500}), 400, param="max_tokens")
 
 
-async def test_queue_full_is_503_with_retry_after(tmp_path):
+async def test_queue_full_is_429_with_retry_after(tmp_path):
     runtime = fake_runtime(tmp_path, FakeBackend("w " * 50, delay=0.02), queue_size=1)
     async with client_for(runtime) as client:
         scheduler = next(iter(runtime.models.loaded.values())).scheduler
@@ -133,7 +133,7 @@ async def test_queue_full_is_503_with_retry_after(tmp_path):
         while not scheduler.waiting:
             await asyncio.sleep(0.01)
         reply = await client.post(URL, json=HELLO)
-        error = assert_openai_error(reply, 503, code="busy")
+        error = assert_openai_error(reply, 429, code="busy")
         assert int(reply.headers["retry-after"]) >= 1
         assert "busy" in error["message"]
         assert (await first).status_code == 200 and (await second).status_code == 200

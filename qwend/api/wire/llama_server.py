@@ -21,6 +21,9 @@ class SetModelBody(BaseModel):
 class RestoreCacheBody(ChatCompletionRequest):
     """The messages and tools of the prefix to warm, as an OpenAI chat request."""
 
+    pin: bool = Field(False, description="Keep this prefix's KV state for good (in RAM, and on disk across "
+                      "restarts), whatever other conversations come in between (llama.cpp models).")
+
 
 def models_body(on_disk: Sequence[LocalModel], loaded: Mapping[str, LoadedModel], current: str) -> dict[str, Any]:
     return {

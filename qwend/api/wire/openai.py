@@ -101,6 +101,9 @@ class ChatCompletionRequest(_Wire):
     parallel_tool_calls: bool = True
     response_format: ResponseFormat | None = None
     constrained_decoding: bool = Field(True, description="qwend extension: enforce tools and JSON by grammar")
+    service_tier: str | None = Field(
+        None, description="flex: batch priority (queued behind interactive requests); other values: interactive"
+    )
 
 
 def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
@@ -140,7 +143,7 @@ def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
     return ChatRequest(
         messages=messages, model=body.model, sampling=sampling, tools=tools, tool_choice=choice, tool_name=name,
         parallel_tool_calls=body.parallel_tool_calls, json_schema=_json_schema(body.response_format),
-        constrained=body.constrained_decoding,
+        constrained=body.constrained_decoding, priority="batch" if body.service_tier == "flex" else "interactive",
     )
 
 
