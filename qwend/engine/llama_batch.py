@@ -25,12 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from qwend.engine.base import common_prefix
-from qwend.engine.kv_tiers import KvTiers
+from qwend.engine.kv_tiers import KvTiers, SavedState
+from qwend.engine.llama_sampler import sampler_chain
 from qwend.errors import BackendError
 from qwend.types import SamplingParams
 
-RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: a fresh random seed
-PENALTY_LAST_N = 64  # the tokens repetition penalties look back on (llama-cpp-python's default)
 READ_AHEAD = 2  # tokens a sequence may run ahead of its reader
 # a slot's tokens past a prompt's common start that may be dropped to continue its conversation: those read
 # ahead past where its reader stopped, and an answer's last word tokenized otherwise when sent back
@@ -155,7 +154,7 @@ class BatchDecoder:
     def open(self, prompt: Sequence[int], params: SamplingParams, rules: str | None, pin: bool = False) -> TokenStream:
         """Start generating after `prompt` (at least one token), sampling as `params` say, under the GBNF
         `rules` when given. `pin` keeps the prompt's state in the saved tiers for good."""
-        stream = TokenStream(self, prompt, self._sampler(params, rules), pin)
+        stream = TokenStream(self, prompt, sampler_chain(self._model, params, rules), pin)
         with self._cond:
             if self._stopping:
                 self._lib.llama_sampler_free(stream.sampler)
@@ -187,29 +186,6 @@ class BatchDecoder:
             self.saved.flush()
         self._lib.llama_batch_free(self._batch)
         self._lib.llama_free(self._ctx)
-
-    def _sampler(self, params: SamplingParams, rules: str | None):
-        """llama-cpp-python's own chain (Llama._init_sampler), so answers match it token for token."""
-        lib = self._lib
-        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
-        samplers = [lib.llama_sampler_init_penalties(self._model.n_vocab(), PENALTY_LAST_N, params.repeat_penalty,
-                                                     params.frequency_penalty, params.presence_penalty)]
-        if rules:
-            grammar = lib.llama_sampler_init_grammar(self._model.vocab, rules.encode(), b"root")
-            if not grammar:
-                lib.llama_sampler_free(chain)
-                raise BackendError("llama.cpp could not parse an output grammar")
-            samplers.append(grammar)
-        if params.temperature == 0:
-            samplers.append(lib.llama_sampler_init_greedy())
-        else:
-            samplers += [lib.llama_sampler_init_top_k(params.top_k), lib.llama_sampler_init_typical(1.0, 1),
-                         lib.llama_sampler_init_top_p(params.top_p, 1), lib.llama_sampler_init_min_p(params.min_p, 1),
-                         lib.llama_sampler_init_temp(params.temperature),
-                         lib.llama_sampler_init_dist(RANDOM_SEED if params.seed is None else params.seed)]
-        for sampler in samplers:
-            lib.llama_sampler_chain_add(chain, sampler)
-        return chain
 
     # -- the decode loop's thread
 
@@ -259,18 +235,16 @@ class BatchDecoder:
         while self._opening and self._can_place():
             stream = self._opening.pop(0)
             prompt = stream.prompt
-            prefixes = {slot: common_prefix(slot.tokens, prompt) for slot in self._slots}
+            prefixes = self._prefixes(prompt)
             slot = self._slot_for(prefixes)
-            source = max(self._slots, key=prefixes.__getitem__)
-            keep, shared = prefixes[slot], prefixes[source]
-            if len(slot.tokens) - keep > DISPOSABLE_TOKENS:
+            if len(slot.tokens) - prefixes[slot] > DISPOSABLE_TOKENS:
                 self._save(slot)  # another conversation's cells: kept in the tiers before they go
             saved, restorable = self.saved.best(prompt) if self.saved is not None else (None, 0)
-            if restorable >= max(keep, shared) + MIN_RESTORED_GAIN:
-                self._restore(saved, slot)  # which may have emptied other slots for room
-                prefixes = {slot: common_prefix(slot.tokens, prompt) for slot in self._slots}
-                source = max(self._slots, key=prefixes.__getitem__)
-                keep, shared = prefixes[slot], prefixes[source]
+            if restorable >= max(prefixes.values()) + MIN_RESTORED_GAIN:
+                self._restore(saved, slot)
+                prefixes = self._prefixes(prompt)  # the slot changed, and others may have been emptied for room
+            source = max(self._slots, key=prefixes.__getitem__)
+            keep, shared = prefixes[slot], prefixes[source]
             reuse = min(max(keep, shared), len(prompt) - 1) if self.reuse else 0  # the last token is read again
             if shared > keep and reuse > keep:
                 self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
@@ -281,6 +255,10 @@ class BatchDecoder:
             slot.stream = stream
             stream.place(slot, reuse)
             self._running.append(stream)
+
+    def _prefixes(self, prompt: list[int]) -> dict[_Slot, int]:
+        """How many of the prompt's first tokens each slot holds."""
+        return {slot: common_prefix(slot.tokens, prompt) for slot in self._slots}
 
     def _slot_for(self, prefixes: dict[_Slot, int]) -> _Slot:
         """The free slot that continues the prompt's conversation (losing at most a few tokens past their
@@ -381,19 +359,19 @@ class BatchDecoder:
         if written:
             self.saved.put(tokens, data[:written] if written < len(data) else data, pinned=pinned)
 
-    def _restore(self, saved, slot: _Slot) -> bool:
-        """Load a saved state into an idle slot, emptying others when the cells run short."""
-        data = self.saved.read(saved)
+    def _restore(self, saved: SavedState, slot: _Slot) -> None:
+        """Load a saved state into an idle slot in place of what it held, emptying other slots when the cells
+        run short."""
+        lib, data = self._lib, self.saved.read(saved)
         if data is None:
-            return False
-        self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            return
+        lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
         slot.tokens = []
-        while not self._lib.llama_state_seq_set_data(self._ctx, _bytes(data), len(data), slot.seq_id):
-            self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+        while not lib.llama_state_seq_set_data(self._ctx, _bytes(data), len(data), slot.seq_id):
+            lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
             if not self._evict(spare=slot):
-                return False
+                return
         slot.tokens = list(saved.tokens)
-        return True
 
     def _fail(self, stream: TokenStream, error: BackendError) -> None:
         """End a stream with an error (a failed decode left the cache as it was before it)."""

@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from qwend.engine.base import Prompt, common_prefix
-from qwend.engine.llama_batch import RANDOM_SEED
 from qwend.engine.llama_cpp import LlamaCppBackend
+from qwend.engine.llama_sampler import RANDOM_SEED
 from qwend.errors import BackendError, InvalidRequest
 from qwend.types import Image, Message, SamplingParams, ToolSpec
 
