@@ -98,9 +98,6 @@ class KvTiers:
             return None
         return data[1]
 
-    def forget(self, state: SavedState) -> None:
-        self._drop(state)
-
     def flush(self) -> None:
         """Write every state held only in RAM to disk (the daemon is stopping)."""
         for state in sorted(self._states, key=lambda s: s.used, reverse=True):

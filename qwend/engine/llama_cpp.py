@@ -79,6 +79,7 @@ class LlamaCppBackend(TemplatedPrompts):
         if not path.is_file():
             raise BackendError(f"{model.name} is a model folder; llama.cpp loads .gguf files (serve folders with "
                                "--backend transformers or --backend mlx)")
+        _quiet_llama_logs(settings)
         n_ctx = settings.context_length or min(_trained_context(path), MAX_DEFAULT_CONTEXT)
         threads = settings.threads or os.cpu_count() or 1
         mmproj = settings.mmproj.expanduser() if settings.mmproj else find_mmproj(path)
@@ -244,17 +245,20 @@ def _calls(prompt: Sequence[int], constraint: OutputConstraint) -> tuple[Sequenc
 def _open_llama(path: Path, settings: Settings, threads: int, *, n_ctx: int, n_batch: int):
     from llama_cpp import Llama
 
-    debug = settings.log_level == "debug"
     try:
         llama = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_batch, n_threads=threads, n_threads_batch=threads,
-                      n_gpu_layers=settings.gpu_layers, verbose=debug)
+                      n_gpu_layers=settings.gpu_layers, verbose=settings.log_level == "debug")
     except (ValueError, RuntimeError) as exc:
         raise BackendError(f"llama.cpp could not load {path.name}: {exc}") from exc
-    # llama.cpp's log lines go through this logger, which Llama() has just set to errors. They show only when
-    # debugging qwend: a full cache, which the batch decoder handles by evicting, is logged as an error too,
-    # and every failure that matters reaches qwend's own log as a BackendError.
-    logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if debug else logging.CRITICAL)
+    _quiet_llama_logs(settings)  # Llama() has just set the logger to show errors
     return llama
+
+
+def _quiet_llama_logs(settings: Settings) -> None:
+    """llama.cpp's log lines go through this logger: they show only when debugging qwend. A full cache, which
+    the batch decoder handles by evicting, is logged as an error too, and every failure that matters reaches
+    qwend's own log as a BackendError."""
+    logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if settings.log_level == "debug" else logging.CRITICAL)
 
 
 def _trained_context(path: Path) -> int:
