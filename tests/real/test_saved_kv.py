@@ -52,6 +52,14 @@ async def second_turns(backend) -> list[list[Message]]:
     return histories
 
 
+async def assert_answered_from_the_cache(backend, histories: list[list[Message]], expected: list[str]) -> None:
+    """Each second turn reads at most a tenth of its prompt and answers as without any cache."""
+    for history, wanted in zip(histories, expected):
+        prompt = backend.prompt(history)
+        text, cached = await answer(backend, prompt)
+        assert cached >= 0.9 * len(prompt.tokens) and text == wanted
+
+
 @pytest.fixture(scope="module")
 def uncached_answers(model_path, tmp_path_factory):
     """What each second turn answers with no cache at all."""
@@ -76,19 +84,13 @@ async def test_pushed_out_conversations_come_back_from_ram_and_after_a_restart_f
         assert await second_turns(backend) == histories
         saved = backend.decoder.saved.states
         assert len(saved) >= 2 and all(state.data is not None for state in saved)  # in RAM, not on disk yet
-        for history, wanted in zip(histories, expected):
-            prompt = backend.prompt(history)
-            text, cached = await answer(backend, prompt)
-            assert cached >= 0.9 * len(prompt.tokens) and text == wanted
+        await assert_answered_from_the_cache(backend, histories, expected)
     finally:
         backend.close()
     assert len(list((tmp_path / "kv-cache").rglob("*.kv"))) == len(NAMES)  # stopping wrote them all to disk
     restarted = load(model_path, tmp_path)
     try:
-        for history, wanted in zip(histories, expected):
-            prompt = restarted.prompt(history)
-            text, cached = await answer(restarted, prompt)
-            assert cached >= 0.9 * len(prompt.tokens) and text == wanted
+        await assert_answered_from_the_cache(restarted, histories, expected)
     finally:
         restarted.close()
 
