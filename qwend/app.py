@@ -6,10 +6,14 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from qwend import __version__
+from qwend.access import ApiKeys
 from qwend.api import anthropic, cortex, daemon, jsonrpc, llama_server, lmstudio, ollama, openai, sessions
 from qwend.api.errors import install_error_handlers
+from qwend.api.guard import LOCAL_ORIGIN, AccessGuard
+from qwend.api.observe import RequestLog
 from qwend.errors import InsufficientMemory, ModelNotFound, UpstreamError
 from qwend.runtime import Runtime
 from qwend.settings import Settings
@@ -33,8 +37,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         try:
             yield
         finally:
-            if owned:
+            if owned:  # after uvicorn let running requests finish (or cancelled them): sessions are stored per turn
+                log.info("shutting down: unloading models, saving KV states, closing the session store")
                 await app.state.runtime.close()
+                log.info("stopped")
 
     app = FastAPI(
         title="qwend",
@@ -43,6 +49,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # the last added runs first: a request is logged (and given its id), then CORS answers preflights and
+    # labels answers, then the guard decides whether it reaches a route at all
+    app.add_middleware(AccessGuard, settings=settings, keys=ApiKeys.load(settings))
+    app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_origin_regex=LOCAL_ORIGIN,
+                       allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Request-ID", "Retry-After"])
+    app.add_middleware(RequestLog)
     app.include_router(daemon.router)
     app.include_router(sessions.router)
     app.include_router(openai.router)

@@ -1,8 +1,7 @@
-"""The `qwend` command: serve, pull, models, bench."""
+"""The `qwend` command: serve, pull, rm, models, keys, bench, eval."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -64,18 +63,29 @@ def serve(
 ) -> None:
     """Serve the HTTP API, fetching the start model first if it is missing."""
     import uvicorn
+    from sse_starlette.sse import AppStatus
 
+    from qwend.access import ApiKeys, exposure_problem
     from qwend.app import create_app
+    from qwend.logs import configure_logging
 
     settings = _settings(host=host, port=port, model=model, log_level=log_level, data_dir=data_dir, backend=backend,
                          upstream_url=upstream_url)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
+    problem = exposure_problem(settings, ApiKeys.load(settings))
+    if problem:
+        console.print(f"[red]error:[/red] {problem}")
+        raise typer.Exit(2)
     if settings.pull_missing and settings.backend != "upstream":
         try:
             pull_with_progress(model_source(settings), settings.model)
         except QwendError as exc:
             raise fail(exc) from None
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    # on SIGTERM uvicorn stops accepting and lets running requests finish for shutdown_timeout seconds, then
+    # cancels them; sse-starlette would instead cut every SSE stream at once, so it leaves that to uvicorn
+    AppStatus.disable_automatic_graceful_drain()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                log_config=None, access_log=False, timeout_graceful_shutdown=settings.shutdown_timeout)
 
 
 @app.command()
@@ -131,6 +141,44 @@ def models(backend: BackendOption = None, data_dir: DataDir = None) -> None:
                       facts.quantization or "", ", ".join(facts.capabilities), "yes" if facts.name in loaded else "",
                       str(facts.path or ""))
     Console().print(table)
+
+
+keys_app = typer.Typer(help="API keys: with any, every request but /health must carry one (docs/security.md).")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(name: Annotated[str, typer.Argument(help="What the key is for, e.g. laptop or ci.")],
+                data_dir: DataDir = None) -> None:
+    """Make a new key and print it, the only time it is shown (only its sha256 is kept). A running daemon
+    reads keys at start: restart it."""
+    from qwend.access import create_key
+
+    try:
+        print(create_key(_settings(data_dir=data_dir).api_keys_file, name))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDir = None) -> None:
+    """The names of the keys (the keys themselves are not kept)."""
+    from qwend.access import read_key_file
+
+    for key in read_key_file(_settings(data_dir=data_dir).api_keys_file):
+        print(f"{key.name}\tsha256:{key.sha256[:12]}…")
+
+
+@keys_app.command("remove")
+def keys_remove(name: Annotated[str, typer.Argument(help="The key's name.")], data_dir: DataDir = None) -> None:
+    """Delete a key (takes effect when the daemon restarts)."""
+    from qwend.access import remove_key
+
+    try:
+        remove_key(_settings(data_dir=data_dir).api_keys_file, name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    print(f"removed {name}")
 
 
 bench_app = typer.Typer(help="Benchmarks that print figures measured side by side in one run.")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
 from qwend.agents.profiles import Profiles
 from qwend.engine.manager import ModelManager
 from qwend.engine.registry import model_source
+from qwend.metrics import Metrics
 from qwend.models.store import ModelStore
 from qwend.models.upstream import UpstreamModels
 from qwend.sessions.queue import SessionTurns
@@ -28,7 +28,7 @@ class Runtime:
     store: ModelStore | UpstreamModels
     models: ModelManager
     started_at: float = field(default_factory=time.time)
-    tool_parse_outcomes: Counter[str] = field(default_factory=Counter)  # parsed / repaired / fell_back / ...
+    metrics: Metrics = field(default_factory=Metrics)  # GET /metrics; its registry is this runtime's own
     sandbox: Sandbox = field(init=False)
     tools: ToolRegistry = field(init=False)
     mcp: McpServers = field(init=False)
@@ -42,7 +42,7 @@ class Runtime:
             wall_seconds=s.sandbox_timeout, cpu_seconds=math.ceil(s.sandbox_timeout), memory_bytes=s.sandbox_memory_mb << 20
         )
         self.sandbox = Sandbox(limits, allow_unsandboxed=s.allow_unsandboxed_code)
-        self.tools = ToolRegistry(ToolContext(s, self.sandbox, self))
+        self.tools = ToolRegistry(ToolContext(s, self.sandbox, self), observe=self.metrics.tool_call)
         self.tools.load()
         self.mcp = McpServers(s.mcp_servers_file)
         self.profiles = Profiles(s.profiles_path)

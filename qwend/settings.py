@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "qwen2.5-coder:0.5b"
 
@@ -31,6 +32,40 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to bind; loopback by default.")
     port: int = Field(5997, ge=1, le=65535, description="TCP port to serve on.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
+    log_file: Path | None = Field(None, description="Rotating log file (JSON lines) beside the console; default "
+                                  "<data_dir>/inference_server.log (seed 003).")
+    log_file_mb: int = Field(10, ge=0, description="Size at which the log file rotates, in MiB; 0: no log file.")
+    log_file_backups: int = Field(5, ge=1, description="Rotated log files kept.")
+    shutdown_timeout: float = Field(30.0, ge=0, description="Seconds running requests get to finish after "
+                                    "SIGTERM or Ctrl-C before they are cancelled.")
+
+    # access (docs/security.md); lists also read comma-separated, as the seeds' .env files write them
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="API keys accepted besides those of `qwend keys` (plain, or "
+        "sha256:<hex> of the key); with any key, every request but /health needs one.",
+    )
+    allow_insecure_bind: bool = Field(False, description="INSECURE: serve on a non-loopback address without "
+                                      "an API key.")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Host names a request's Host header may carry besides localhost, "
+        "the machine's name and IP addresses (DNS-rebinding guard); * accepts any.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices(
+            "cors_origins", "QWEND_CORS_ORIGINS", "ALLOWED_ORIGINS", "CORS_ORIGINS"),
+        description="Browser origins (pages) allowed to call the API and open its WebSockets besides "
+        "http(s)://localhost and 127.0.0.1 on any port; * allows any (seeds 001 and 002).",
+    )
+
+    # limits on what one request may ask for
+    max_body_mb: float = Field(32.0, gt=0, description="Largest request body, in MiB (images count).")
+    max_messages: int = Field(2048, ge=1, description="Most messages one chat request may carry.")
+    max_tokens_limit: int | None = Field(None, ge=1, description="Most tokens one answer may generate; a "
+                                         "request asking for more gets this many. Default: the context window.")
+    max_tool_steps: int = Field(20, ge=1, description="Most rounds of tool calls one request may run (caps a "
+                                "profile's max_tool_steps and an agent run's max_iterations).")
+    rate_limit_per_minute: int = Field(0, ge=0, description="Requests one API key (or, without keys, one "
+                                       "address) may make per minute; 0: no limit. Beyond: 429 and Retry-After.")
 
     # models on disk
     data_dir: Path = Field(default_factory=default_data_dir, description="Where pulled models and state live.")
@@ -117,7 +152,7 @@ class Settings(BaseSettings):
     )
 
     # scheduling
-    queue_size: int = Field(16, ge=0, description="Jobs that may wait per model before requests get 503 busy.")
+    queue_size: int = Field(16, ge=0, description="Jobs that may wait per model before requests get 429 busy.")
 
     # tools (seed 001's ENABLE_* and LINEAR_API_KEY names are read too)
     enable_web_search: bool = Field(
@@ -194,6 +229,22 @@ class Settings(BaseSettings):
     default_agent_verbose: bool = Field(
         True, validation_alias=_alias("default_agent_verbose"), description="Agent runs return every step."
     )
+
+    @field_validator("api_keys", "allowed_hosts", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):  # `a,b` as the seeds write it, or a JSON list
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [v.strip() for v in text.split(",") if v.strip()]
+        return value
+
+    @property
+    def api_keys_file(self) -> Path:
+        return self.data_dir / "api-keys"
+
+    @property
+    def log_path(self) -> Path | None:
+        return None if self.log_file_mb == 0 else self.log_file or self.data_dir / "inference_server.log"
 
     @property
     def store_dir(self) -> Path:

@@ -24,7 +24,9 @@ ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 
 
 def fake_runtime(tmp_path: Path, backend: FakeBackend, *, queue_size: int = 4, **settings) -> Runtime:
-    """A Runtime whose default model `fake.gguf` is already loaded with `backend`; `settings` override."""
+    """A Runtime whose default model `fake.gguf` is already loaded with `backend`; `settings` override.
+    Starlette's TestClient opens WebSockets as host `testserver`, which the Host guard is told to accept."""
+    settings.setdefault("allowed_hosts", ["testserver"])
     models_dir = tmp_path / "models"
     models_dir.mkdir(exist_ok=True)
     (models_dir / "fake.gguf").write_bytes(b"GGUF")
@@ -42,7 +44,7 @@ def client_for(runtime: Runtime) -> httpx.AsyncClient:
 
     app = create_app(runtime.settings, runtime)
     app.state.runtime = runtime  # the lifespan would set it; ASGITransport does not run lifespans
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
 
 
 @pytest.fixture(scope="session")

@@ -87,7 +87,8 @@ async def run(
     asked, goal = goal, goal.strip()
     if not goal:
         raise InvalidRequest("goal must not be empty", param="goal")
-    limit = max_iterations or runtime.settings.max_agent_iterations
+    # the operator's cap on tool rounds holds for agent runs too: a request may ask for fewer, not more
+    limit = min(max_iterations or runtime.settings.max_agent_iterations, runtime.settings.max_tool_steps)
     loaded = await runtime.models.get(model)
     tools = {t.name: t for t in runtime.tools.all() if t.enabled}
     messages = opening(tools.values(), goal, context)
@@ -284,7 +285,7 @@ def parse_input(raw: str) -> Any:
 def _object_at(text: str, start: int) -> dict | None:
     try:
         value, _ = json.JSONDecoder(strict=False).raw_decode(text, start)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: thousands of nested brackets in the reply
         end = _closing_brace(text, start)
         if end is None:
             return None

@@ -70,10 +70,12 @@ async def run_turn(runtime: Runtime, request: TurnRequest) -> AsyncIterator[Loop
     system_prompt = profile.system_prompt if request.system_prompt is None else request.system_prompt
     user = Message("user", request.message)
 
+    max_steps = min(profile.max_tool_steps, runtime.settings.max_tool_steps)
+
     def loop(view: list[Message]) -> AsyncIterator[LoopEvent]:
-        return run_tool_loop(runtime, view, tools=tools, model=model, sampling=sampling,
-                             max_steps=profile.max_tool_steps, chain=profile.tool_chaining, execute=request.execute,
-                             client=request.client, priority=request.priority)
+        return run_tool_loop(runtime, view, tools=tools, model=model, sampling=sampling, max_steps=max_steps,
+                             chain=profile.tool_chaining, execute=request.execute, client=request.client,
+                             priority=request.priority)
 
     if session is None:
         system = [Message("system", system_prompt)] if system_prompt else []

@@ -72,7 +72,7 @@ async def chat_websocket(websocket: WebSocket):
         while True:
             try:
                 message = json.loads(await websocket.receive_text())
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # RecursionError: nested thousands deep
                 await websocket.send_json(wire.error_frame(f"the message is not valid JSON: {exc}"))
                 continue
             kind = message.get("type") if isinstance(message, dict) else None

@@ -1,8 +1,10 @@
-"""qwend's own routes (seed 000): `GET /health`, `GET /`, tools and profiles (chat and sessions: api/sessions.py)."""
+"""qwend's own routes (seed 000): `GET /health`, `GET /metrics`, `GET /`, tools and profiles (chat and sessions:
+api/sessions.py)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from qwend import __version__
 from qwend.api.deps import RuntimeDep
@@ -31,11 +33,17 @@ async def health(runtime: RuntimeDep):
             name: {"running": m.scheduler.running, "waiting": m.scheduler.waiting}
             for name, m in runtime.models.loaded.items()
         },
-        "tool_parse_outcomes": dict(runtime.tool_parse_outcomes),
+        "tool_parse_outcomes": runtime.metrics.tool_parse_outcomes(),
         "available_profiles": runtime.profiles.names(),
         "available_tools": runtime.tools.names(),
         "version": __version__,
     }
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(runtime: RuntimeDep):
+    """Prometheus text format; the families are listed in docs/operations.md."""
+    return Response(await runtime.metrics.render(runtime), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/", summary="Name, version and status (seeds 000, 001 and 004)")

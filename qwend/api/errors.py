@@ -39,8 +39,8 @@ def error_response(
 
 OLLAMA_PATHS = frozenset(f"/api/{name}" for name in ("chat", "generate", "tags", "ps", "show", "pull", "delete"))
 ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                   404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-                   503: "overloaded_error"}
+                   404: "not_found_error", 413: "request_too_large", 415: "invalid_request_error",
+                   429: "rate_limit_error", 503: "overloaded_error"}
 
 
 def _is_openai_path(path: str) -> bool:
@@ -48,10 +48,19 @@ def _is_openai_path(path: str) -> bool:
     return (path.startswith("/v1/") and not native) or path == "/chat/completions"
 
 
+def _not_json(exc: RequestValidationError) -> bool:
+    """FastAPI hands a body whose Content-Type is not JSON to validation as raw bytes. Such bodies stay
+    refused: text/plain, form and type-less POSTs are what a hostile web page can send without a preflight."""
+    first = exc.errors()[0]
+    return tuple(first.get("loc", ())) == ("body",) and isinstance(first.get("input"), bytes)
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     first = exc.errors()[0]
     if first.get("type") == "json_invalid":
         return f"the body is not valid JSON: {first.get('ctx', {}).get('error', first.get('msg'))}", None
+    if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
+        return "the body is empty: send a JSON object", None
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     param = ".".join(loc) or None
     where = f" ({param})" if param else ""
@@ -70,6 +79,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if _not_json(exc):
+            content_type = request.headers.get("content-type") or "none"
+            message = f"the body must be JSON, sent with Content-Type: application/json (not {content_type})"
+            return error_response(request, 415, message, code="unsupported_media_type")
         message, param = _validation_message(exc)
         return error_response(request, 400, message, code="invalid_request", param=param)
 

@@ -27,7 +27,6 @@ from qwend.types import ChatEvent, Reasoning, Token, ToolCall, ToolCallDelta, To
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 _CALL_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"([^"\\]*)"\s*,\s*"arguments"\s*:\s*(?=\{)')
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)\s*(?:```)?\s*", re.DOTALL)
 _NAMED = re.compile(r'"name"\s*:\s*"([^"\\]*)"')
 
 
@@ -79,6 +78,7 @@ class OutputParser:
         self._content_seen = False  # text answered: a grammar only shapes calls that open the answer
         self._calls = 0
         self._streamed: _StreamedCall | None = None  # the trusted call whose arguments are streaming
+        self._call_searched = 0  # how much of a call's text has been searched for its end
 
     @property
     def calls(self) -> int:
@@ -123,6 +123,7 @@ class OutputParser:
             if intent is None and head and not final:
                 return False  # "```", "[": the next piece tells whether this is a call
         if not self._answer_started and not head and not final:
+            self._buffer = ""  # leading whitespace is never emitted; kept, each piece re-scanned all of it
             return False  # only whitespace so far: wait to see what the answer starts with
         if not self._answer_started and not final and THINK_OPEN.startswith(head):
             return False  # may be the start of a reasoning block
@@ -161,14 +162,16 @@ class OutputParser:
             events.append(Token(text))
 
     def _in_call(self, events: list[ChatEvent], final: bool) -> bool:
-        end = self._buffer.find(CALL_CLOSE)
+        # only new text is searched: a search from the start on every piece was quadratic in a long call
+        end = self._buffer.find(CALL_CLOSE, max(0, self._call_searched - len(CALL_CLOSE) + 1))
+        self._call_searched = len(self._buffer)
         body = self._buffer if end < 0 else self._buffer[:end]
         if self.trusted and not self._content_seen and not self._full():
             self._stream_arguments(body, events)
         if end < 0 and not final:
             return False
         self._buffer = "" if end < 0 else self._buffer[end + len(CALL_CLOSE):]
-        self._mode = "content"
+        self._mode, self._call_searched = "content", 0
         self._finish_tagged_call(body, events)
         return True
 
@@ -208,8 +211,7 @@ class OutputParser:
     def _whole_answer(self, events: list[ChatEvent]) -> None:
         """The answer began like JSON: it is calls only if all of it is calls to offered tools."""
         text, self._buffer = self._buffer, ""
-        fenced = _FENCE.fullmatch(text.strip())
-        objects = _json_values((fenced.group(1) if fenced else text).strip())
+        objects = _json_values(_unfenced(text.strip()))
         calls = [self._validated(o) for o in objects] if objects else []
         if calls and all(calls):
             for call in calls:
@@ -229,7 +231,7 @@ class OutputParser:
         if isinstance(arguments, str):
             try:
                 arguments = json.loads(arguments)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: thousands of nested brackets
                 return None
         if tool is None or not isinstance(arguments, dict) or not _valid(arguments, tool.parameters):
             return None
@@ -294,13 +296,22 @@ class _ArgumentsEnd:
         return text
 
 
+def _unfenced(text: str) -> str:
+    """The inside of a ```json fence (the closing fence optional), or `text` itself when it is not fenced.
+    String operations, not a regex: a lazy group between optional whitespace runs backtracked cubically."""
+    if not text.startswith("```"):
+        return text
+    inside = text[3:].removeprefix("json").strip()
+    return inside.removesuffix("```").strip()
+
+
 def _json_values(text: str) -> list[Any]:
     """One JSON value, a list of them, or several back to back; [] if the text is anything else."""
     decoder, values, pos = json.JSONDecoder(), [], 0
     while pos < len(text):
         try:
             value, pos = decoder.raw_decode(text, pos)
-        except ValueError:
+        except (ValueError, RecursionError):
             return []
         values.extend(value if isinstance(value, list) else [value])
         while pos < len(text) and text[pos] in " \t\r\n,":
@@ -313,12 +324,12 @@ def _loads_repairing(text: str) -> tuple[Any, bool] | None:
     text = text.strip()
     try:
         return json.loads(text), False
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     for closing in ("}", "}}", "\"}}", "}}}", "\"}", "]}}"):
         try:
             return json.loads(text + closing), True
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
     return None
 
@@ -328,3 +339,5 @@ def _valid(arguments: dict, schema: dict) -> bool:
         return Draft202012Validator(schema or {"type": "object"}).is_valid(arguments)
     except SchemaError:
         return True  # a schema we cannot read is the client's affair; the JSON is still an object
+    except RecursionError:
+        return False

@@ -100,5 +100,5 @@ def _template_content(message: Message) -> str | list[dict[str, str]]:
 def _as_object(arguments: str) -> Any:
     try:
         return json.loads(arguments)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a client's arguments nested thousands deep
         return arguments

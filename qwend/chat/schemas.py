@@ -3,6 +3,7 @@ turn into grammars: checked against the JSON Schema meta-schema and made self-co
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -11,16 +12,43 @@ from jsonschema.exceptions import SchemaError
 from qwend.errors import InvalidRequest
 
 MAX_REF_EXPANSIONS = 64
+MAX_DEPTH = 64  # nested objects and lists; jsonschema and the grammar builder recurse per level
 
 
 def prepare_schema(schema: dict[str, Any], *, param: str) -> dict[str, Any]:
     """`schema` with local `$ref`s inlined and `$defs` dropped; 400 for an invalid schema, a remote or
     recursive `$ref`."""
+    if _depth(schema) > MAX_DEPTH:  # before anything recursive: ~100 levels overflowed check_schema (a 500)
+        raise InvalidRequest(f"the schema is nested deeper than {MAX_DEPTH} levels", param=param)
+    if not is_plain_json(schema):  # NaN kept in a stored session's tools made every later listing a 500
+        raise InvalidRequest("the schema holds NaN or Infinity, which JSON does not allow", param=param)
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         raise InvalidRequest(f"invalid JSON schema: {exc.message}", param=param) from None
     return _inline(schema, schema, (), param, [0])
+
+
+def is_plain_json(value: Any) -> bool:
+    """False when `value` holds NaN or Infinity: Python's json reads them, but no JSON answer can carry them."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _depth(node: Any) -> int:
+    """How deeply dicts and lists nest in `node`, counted without recursion."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _inline(node: Any, root: dict, chain: tuple[str, ...], param: str, expansions: list[int]) -> Any:

@@ -20,6 +20,7 @@ from qwend.engine.manager import LoadedModel, LoadingModel
 from qwend.engine.scheduler import Admitted, Waiting
 from qwend.errors import BackendError, ContextOverflow, InvalidRequest
 from qwend.runtime import Runtime
+from qwend.settings import Settings
 from qwend.types import (
     ChatEvent, ChatRequest, Done, FinishReason, Message, OutputConstraint, Queued, Reasoning, SamplingParams, Started,
     Token, ToolCall, ToolCallEnd, ToolSpec, Usage,
@@ -28,8 +29,7 @@ from qwend.types import (
 
 async def chat(runtime: Runtime, request: ChatRequest) -> AsyncIterator[ChatEvent]:
     """The events of one answer (order in qwend.types). Closing the iterator cancels the job wherever it is."""
-    if not request.messages:
-        raise InvalidRequest("messages must hold at least one message", param="messages")
+    request = _within_limits(request, runtime.settings)
     loaded = await runtime.models.request(request.model, keep_alive=request.keep_alive)
     if isinstance(loaded, LoadingModel):  # say so before the wait (what forbids the load was raised already)
         yield Queued(0, loading=loaded.name)
@@ -41,16 +41,19 @@ async def chat(runtime: Runtime, request: ChatRequest) -> AsyncIterator[ChatEven
     completion_tokens, cached_tokens, prompt_length = 0, 0, prompt.length
     finish: FinishReason = "stop"
     job = loaded.scheduler.run(prompt, request.sampling, constraint, client=request.client, priority=request.priority)
+    timer = runtime.metrics.generation(loaded.name)  # queue wait, time to first token, decode rate
     async with aclosing(job):
         async for item in job:
             match item:
                 case Waiting(position):
                     yield Queued(position)
                 case Admitted():
+                    timer.admitted()
                     yield Started(loaded.name, prompt.length)
                 case Prefill(cached):
                     cached_tokens = cached
                 case Piece(piece, tokens):
+                    timer.piece(tokens)
                     completion_tokens += tokens
                     piece, hit = stops.feed(piece)
                     for event in parser.feed(piece):
@@ -65,10 +68,25 @@ async def chat(runtime: Runtime, request: ChatRequest) -> AsyncIterator[ChatEven
                         yield event
     for event in parser.finish():
         yield event
-    runtime.tool_parse_outcomes.update(parser.outcomes)
+    timer.finished(prompt_length, cached_tokens, completion_tokens)
+    runtime.metrics.tool_parse(parser.outcomes)
     if parser.calls and finish == "stop":
         finish = "tool_calls"
     yield Done(finish, Usage(prompt_length, completion_tokens, cached_tokens))
+
+
+def _within_limits(request: ChatRequest, settings: Settings) -> ChatRequest:
+    """Refuse what no answer can come of; an answer longer than the operator's cap is cut to it (clients send
+    a large max_tokens by habit, so the cap is applied rather than refused)."""
+    if not request.messages:
+        raise InvalidRequest("messages must hold at least one message", param="messages")
+    if len(request.messages) > settings.max_messages:
+        raise InvalidRequest(f"{len(request.messages)} messages are more than the {settings.max_messages} one "
+                             "request may carry (QWEND_MAX_MESSAGES)", param="messages")
+    cap, asked = settings.max_tokens_limit, request.sampling.max_tokens
+    if cap is not None and (asked is None or asked > cap):
+        request = replace(request, sampling=replace(request.sampling, max_tokens=cap))
+    return request
 
 
 def _prepare(

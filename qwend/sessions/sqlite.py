@@ -170,6 +170,10 @@ class SqliteSessionStore:
 
         return await self._run(list_)
 
+    async def count(self) -> int:
+        """How many sessions there are."""
+        return await self._run(lambda db: db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0])
+
     async def update(self, session_id: str, *, title: str | None = None,
                      metadata: dict[str, Any] | None = None) -> SessionRecord:
         """Change the given fields (metadata is replaced whole) and bump updated_at."""

@@ -76,6 +76,10 @@ class SessionStore(Protocol):
         """Every session, the most recently updated first."""
         ...
 
+    async def count(self) -> int:
+        """How many sessions there are."""
+        ...
+
     async def update(self, session_id: str, *, title: str | None = None,
                      metadata: dict[str, Any] | None = None) -> SessionRecord:
         """Change the given fields (None leaves a field as it is; metadata is replaced whole)."""

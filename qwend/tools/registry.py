@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import logging
 import time
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any
@@ -27,13 +28,15 @@ BUILTIN_MODULES = (
     "qwend.tools.files",
 )
 ENTRY_POINT_GROUP = "qwend.tools"
+UNKNOWN_TOOL = "(unknown)"  # the metrics label of calls to names no tool has: clients must not mint labels
 # A tool's group is loaded only when its setting is on (seed 001's ENABLE_* variables).
 GROUP_SETTINGS = {"web": "enable_web_search", "code": "enable_code_execution", "files": "enable_file_operations"}
 
 
 class ToolRegistry:
-    def __init__(self, context: ToolContext) -> None:
+    def __init__(self, context: ToolContext, *, observe: Callable[[str, str], None] | None = None) -> None:
         self.context = context
+        self._observe = observe or (lambda tool, outcome: None)  # (tool, outcome) of every invocation: metrics
         self._tools: dict[str, Tool] = {}
         self._switched_off: dict[str, str] = {}  # tool name -> the setting that keeps it out
 
@@ -104,26 +107,45 @@ class ToolRegistry:
         return [ToolSpec(t.name, t.description, t.parameters) for t in chosen if t.enabled]
 
     async def invoke(self, name: str, arguments: dict[str, Any] | None) -> ToolResult:
-        """Run one tool. Unknown names and bad arguments raise (404, 400); everything else is a ToolResult."""
+        """Run one tool. Unknown names and bad arguments raise (404, 400); everything else is a ToolResult.
+        Every call, whichever way it ends, is reported to `observe` with its outcome."""
+        outcome = "crashed"  # what is left if something unforeseen escapes
+        try:
+            outcome, result = await self._invoke(name, arguments)
+        except ToolNotFound:
+            outcome = "not_found"
+            raise
+        except InvalidToolArguments:
+            outcome = "invalid_arguments"
+            raise
+        except asyncio.CancelledError:  # the caller went away mid-call
+            outcome = "cancelled"
+            raise
+        finally:
+            known = name in self._tools or name in self._switched_off
+            self._observe(name if known else UNKNOWN_TOOL, outcome)
+        return result
+
+    async def _invoke(self, name: str, arguments: dict[str, Any] | None) -> tuple[str, ToolResult]:
         tool = self.get(name)
         if not isinstance(arguments, dict):
             raise InvalidToolArguments(f"arguments for {name} must be a JSON object", param="arguments")
         checked = tool.validate(arguments)
         if not tool.enabled:
-            return ToolResult(False, error=f"tool {name!r} is disabled")
+            return "disabled", ToolResult(False, error=f"tool {name!r} is disabled")
         started = time.monotonic()
         try:
             async with asyncio.timeout(tool.timeout):
                 result = await tool.run(checked, self.context)
         except TimeoutError:
-            return ToolResult(False, error=f"{name} timed out after {tool.timeout:g} s")
+            return "timeout", ToolResult(False, error=f"{name} timed out after {tool.timeout:g} s")
         except ToolError as exc:
-            return ToolResult(False, error=str(exc))
+            return "error", ToolResult(False, error=str(exc))
         except QwendError as exc:  # the model a tool uses is busy, missing, out of room
-            return ToolResult(False, error=exc.message)
+            return "unavailable", ToolResult(False, error=exc.message)
         except Exception as exc:  # a tool's own bug must not become a 500, nor lose the message
             log.exception("tool %s failed", name)
-            return ToolResult(False, error=f"{name} failed: {type(exc).__name__}: {exc}")
+            return "crashed", ToolResult(False, error=f"{name} failed: {type(exc).__name__}: {exc}")
         finally:
             log.debug("tool %s took %.3f s", name, time.monotonic() - started)
-        return ToolResult(True, result=result)
+        return "ok", ToolResult(True, result=result)

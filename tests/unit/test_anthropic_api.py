@@ -168,8 +168,8 @@ async def test_the_sdk_accumulates_a_streamed_tool_call(tmp_path):
 
     app = create_app(runtime.settings, runtime)
     app.state.runtime = runtime
-    http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://test")
-    sdk = anthropic.AsyncAnthropic(base_url="http://test", api_key="unused", http_client=http, max_retries=0)
+    http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://localhost")
+    sdk = anthropic.AsyncAnthropic(base_url="http://localhost", api_key="unused", http_client=http, max_retries=0)
     async with sdk.messages.stream(model="fake.gguf", max_tokens=64, tools=[WEATHER],
                                    messages=[{"role": "user", "content": "Weather in Paris?"}]) as stream:
         final = await stream.get_final_message()
@@ -342,8 +342,8 @@ async def test_the_sdk_reads_errors(tmp_path):
 
     app = create_app(runtime.settings, runtime)
     app.state.runtime = runtime
-    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://test") as http:
-        sdk = anthropic.AsyncAnthropic(base_url="http://test", api_key="unused", http_client=http, max_retries=0)
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://localhost") as http:
+        sdk = anthropic.AsyncAnthropic(base_url="http://localhost", api_key="unused", http_client=http, max_retries=0)
         with pytest.raises(anthropic.NotFoundError) as caught:
             await sdk.messages.create(model="nope", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
         assert caught.value.body["error"]["type"] == "not_found_error"

@@ -346,7 +346,7 @@ async def _request_then_leave(app, path: str, body: dict, left) -> list[dict]:
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
              "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
+             "headers": [(b"content-type", b"application/json"), (b"host", b"localhost")],
              "client": ("127.0.0.1", 1), "server": ("test", 80)}
     await asyncio.wait_for(app(scope, receive, send), 10)
     return sent

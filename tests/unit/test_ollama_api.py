@@ -39,7 +39,7 @@ def app_for(runtime):
 
 def ollama_client_for(runtime) -> ollama.AsyncClient:
     """The official async client, talking to the app around `runtime` in process."""
-    return ollama.AsyncClient(host="http://test", transport=httpx.ASGITransport(app=app_for(runtime)))
+    return ollama.AsyncClient(host="http://localhost", transport=httpx.ASGITransport(app=app_for(runtime)))
 
 
 @pytest.fixture
@@ -287,7 +287,7 @@ async def test_client_disconnect_stops_the_generation(tmp_path):
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
              "path": "/api/chat", "raw_path": b"/api/chat", "query_string": b"", "root_path": "",
-             "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
+             "headers": [(b"content-type", b"application/json"), (b"host", b"localhost")],
              "client": ("127.0.0.1", 1), "server": ("test", 80)}
     await asyncio.wait_for(app(scope, receive, send), 10)
     assert backend.stopped_early == 1 and backend.active == 0

@@ -245,7 +245,7 @@ async def test_client_disconnect_stops_the_run(tmp_path):
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
              "path": EXECUTE, "raw_path": EXECUTE.encode(), "query_string": b"", "root_path": "",
-             "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
+             "headers": [(b"content-type", b"application/json"), (b"host", b"localhost")],
              "client": ("127.0.0.1", 1), "server": ("test", 80)}
     await asyncio.wait_for(app(scope, receive, send), 10)
     assert len(backend.prompts) == 2 and backend.stopped_early == 1 and backend.active == 0

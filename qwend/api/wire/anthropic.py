@@ -17,7 +17,8 @@ MAX_STOP_SEQUENCES = 16
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="allow")  # clients send fields we do not use (cache_control, citations, ...)
+    # clients send fields we do not use (cache_control, citations, ...); NaN and Infinity are not JSON numbers
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
 
 class ImageSource(_Wire):

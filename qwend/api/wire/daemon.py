@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from qwend.agents.loop import ToolResultEvent, TurnEnd
+from qwend.chat.schemas import is_plain_json
 from qwend.sessions.store import SessionRecord, StoredMessage
 from qwend.types import ToolCall, Usage
 
@@ -14,7 +15,7 @@ ModelSize = Literal["small", "medium", "large"]
 
 
 class _Turn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)  # NaN and Infinity are not JSON numbers
 
     message: str = Field(description="The user's message.")
     stream: bool = Field(False, description="Answer as an SSE progress stream (GUIDE section 5 events).")
@@ -47,6 +48,13 @@ class CreateSessionBody(BaseModel):
     model_size: ModelSize | None = Field(None, description="Or a size, resolved now.")
     title: str | None = Field(None, max_length=200)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("metadata")
+    @classmethod
+    def _plain_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not is_plain_json(value):  # stored, it would make every listing of sessions fail
+            raise ValueError("metadata holds NaN or Infinity, which JSON does not allow")
+        return value
 
 
 def session_body(session: SessionRecord, messages: list[StoredMessage] | None = None) -> dict[str, Any]:

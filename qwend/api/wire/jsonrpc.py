@@ -59,7 +59,7 @@ def parse_call(raw: str | bytes) -> Call:
     """Read one WebSocket message as a JSON-RPC 2.0 request; raises RpcError (-32700, -32600)."""
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested thousands deep
         raise RpcError(PARSE_ERROR, f"parse error: the message is not valid JSON ({exc})") from None
     if isinstance(data, list):
         raise RpcError(INVALID_REQUEST, "invalid request: batches are not supported; send one request per message")
@@ -121,7 +121,8 @@ def params_of(call: Call, model: type[BaseModel]) -> Any:
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="allow")  # clients send fields we do not use; they are not errors
+    # clients send fields we do not use; they are not errors. NaN and Infinity are not JSON numbers: refused
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
 
 class ToolDefinition(_Wire):

@@ -21,7 +21,7 @@ UNLIMITED = -1  # LM Studio's maxTokens for "until the model stops or the contex
 class _Wire(BaseModel):
     # clients send fields we do not use (LM Studio load options, other config keys); they are not errors.
     # Fields are read by their camelCase alias or by their Python name.
-    model_config = ConfigDict(extra="allow", validate_by_name=True, validate_by_alias=True)
+    model_config = ConfigDict(extra="allow", validate_by_name=True, validate_by_alias=True, allow_inf_nan=False)
 
 
 class ImageIn(_Wire):

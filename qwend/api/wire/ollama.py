@@ -6,6 +6,7 @@ import re
 
 import binascii
 import json
+import math
 import time
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -24,7 +25,8 @@ MAX_STOPS = 16
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="allow")  # clients send fields we do not use; they are not errors
+    # clients send fields we do not use; they are not errors. NaN and Infinity are not JSON numbers: refused
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
 
 class Options(_Wire):
@@ -152,12 +154,21 @@ def generate_request(body: GenerateBody, model: str) -> ChatRequest:
 
 _DURATION = re.compile(r"(-?\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+MAX_KEEP_ALIVE_S = 100 * 365 * 24 * 3600  # longer is forever: its expiry (in /api/ps) would not be a date any more
 
 
 def keep_alive_seconds(value: float | str | None) -> float | None:
     """Ollama's keep_alive (seconds, or a Go duration such as "5m" or "1h30m") in seconds."""
-    if value is None or isinstance(value, (int, float)):
-        return value
+    if value is None:
+        return None
+    seconds = value if isinstance(value, (int, float)) else _duration_seconds(value)
+    if math.isnan(seconds):  # "nan" reads as a float
+        raise InvalidRequest(f"keep_alive {value!r} is not a duration (e.g. 300, \"5m\", \"1h\", -1)",
+                             param="keep_alive")
+    return -1 if seconds > MAX_KEEP_ALIVE_S else seconds
+
+
+def _duration_seconds(value: str) -> float:
     text = value.strip()
     try:
         return float(text)
@@ -282,7 +293,7 @@ def _arguments(arguments: dict[str, Any] | str, param: str) -> str:
     try:
         if isinstance(json.loads(arguments), dict):
             return arguments
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
         pass
     raise InvalidRequest("tool call arguments must be a JSON object", param=param)
 

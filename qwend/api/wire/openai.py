@@ -15,7 +15,8 @@ from qwend.types import ChatRequest, Message, SamplingParams, ToolCall, ToolSpec
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="allow")  # clients send fields we do not use; they are not errors
+    # clients send fields we do not use; they are not errors. NaN and Infinity are not JSON numbers: refused
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
 
 class ImageUrl(_Wire):
