@@ -10,7 +10,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from qwend import __version__
 from qwend.access import ApiKeys
-from qwend.api import anthropic, cortex, daemon, jsonrpc, llama_server, lmstudio, ollama, openai, sessions
+from qwend.api import anthropic, cortex, daemon, jsonrpc, llama_server, lmstudio, ollama, openai, sessions, ui
 from qwend.api.errors import install_error_handlers
 from qwend.api.guard import LOCAL_ORIGIN, AccessGuard
 from qwend.api.observe import RequestLog
@@ -64,4 +64,5 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(llama_server.router)
     app.include_router(ollama.router)
     app.include_router(anthropic.router)
+    ui.mount_ui(app)  # last: a mount matches every path under it
     return app

@@ -115,13 +115,13 @@ def run_stream_bench(settings: Settings, *, max_tokens: int, rounds: int, consol
     with ExitStack() as stack:
         if settings.backend == "upstream" and "upstream_url" not in settings.model_fields_set:
             model_path = ModelStore(settings.store_dir, settings.models_dir).find(settings.model).path
-            base = stack.enter_context(llama_cpp_server(model_path, alias=settings.model))
+            base = stack.enter_context(llama_cpp_server(model_path, alias=settings.model, console=console))
             settings = settings.model_copy(update={"upstream_url": f"{base}/v1"})
             console.print(f"upstream: llama-cpp-python's server on {base}")
         runtime = Runtime.create(settings)
         stack.callback(runtime.models.close)
         model = runtime.store.find(settings.model)
-        base = stack.enter_context(serve_in_thread(runtime))
+        base = stack.enter_context(serve_in_thread(runtime, console))
         backend = runtime.models.loaded[model.name].backend
         direct = backend
         if settings.backend == "llama_cpp":  # its own Llama, as a user would load it (the weights are shared)

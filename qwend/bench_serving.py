@@ -77,10 +77,10 @@ def servers(settings: Settings, baseline: bool, console: Console, **overrides) -
         runtime = Runtime.create(settings.model_copy(update=overrides))
         stack.callback(runtime.models.close)
         model = runtime.store.find(settings.model)
-        found = [("qwend", stack.enter_context(serve_in_thread(runtime)))]
+        found = [("qwend", stack.enter_context(serve_in_thread(runtime, console)))]
         if baseline:
             found.append(("llama_cpp.server", stack.enter_context(llama_cpp_server(
-                model.path, alias=model.name, context_length=settings.context_length or 8192))))
+                model.path, alias=model.name, context_length=settings.context_length or 8192, console=console))))
         console.print(f"model {model.name}; " + ", ".join(f"{name} at {base}" for name, base in found))
         yield found
 

@@ -1,4 +1,4 @@
-"""The `qwend` command: serve, pull, rm, models, keys, bench, eval."""
+"""The `qwend` command: serve, pull, rm, models, keys, bench, eval, chat."""
 
 from __future__ import annotations
 
@@ -275,6 +275,39 @@ def eval_tools(
         raise typer.BadParameter(f"unknown categories {sorted(unknown)}; known: {', '.join(CATEGORIES)}")
     run_tools_eval(_settings(model=model, data_dir=data_dir), limit=limit, baseline=baseline, console=Console(),
                    categories=tuple(category or CATEGORIES))
+
+
+@app.command()
+def chat(
+    url: Annotated[Optional[str], typer.Option(
+        help="The daemon's base URL (default http://HOST:PORT from the settings, 127.0.0.1:5997).")] = None,
+    api_key: Annotated[Optional[str], typer.Option(
+        "--api-key", envvar="QWEND_API_KEY", help="A key for a daemon that requires one (sent as Bearer).")] = None,
+    in_process: Annotated[bool, typer.Option(
+        "--in-process", help="Start a daemon in this process (also done when nothing answers at a loopback URL).")
+    ] = False,
+    profile: Annotated[str, typer.Option(help="The profile of new sessions.")] = "general",
+    model: Annotated[Optional[str], typer.Option(help="The model for turns (default: the profile's).")] = None,
+    session: Annotated[Optional[str], typer.Option(help="Resume this session (an id or its start).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Chat in the terminal through a daemon's session API: streamed answers, tool calls, slash commands."""
+    from qwend.terminal_chat import run_chat
+
+    settings = _settings(data_dir=data_dir, model=model)
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+
+    def pull_start_model() -> None:
+        if settings.pull_missing and settings.backend != "upstream":
+            try:
+                pull_with_progress(model_source(settings), settings.model)
+            except QwendError as exc:
+                raise fail(exc) from None
+
+    status = run_chat(Console(highlight=False), url=url or f"http://{host}:{settings.port}", api_key=api_key,
+                      in_process=in_process, settings=settings, profile=profile, model=model, session_id=session,
+                      before_start=pull_start_model)
+    raise typer.Exit(status)
 
 
 def main() -> None:

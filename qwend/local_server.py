@@ -9,14 +9,18 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import uvicorn
 
 from qwend.app import create_app
 from qwend.runtime import Runtime
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def free_port() -> int:
@@ -26,18 +30,20 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_in_thread(runtime: Runtime) -> Iterator[str]:
-    """The daemon's app over `runtime` (its start model loaded) in this process; yields the base URL."""
+def serve_in_thread(runtime: Runtime, console: Console | None = None) -> Iterator[str]:
+    """The daemon's app over `runtime` (its start model loaded) in this process; yields the base URL. With a
+    `console`, a spinner shows while the start model loads."""
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(runtime.settings, runtime), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    while not server.started or runtime.models.loading:  # the start model loads once the server is up
-        if not thread.is_alive():
-            raise RuntimeError("the in-process server failed to start")
-        time.sleep(0.05)
+    with _spinner(console, f"loading {runtime.settings.model}"):
+        while not server.started or runtime.models.loading:  # the start model loads once the server is up
+            if not thread.is_alive():
+                raise RuntimeError("the in-process server failed to start")
+            time.sleep(0.05)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -47,11 +53,12 @@ def serve_in_thread(runtime: Runtime) -> Iterator[str]:
 
 @contextmanager
 def llama_cpp_server(
-    model_path: Path, *, context_length: int = 8192, alias: str | None = None, projector: Path | None = None
+    model_path: Path, *, context_length: int = 8192, alias: str | None = None, projector: Path | None = None,
+    console: Console | None = None,
 ) -> Iterator[str]:
     """llama-cpp-python's own OpenAI server (`python -m llama_cpp.server`) on `model_path`, its model listed
     as `alias` (default: the path); with a multimodal `projector` (mmproj GGUF) it reads images. Requests
-    queue rather than cut off the running one."""
+    queue rather than cut off the running one. With a `console`, a spinner shows while it loads the model."""
     port = free_port()
     log = tempfile.TemporaryFile("w+")  # a file, not a pipe: its verbose log would fill a pipe and block it
     proc = subprocess.Popen(
@@ -65,19 +72,25 @@ def llama_cpp_server(
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"llama_cpp.server exited: {log.read()[-2000:]}")
-            try:
-                httpx.get(f"{base}/v1/models", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("llama_cpp.server did not start in 120 s") from None
-                time.sleep(0.3)
+        with _spinner(console, f"llama_cpp.server loading {model_path.name}"):
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"llama_cpp.server exited: {log.read()[-2000:]}")
+                try:
+                    httpx.get(f"{base}/v1/models", timeout=1).raise_for_status()
+                    break
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("llama_cpp.server did not start in 120 s") from None
+                    time.sleep(0.3)
         yield base
     finally:
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+def _spinner(console: Console | None, text: str):
+    """A rich status spinner on `console` while a model loads (nothing without a console)."""
+    return console.status(text) if console is not None else nullcontext()

@@ -7,7 +7,8 @@ policy to WebSockets). In order, a request is refused when:
 2. it comes from a browser page of an origin not allowed (403): CORS keeps such a page from reading answers,
    not from sending a POST that runs a tool, nor from opening a WebSocket;
 3. its body is larger than `max_body_mb` (413), by Content-Length or as it is read;
-4. API keys are configured and it carries none of them (401);
+4. API keys are configured and it carries none of them (401; health checks and the UI's static files are
+   open);
 5. its key (or, without keys, its address) made `rate_limit_per_minute` requests in the last minute (429).
 """
 
@@ -32,6 +33,7 @@ from qwend.settings import Settings
 # pages served from this machine: allowed by default (seed 001's ALLOWED_ORIGINS default is localhost:3000)
 LOCAL_ORIGIN = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"
 OPEN_PATHS = frozenset({"/health", "/api/health"})  # liveness probes: no key, no rate limit
+UI_PREFIX = "/ui"  # the browser UI's static files hold nothing secret; the page asks for a key itself
 
 
 class HostRule:
@@ -140,7 +142,8 @@ class AccessGuard:
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_body:
             raise self._too_large()
-        if scope["path"] in OPEN_PATHS:
+        path = scope["path"]
+        if path in OPEN_PATHS or path == UI_PREFIX or path.startswith(UI_PREFIX + "/"):
             return
         caller = scope["client"][0] if scope.get("client") else "unknown"
         if self.keys:

@@ -49,6 +49,11 @@ async def get_session(session_id: str, runtime: RuntimeDep):
     return wire.session_body(session, await runtime.sessions.messages(session_id))
 
 
+@router.patch("/sessions/{session_id}", summary="Rename a session")
+async def update_session(session_id: str, body: wire.UpdateSessionBody, runtime: RuntimeDep):
+    return wire.session_body(await runtime.sessions.update(session_id, title=body.title))
+
+
 @router.delete("/sessions/{session_id}", summary="Delete a session and its history")
 async def delete_session(session_id: str, runtime: RuntimeDep):
     await runtime.sessions.delete(session_id)

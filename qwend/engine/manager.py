@@ -171,6 +171,7 @@ class ModelManager:
     async def _load(self, model: LocalModel, need: MemoryEstimate) -> LoadedModel:
         """The load itself, as a task of its own: a request that stops waiting does not stop it."""
         started = time.monotonic()
+        log.info("loading %s (%s)", model.name, model.path)  # `qwend serve` answers meanwhile; say it is busy
         try:
             backend = await asyncio.to_thread(backend_loader(self.settings.backend), model, self.settings)
             log.info("loaded %s (%s) in %.1fs, %s", model.name, model.path, time.monotonic() - started,

@@ -143,14 +143,14 @@ def run_tools_eval(
             f"{'(call)' if o.called else '(text)'}{' ' + o.error if o.error else ''}", highlight=False)
 
     try:
-        with serve_in_thread(runtime) as base:
+        with serve_in_thread(runtime, console) as base:
             for label, extra in (("qwend (grammar)", {}), ("qwend (no grammar)", {"constrained_decoding": False})):
                 results[label] = summarise(
                     run_suite(base, extra=extra, limit=limit, categories=categories, on_case=progress(label)))
     finally:
         runtime.models.close()
     if baseline:
-        with llama_cpp_server(model.path) as base:
+        with llama_cpp_server(model.path, console=console) as base:
             label = "llama_cpp.server"
             results[label] = summarise(
                 run_suite(base, limit=limit, categories=categories, on_case=progress(label)))

@@ -28,7 +28,7 @@ async def python_repl(code: str, context: ToolContext) -> str:
     """
     _check_imports(code)
     try:
-        run = await context.sandbox.run_python(code)
+        run = await context.sandbox.run_python(_echo_last_expression(code))
     except SandboxUnavailable as exc:
         raise ToolError(f"{exc}; install bubblewrap, or set QWEND_ALLOW_UNSANDBOXED_CODE=true at your own risk")
     limit = context.sandbox.limits
@@ -59,6 +59,21 @@ def _check_imports(code: str) -> None:
             if name.split(".")[0] not in ALLOWED_MODULES:
                 allowed = ", ".join(sorted(ALLOWED_MODULES))
                 raise ToolError(f"module {name!r} is not available in python_repl; available: {allowed}")
+
+
+def _echo_last_expression(code: str) -> str:
+    """`code` that also prints the repr of its last statement when that is a bare expression (not None), as the
+    interactive interpreter does: the small model often sends `123 * 456` without print() and, given no
+    output, guessed a wrong number. Lines before it are kept as written, so error line numbers stay true."""
+    body = ast.parse(code).body
+    if not body or not isinstance(body[-1], ast.Expr):
+        return code
+    last = body[-1]
+    lines = code.splitlines(keepends=True)
+    start = lines[last.lineno - 1].encode()[: last.col_offset].decode()  # offsets count UTF-8 bytes
+    head = "".join(lines[: last.lineno - 1]) + start
+    return (f"{head}__qwend_value = ({ast.get_source_segment(code, last)})\n"
+            "if __qwend_value is not None:\n    print(repr(__qwend_value))\n")
 
 
 def _tail(text: str, label: str) -> str:

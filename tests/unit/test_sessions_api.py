@@ -129,6 +129,24 @@ async def test_a_busy_session_queues_the_next_message_in_order(tmp_path):
     ]
 
 
+async def test_rename_a_session(tmp_path):
+    runtime, _ = runtime_for(tmp_path, "x")
+    async with client_for(runtime) as client:
+        created = (await client.post("/v1/sessions", json={"profile_name": "general"})).json()
+        sid = created["session_id"]
+        renamed = await client.patch(f"/v1/sessions/{sid}", json={"title": "  Primes, again "})
+        assert renamed.status_code == 200, renamed.text
+        assert renamed.json()["title"] == "Primes, again" and renamed.json()["updated_at"] >= created["updated_at"]
+        assert (await client.get(f"/v1/sessions/{sid}")).json()["title"] == "Primes, again"
+        assert (await client.get("/v1/sessions")).json()["sessions"][0]["title"] == "Primes, again"
+        for body in ({"title": " "}, {"title": "x" * 201}, {}):
+            bad = await client.patch(f"/v1/sessions/{sid}", json=body)
+            assert bad.status_code == 400 and "title" in bad.json()["detail"], bad.text
+        missing = await client.patch("/v1/sessions/0123", json={"title": "t"})
+        assert missing.status_code == 404 and "0123" in missing.json()["detail"]
+        assert (await client.get(f"/v1/sessions/{sid}")).json()["title"] == "Primes, again"
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "words"),
     [

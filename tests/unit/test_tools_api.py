@@ -41,6 +41,16 @@ async def test_seed_001_python_repl_example(client):
     assert reply.json() == {"success": True, "result": "[1, 4, 9, 16, 25]\nPi = 3.14\n", "error": None}
 
 
+async def test_python_repl_shows_a_last_bare_expression_as_the_interpreter_does(client):
+    async def run(code):
+        reply = await client.post("/api/tools/execute", json={"tool_name": "python_repl", "parameters": {"code": code}})
+        return reply.json()["result"]
+
+    assert await run("123456789 * 987654321") == "121932631112635269\n"
+    assert await run("x = 'é'; print(x); x + 'ü'  # a comment") == "é\n'éü'\n"
+    assert await run("x = 1") == "" and await run("print(2)") == "2\n"  # None is not shown
+
+
 async def test_seed_001_code_generator_takes_the_code_out_of_the_fence(client):
     reply = await client.post(
         "/api/tools/execute", json={"tool_name": "code_generator", "parameters": {"request": "say hi"}}

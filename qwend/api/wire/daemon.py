@@ -57,6 +57,21 @@ class CreateSessionBody(BaseModel):
         return value
 
 
+class UpdateSessionBody(BaseModel):
+    """`PATCH /v1/sessions/{id}`: rename a session."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    title: str = Field(min_length=1, max_length=200, description="The session's new title.")
+
+    @field_validator("title")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the title is blank")
+        return value.strip()
+
+
 def session_body(session: SessionRecord, messages: list[StoredMessage] | None = None) -> dict[str, Any]:
     body = {
         "session_id": session.id, "profile_name": session.profile, "model": session.model, "title": session.title,
