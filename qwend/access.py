@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,15 @@ class ApiKeys:
             if hmac.compare_digest(sha, key.sha256):
                 found = key
         return found
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key a request carries: `Authorization: Bearer <key>` (OpenAI, Ollama clients) or `x-api-key`
+    (Anthropic's)."""
+    bearer = headers.get("authorization", "")
+    if bearer[:7].lower() == "bearer ":
+        return bearer[7:].strip()
+    return headers.get("x-api-key") or None
 
 
 def read_key_file(path: Path) -> list[ApiKey]:

@@ -8,13 +8,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 import uvicorn
+from starlette.types import ASGIApp
 
 from qwend.app import create_app
 from qwend.runtime import Runtime
@@ -29,18 +30,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextmanager
-def serve_in_thread(runtime: Runtime, console: Console | None = None) -> Iterator[str]:
+def serve_in_thread(runtime: Runtime, console: Console | None = None) -> AbstractContextManager[str]:
     """The daemon's app over `runtime` (its start model loaded) in this process; yields the base URL. With a
     `console`, a spinner shows while the start model loads."""
+    return serve_app_in_thread(create_app(runtime.settings, runtime), ready=lambda: not runtime.models.loading,
+                               waiting=_spinner(console, f"loading {runtime.settings.model}"))
+
+
+@contextmanager
+def serve_app_in_thread(app: ASGIApp, ready: Callable[[], bool] = lambda: True,
+                        waiting: AbstractContextManager = nullcontext()) -> Iterator[str]:
+    """`app` served by uvicorn in a background thread on a free loopback port; yields the base URL once it is
+    up and `ready()` (inside `waiting`, e.g. a spinner), and stops the server (the app's shutdown runs) on exit."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(runtime.settings, runtime), host="127.0.0.1", port=port, log_level="warning")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    with _spinner(console, f"loading {runtime.settings.model}"):
-        while not server.started or runtime.models.loading:  # the start model loads once the server is up
+    with waiting:
+        while not server.started or not ready():  # (a start model loads once the server is up)
             if not thread.is_alive():
                 raise RuntimeError("the in-process server failed to start")
             time.sleep(0.05)

@@ -4,10 +4,9 @@ daemon over HTTP, or to one it starts in this process and stops on exit."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -264,29 +263,13 @@ class ChatRepl:
         return False
 
 
-@contextmanager
-def in_process_daemon(settings: Settings) -> Iterator[str]:
-    """The daemon's app served by uvicorn in a background thread on a free loopback port; yields its base URL,
-    and stops it (unloading its models) on exit. Its start model loads while it already answers."""
-    import uvicorn
-
+def in_process_daemon(settings: Settings) -> AbstractContextManager[str]:
+    """The daemon's app served in a background thread on a free loopback port; yields its base URL, and stops
+    it (unloading its models) on exit. Its start model loads while it already answers."""
     from qwend.app import create_app
-    from qwend.local_server import free_port
+    from qwend.local_server import serve_app_in_thread
 
-    port = free_port()
-    settings = settings.model_copy(update={"host": "127.0.0.1", "port": port})
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True, name="qwend-daemon")
-    thread.start()
-    try:
-        while not server.started:
-            if not thread.is_alive():
-                raise DaemonError("the in-process daemon failed to start")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
+    return serve_app_in_thread(create_app(settings.model_copy(update={"host": "127.0.0.1"})))
 
 
 def run_chat(console: Console, *, url: str, api_key: str | None, in_process: bool, settings: Settings,

@@ -10,6 +10,7 @@ from typing import Annotated, TypeVar, get_args
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
+from qwend.access import presented_key
 from qwend.errors import InvalidRequest
 from qwend.runtime import Runtime
 from qwend.types import Priority
@@ -45,8 +46,7 @@ def requester(connection: HTTPConnection) -> Requester:
     if priority is not None and priority not in get_args(Priority):
         raise InvalidRequest(f"X-Qwend-Priority must be interactive or batch, not {priority!r}",
                              param="X-Qwend-Priority")
-    bearer = headers.get("authorization", "")
-    key = bearer[7:].strip() if bearer[:7].lower() == "bearer " else headers.get("x-api-key")
+    key = presented_key(headers)
     client = (
         connection.path_params.get("session_id")
         or headers.get("x-qwend-client")

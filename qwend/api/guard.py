@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from qwend.access import ApiKeys, is_loopback
+from qwend.access import ApiKeys, is_loopback, presented_key
 from qwend.api.errors import error_response
 from qwend.settings import Settings
 
@@ -189,11 +189,7 @@ class AccessGuard:
 
 
 def _presented_key(scope: Scope, headers: Headers) -> str | None:
-    bearer = headers.get("authorization", "")
-    if bearer[:7].lower() == "bearer ":
-        return bearer[7:].strip()
-    if headers.get("x-api-key"):
-        return headers["x-api-key"]
-    if scope["type"] == "websocket":  # a browser cannot set headers on a WebSocket; it can on its URL
+    key = presented_key(headers)
+    if key is None and scope["type"] == "websocket":  # a browser cannot set headers on a WebSocket; its URL
         return (parse_qs(scope.get("query_string", b"").decode()).get("api_key") or [None])[0]
-    return None
+    return key
