@@ -11,6 +11,7 @@ from starlette.middleware.cors import CORSMiddleware
 from qwend import __version__
 from qwend.access import ApiKeys
 from qwend.api import anthropic, cortex, daemon, jsonrpc, llama_server, lmstudio, ollama, openai, sessions, ui
+from qwend.api.affinity import AFFINITY_HEADER, INSTANCE_HEADER, Affinity
 from qwend.api.errors import install_error_handlers
 from qwend.api.guard import LOCAL_ORIGIN, AccessGuard
 from qwend.api.observe import RequestLog
@@ -49,12 +50,15 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    # the last added runs first: a request is logged (and given its id), then CORS answers preflights and
-    # labels answers, then the guard decides whether it reaches a route at all
+    # the last added runs first: every answer is labelled with this daemon's name (refusals too), a request is
+    # logged (and given its id), then CORS answers preflights and labels answers, then the guard decides
+    # whether it reaches a route at all
     app.add_middleware(AccessGuard, settings=settings, keys=ApiKeys.load(settings))
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_origin_regex=LOCAL_ORIGIN,
-                       allow_methods=["*"], allow_headers=["*"], expose_headers=["X-Request-ID", "Retry-After"])
+                       allow_methods=["*"], allow_headers=["*"],
+                       expose_headers=["X-Request-ID", "Retry-After", INSTANCE_HEADER, AFFINITY_HEADER])
     app.add_middleware(RequestLog)
+    app.add_middleware(Affinity, instance=settings.instance_name)
     app.include_router(daemon.router)
     app.include_router(sessions.router)
     app.include_router(openai.router)

@@ -255,6 +255,22 @@ def bench_restart(
                       max_tokens=max_tokens, console=Console())
 
 
+@bench_app.command("scale")
+def bench_scale(
+    model: Annotated[Optional[str], typer.Option(help="Model to serve (default: the configured one).")] = None,
+    sessions: Annotated[int, typer.Option(help="Conversations at once.")] = 2,
+    turns: Annotated[int, typer.Option(help="Turns per conversation.")] = 3,
+    history_words: Annotated[int, typer.Option(help="Words in each conversation's first message.")] = 200,
+    max_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 16,
+    data_dir: DataDir = None,
+) -> None:
+    """Sessions through one and two daemons sharing PostgreSQL, in front of one upstream and on their own models."""
+    from qwend.bench_scale import run_scale_bench
+
+    run_scale_bench(_settings(model=model, data_dir=data_dir), sessions=sessions, turns=turns,
+                    history_words=history_words, max_tokens=max_tokens, console=Console())
+
+
 eval_app = typer.Typer(help="Accuracy evaluations that print tables.")
 app.add_typer(eval_app, name="eval")
 

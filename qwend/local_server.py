@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -96,6 +98,42 @@ def llama_cpp_server(
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server of its own (Debian's `postgresql` package: initdb in a temporary folder) on a free
+    loopback port, trusting local connections; yields its URL and deletes everything on exit. As root, the
+    server runs as the `postgres` user (it refuses to run as root)."""
+    bin_dir = _postgres_bin_dir()
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    with tempfile.TemporaryDirectory(prefix="qwend-pg-") as folder:
+        data, sockets = Path(folder) / "data", Path(folder) / "sockets"
+        sockets.mkdir()
+        if as_user:
+            shutil.chown(folder, "postgres")
+            shutil.chown(sockets, "postgres")
+        port = free_port()
+        subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                        "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
+        options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l",
+                        str(Path(folder) / "server.log"), "-w", "start"], check=True, capture_output=True)
+        try:
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                           capture_output=True)
+
+
+def _postgres_bin_dir() -> Path:
+    """Where initdb and pg_ctl are: on PATH, or Debian's /usr/lib/postgresql/<version>/bin (the newest)."""
+    if found := shutil.which("initdb"):
+        return Path(found).parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    if not versions:
+        raise RuntimeError("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    return versions[-1].parent
 
 
 def _spinner(console: Console | None, text: str):

@@ -13,10 +13,9 @@ from qwend.metrics import Metrics
 from qwend.models.store import ModelStore
 from qwend.models.upstream import UpstreamModels
 from qwend.sessions.queue import SessionTurns
-from qwend.sessions.sqlite import SqliteSessionStore
-from qwend.sessions.store import SessionStore
+from qwend.sessions.store import SessionStore, open_store
 from qwend.settings import Settings
-from qwend.tools.base import ToolContext
+from qwend.tools.base import Tool, ToolContext
 from qwend.tools.mcp_client import McpServers
 from qwend.tools.registry import ToolRegistry
 from qwend.tools.sandbox import Limits, Sandbox
@@ -46,7 +45,7 @@ class Runtime:
         self.tools.load()
         self.mcp = McpServers(s.mcp_servers_file)
         self.profiles = Profiles(s.profiles_path)
-        self.sessions = SqliteSessionStore(s.database)
+        self.sessions = open_store(s.database, pool_size=s.database_pool_size)
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -54,9 +53,17 @@ class Runtime:
         return cls(settings, store, ModelManager(settings, store))
 
     async def start(self) -> None:
-        """What needs the event loop: connections to MCP servers, an upstream server's default model."""
+        """What needs the event loop: connections to MCP servers and the database (whose tool switches apply
+        to every tool, MCP ones included), an upstream server's default model."""
         await self.mcp.start(self.tools.register)
+        await self.sessions.start(self.tools.apply_switches)
         await self.models.start()
+
+    async def switch_tool(self, name: str, enabled: bool) -> Tool:
+        """Switch a tool on or off here and, through the database, on every daemon sharing it."""
+        self.tools.get(name)  # an unknown tool is a 404 before anything is stored
+        await self.sessions.save_tool_switch(name, enabled)
+        return self.tools.set_enabled(name, enabled)
 
     async def close(self) -> None:
         await self.mcp.close()

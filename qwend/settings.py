@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -211,6 +212,14 @@ class Settings(BaseSettings):
     )
 
     # sessions and profiles
+    database_url: str | None = Field(
+        None, description="Where sessions and tool switches live: a postgresql:// URL, which several daemons may "
+        "share (docs/deploy.md); default the SQLite file <data_dir>/qwend.db, for this daemon alone.",
+    )
+    database_pool_size: int = Field(10, ge=1, description="Connections a daemon opens to PostgreSQL for "
+                                    "store calls (two more: session turn locks, tool-switch notices).")
+    instance: str | None = Field(None, description="This daemon's name in the X-Qwend-Instance response header "
+                                 "(which daemon behind a load balancer answered); default host name:port.")
     profiles_dir: Path | None = Field(None, description="Your own profile TOML files; default <data_dir>/profiles.")
     context_overflow: Literal["summarize", "drop"] = Field(
         "summarize", description="What happens to a session's oldest turns when they no longer fit the window."
@@ -263,8 +272,12 @@ class Settings(BaseSettings):
         return self.profiles_dir or self.data_dir / "profiles"
 
     @property
-    def database(self) -> Path:
-        return self.data_dir / "qwend.db"
+    def database(self) -> str | Path:
+        return self.database_url or self.data_dir / "qwend.db"
+
+    @property
+    def instance_name(self) -> str:
+        return self.instance or f"{socket.gethostname()}:{self.port}"
 
     def model_for_size(self, size: str | None) -> str:
         """The model name a seed 000 `model_size` stands for."""

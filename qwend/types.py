@@ -93,6 +93,7 @@ class ChatRequest:
     client: str | None = None
     priority: Priority = "interactive"
     pin_prompt: bool = False  # keep the prompt's KV state for good, where the engine saves states (/restore_cache)
+    affinity: str | None = None  # the conversation it continues, for an upstream's load balancer (api/affinity.py)
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,30 @@ def tiny_vision_gguf_dir(hf_model_dir: Path) -> Path:
     return make_tiny_vl_gguf(hf_model_dir, Settings(_env_file=None).store_dir / "test" / "tiny-random-qwen2.5-vl-gguf")
 
 
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A real PostgreSQL server (Debian's package, a cluster of its own on a loopback port) for the session."""
+    from qwend.local_server import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_database(postgres_url: str) -> str:
+    """A new, empty database on that server for one test; its URL. Dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
 class Daemon:
     """A real `qwend serve` process with the real default model. Its data dir (sessions, workspace) is its own;
     only the pulled models are shared, through a link to the default store."""

@@ -20,6 +20,7 @@ class FakeBackend(TemplatedPrompts):
         self.reply = reply
         self.replies = list(replies)
         self.prompts: list[str] = []  # every rendered prompt, in order, for tests to inspect
+        self.generated: list[Prompt] = []  # every Prompt generated from, in order
         self.delay = delay
         self.info = ModelInfo(context_length, context_length, 256, 1000, 1, True)
         self.active = 0  # generations currently running; the scheduler must keep this <= 1
@@ -37,6 +38,7 @@ class FakeBackend(TemplatedPrompts):
     async def generate(
         self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None
     ) -> AsyncIterator[Generated]:
+        self.generated.append(prompt)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         if self.replies:

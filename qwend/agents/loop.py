@@ -73,7 +73,7 @@ ToolExecutor = Callable[[ToolCall, dict[str, Any]], Awaitable[ToolResult]]
 async def run_tool_loop(
     runtime: Runtime, messages: Sequence[Message], *, tools: Sequence[ToolSpec], model: str | None,
     sampling: SamplingParams, max_steps: int, chain: bool = False, execute: ToolExecutor | None = None,
-    client: str | None = None, priority: Priority = "interactive",
+    client: str | None = None, priority: Priority = "interactive", affinity: str | None = None,
 ) -> AsyncIterator[LoopEvent]:
     """Chat events of every step, a ToolResultEvent per executed call, a StepDone per generation, then TurnEnd."""
 
@@ -100,7 +100,7 @@ async def run_tool_loop(
         # models asked for several repeat one call until max_tokens.
         request = ChatRequest(tuple(history) + note, model=model, sampling=sampling, tools=tuple(tools),
                               tool_choice="auto" if may_call else "text", parallel_tool_calls=False,
-                              client=client, priority=priority)
+                              client=client, priority=priority, affinity=affinity)
         answer = CompletionBuilder()
         async with aclosing(chat(runtime, request)) as events:
             async for event in events:

@@ -39,6 +39,7 @@ class TurnRequest:
     history: tuple[Message, ...] | None = None
     client: str | None = None  # who asks, for the scheduler (ChatRequest.client)
     priority: Priority = "interactive"
+    affinity: str | None = None  # ChatRequest.affinity; a session's turns default to the session id
 
 
 async def run_turn(runtime: Runtime, request: TurnRequest) -> AsyncIterator[LoopEvent | Queued]:
@@ -75,7 +76,7 @@ async def run_turn(runtime: Runtime, request: TurnRequest) -> AsyncIterator[Loop
     def loop(view: list[Message]) -> AsyncIterator[LoopEvent]:
         return run_tool_loop(runtime, view, tools=tools, model=model, sampling=sampling, max_steps=max_steps,
                              chain=profile.tool_chaining, execute=request.execute, client=request.client,
-                             priority=request.priority)
+                             priority=request.priority, affinity=request.affinity or (session and session.id))
 
     if session is None:
         system = [Message("system", system_prompt)] if system_prompt else []
@@ -89,7 +90,8 @@ async def run_turn(runtime: Runtime, request: TurnRequest) -> AsyncIterator[Loop
     ahead = runtime.session_turns.ahead(session.id)
     if ahead:
         yield Queued(ahead)
-    async with runtime.session_turns.hold(session.id):
+    # one turn of a session at a time: in this daemon (in arrival order), then among daemons sharing the database
+    async with runtime.session_turns.hold(session.id), runtime.sessions.turn_lock(session.id):
         budget = loaded.backend.info.context_length - sampling.max_tokens
         view = await fit_session(runtime, runtime.sessions, session.id, model=model,
                                  system_prompt=system_prompt, new_message=user, tools=tools, budget=budget)

@@ -163,13 +163,13 @@ async def execute_tool(body: ExecuteBody, runtime: RuntimeDep):
 
 @router.post("/tools/{name}/enable", summary="Let the model and clients use a tool again")
 async def enable_tool(name: str, runtime: RuntimeDep):
-    runtime.tools.set_enabled(name, True)
+    await runtime.switch_tool(name, True)
     return {"success": True, "tool": name, "enabled": True, "message": f"Tool {name} enabled"}
 
 
 @router.post("/tools/{name}/disable", summary="Stop a tool from being offered or run")
 async def disable_tool(name: str, runtime: RuntimeDep):
-    runtime.tools.set_enabled(name, False)
+    await runtime.switch_tool(name, False)
     return {"success": True, "tool": name, "enabled": False, "message": f"Tool {name} disabled"}
 
 

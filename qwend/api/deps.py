@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
 from qwend.access import presented_key
+from qwend.api.affinity import affinity_key
 from qwend.errors import InvalidRequest
 from qwend.runtime import Runtime
 from qwend.types import Priority
@@ -27,14 +28,17 @@ RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 
 @dataclass(frozen=True)
 class Requester:
-    """Who a request is from, and the priority its headers ask for (None: they name none)."""
+    """Who a request is from, the priority its headers ask for (None: they name none), and the conversation
+    it continues as far as a load balancer can tell (qwend.api.affinity)."""
 
     client: str | None
     priority: Priority | None = None
+    affinity: str | None = None
 
     def attach(self, request: T) -> T:
         """`request` (a ChatRequest or TurnRequest) with these set; the header's priority wins over the body's."""
-        return replace(request, client=self.client, priority=self.priority or request.priority)
+        return replace(request, client=self.client, priority=self.priority or request.priority,
+                       affinity=self.affinity)
 
 
 def requester(connection: HTTPConnection) -> Requester:
@@ -53,7 +57,7 @@ def requester(connection: HTTPConnection) -> Requester:
         or (key and "key " + hashlib.sha256(key.encode()).hexdigest()[:16])  # a digest: keys are secrets
         or (connection.client.host if connection.client else None)
     )
-    return Requester(client, priority)
+    return Requester(client, priority, affinity_key(connection.url.path, headers))
 
 
 RequesterDep = Annotated[Requester, Depends(requester)]

@@ -105,7 +105,7 @@ def _prepare(
             param="messages",
         )
     prompt = build_prompt(backend, request.messages, tools, answering=request.tool_choice == "text")
-    prompt = replace(prompt, pin=request.pin_prompt)
+    prompt = replace(prompt, pin=request.pin_prompt, affinity=request.affinity)
     check_fits(prompt.length, request.sampling, backend.info.context_length)
     # every backend gets the constraint (an upstream server passes it on as tool_choice); only a grammar
     # guarantees the answer's shape, and without one the parser also accepts calls written as bare JSON

@@ -43,6 +43,7 @@ class Prompt:
     tools: tuple[ToolSpec, ...] = ()
     estimated_tokens: int = 0
     pin: bool = False  # keep this prompt's KV state for good, where the engine saves states (llama.cpp)
+    affinity: str | None = None  # the conversation it continues: an upstream server is told, to route by it
 
     @property
     def length(self) -> int:

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 DEFAULT_CONTEXT = 32768  # when the server does not say
 CHARS_PER_TOKEN = 3.5  # a cautious estimate for fitting history: the server's tokenizer is not ours
 TOOL_CHOICE = {"none": "none", "optional": "auto", "required": "required"}
+# the conversation a request continues (Prompt.affinity), for a balancer in front of the server's replicas: the
+# same header clients give qwend (api/affinity.py), so one balancer rule serves both tiers
+AFFINITY_HEADER = "X-Qwend-Affinity"
 
 
 class UpstreamBackend:
@@ -70,7 +73,8 @@ class UpstreamBackend:
         try:
             async with (
                 httpx.AsyncClient(headers=self._headers, timeout=self._timeout) as client,
-                client.stream("POST", f"{self.url}/chat/completions", json=body) as reply,
+                client.stream("POST", f"{self.url}/chat/completions", json=body,
+                              headers={AFFINITY_HEADER: prompt.affinity} if prompt.affinity else None) as reply,
             ):
                 if reply.status_code != 200:
                     await reply.aread()

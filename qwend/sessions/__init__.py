@@ -1,1 +1,1 @@
-"""Sessions: persisted chat history behind the `SessionStore` protocol (SQLite today)."""
+"""Sessions: persisted chat history behind the `SessionStore` protocol (SQLite, or PostgreSQL to share)."""

@@ -101,6 +101,6 @@ async def _summary(
 
     while len(lines) > 1 and count(messages()) > room:
         lines.pop(1 if previous and len(lines) > 2 else 0)  # keep the earlier summary; drop the oldest lines
-    request = ChatRequest(messages(), model=model, client=client,  # the session's turn, queued as the session
+    request = ChatRequest(messages(), model=model, client=client, affinity=client,  # queued as the session's turn
                           sampling=SamplingParams(temperature=0.2, max_tokens=SUMMARY_TOKENS - 50))
     return (await complete(chat(runtime, request))).text.strip()

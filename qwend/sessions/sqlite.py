@@ -9,17 +9,18 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from qwend.errors import InvalidRequest, QwendError, SessionNotFound
-from qwend.sessions.store import SessionRecord, StoredMessage
-from qwend.types import ToolCall
+from qwend.errors import InvalidRequest, QwendError
+from qwend.sessions.store import (
+    SessionRecord, StoredMessage, ToolSwitches, calls_json, message_from_row, record_from_row, session_not_found,
+)
 
 T = TypeVar("T")
 BUSY_TIMEOUT_S = 10.0
@@ -43,8 +44,12 @@ def _v1_initial(db: sqlite3.Connection) -> None:
     db.execute("CREATE UNIQUE INDEX messages_by_position ON messages (session_id, position)")
 
 
+def _v2_tool_switches(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE tool_switches (name TEXT PRIMARY KEY, enabled INTEGER NOT NULL, updated_at REAL NOT NULL)")
+
+
 # Schema version N is reached by applying MIGRATIONS[N-1]; append new steps, never edit applied ones.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_initial,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_initial, _v2_tool_switches)
 
 
 @contextmanager
@@ -78,31 +83,16 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
 def _session(db: sqlite3.Connection, session_id: str) -> SessionRecord:
     row = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
     if row is None:
-        raise SessionNotFound(f"session {session_id!r} does not exist", param="session_id")
-    return _record(row)
-
-
-def _record(row: sqlite3.Row) -> SessionRecord:
-    return SessionRecord(id=row["id"], profile=row["profile"], model=row["model"], title=row["title"],
-                         created_at=row["created_at"], updated_at=row["updated_at"],
-                         metadata=json.loads(row["metadata"]))
-
-
-def _message(row: sqlite3.Row) -> StoredMessage:
-    calls = tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in json.loads(row["tool_calls"]))
-    return StoredMessage(role=row["role"], content=row["content"], reasoning=row["reasoning"], tool_calls=calls,
-                         tool_call_id=row["tool_call_id"], name=row["name"], prompt_tokens=row["prompt_tokens"],
-                         completion_tokens=row["completion_tokens"], folded=bool(row["folded"]), id=row["id"],
-                         turn=row["turn"], created_at=row["created_at"])
+        raise session_not_found(session_id)
+    return record_from_row(row)
 
 
 def _insert(db: sqlite3.Connection, session_id: str, turn: int, position: float, message: StoredMessage,
             now: float) -> StoredMessage:
-    calls = json.dumps([{"id": c.id, "name": c.name, "arguments": c.arguments} for c in message.tool_calls])
     cursor = db.execute(
         "INSERT INTO messages (session_id, turn, position, role, content, reasoning, tool_calls, tool_call_id, "
         "name, prompt_tokens, completion_tokens, folded, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (session_id, turn, position, message.role, message.content, message.reasoning, calls,
+        (session_id, turn, position, message.role, message.content, message.reasoning, calls_json(message),
          message.tool_call_id, message.name, message.prompt_tokens, message.completion_tokens,
          int(message.folded), now))
     return replace(message, id=cursor.lastrowid, turn=turn, created_at=now)
@@ -166,7 +156,7 @@ class SqliteSessionStore:
         """Every session, the most recently updated first."""
         def list_(db: sqlite3.Connection) -> builtins.list[SessionRecord]:
             rows = db.execute("SELECT * FROM sessions ORDER BY updated_at DESC, created_at DESC, rowid DESC")
-            return [_record(row) for row in rows]
+            return [record_from_row(row) for row in rows]
 
         return await self._run(list_)
 
@@ -202,7 +192,7 @@ class SqliteSessionStore:
         def messages(db: sqlite3.Connection) -> builtins.list[StoredMessage]:
             _session(db, session_id)
             rows = db.execute("SELECT * FROM messages WHERE session_id = ? ORDER BY position", (session_id,))
-            return [_message(row) for row in rows]
+            return [message_from_row(row) for row in rows]
 
         return await self._run(messages)
 
@@ -255,6 +245,26 @@ class SqliteSessionStore:
             return stored
 
         return await self._run(fold)
+
+    async def start(self, tool_switches: ToolSwitches) -> None:
+        """Tell `tool_switches` the stored switches (the file was opened and migrated by the constructor)."""
+        rows = await self._run(lambda db: db.execute("SELECT name, enabled FROM tool_switches").fetchall())
+        tool_switches({name: bool(enabled) for name, enabled in rows})
+
+    @asynccontextmanager
+    async def turn_lock(self, session_id: str) -> AsyncIterator[None]:
+        """Nothing to do: one daemon owns a SQLite file, and its SessionTurns orders a session's turns."""
+        yield
+
+    async def save_tool_switch(self, name: str, enabled: bool) -> None:
+        """Remember the switch across restarts."""
+        def save(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.execute("INSERT INTO tool_switches VALUES (?,?,?) ON CONFLICT (name) DO UPDATE SET "
+                           "enabled = excluded.enabled, updated_at = excluded.updated_at",
+                           (name, int(enabled), time.time()))
+
+        await self._run(save)
 
     async def close(self) -> None:
         """Close the connection; the store cannot be used afterwards."""

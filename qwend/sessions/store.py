@@ -1,6 +1,6 @@
 """The session store interface and its records.
 
-A session is persisted chat history. Messages are written a whole turn at a time (`append_turn`), so a
+A session is persisted chat history, in SQLite (one daemon) or PostgreSQL (several daemons sharing it). Messages are written a whole turn at a time (`append_turn`), so a
 crash never leaves half a turn behind; `fold` replaces old messages with a summary in what the model sees
 while the history still shows them.
 """
@@ -8,10 +8,14 @@ while the history still shows them.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
 
+from qwend.errors import SessionNotFound
 from qwend.types import ToolCall
 
 StoredRole = Literal["system", "user", "assistant", "tool", "summary"]
@@ -57,11 +61,45 @@ class StoredMessage:
             raise ValueError(f"role must be one of {sorted(STORED_ROLES)}, not {self.role!r}")
 
 
+ToolSwitches = Callable[[dict[str, bool]], None]  # told tool name -> enabled, for some or all tools
+
+
+def session_not_found(session_id: str) -> SessionNotFound:
+    return SessionNotFound(f"session {session_id!r} does not exist", param="session_id")
+
+
+def record_from_row(row: Mapping[str, Any]) -> SessionRecord:
+    """A sessions row (sqlite3.Row or a psycopg dict row) as a record."""
+    return SessionRecord(id=row["id"], profile=row["profile"], model=row["model"], title=row["title"],
+                         created_at=row["created_at"], updated_at=row["updated_at"],
+                         metadata=json.loads(row["metadata"]))
+
+
+def message_from_row(row: Mapping[str, Any]) -> StoredMessage:
+    """A messages row (sqlite3.Row or a psycopg dict row) as a StoredMessage."""
+    calls = tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in json.loads(row["tool_calls"]))
+    return StoredMessage(role=row["role"], content=row["content"], reasoning=row["reasoning"], tool_calls=calls,
+                         tool_call_id=row["tool_call_id"], name=row["name"], prompt_tokens=row["prompt_tokens"],
+                         completion_tokens=row["completion_tokens"], folded=bool(row["folded"]), id=row["id"],
+                         turn=row["turn"], created_at=row["created_at"])
+
+
+def calls_json(message: StoredMessage) -> str:
+    """How a message's tool calls are stored: a JSON list, in both databases."""
+    return json.dumps([{"id": c.id, "name": c.name, "arguments": c.arguments} for c in message.tool_calls])
+
+
 class SessionStore(Protocol):
-    """Where sessions live. Every method raises `SessionNotFound` for an unknown session id.
+    """Where sessions, and the state daemons sharing the database share, live. Every session method raises
+    `SessionNotFound` for an unknown session id.
 
     Implementations must make `append_turn` and `fold` atomic: all of it is stored, or none of it.
     """
+
+    async def start(self, tool_switches: ToolSwitches) -> None:
+        """Connect (where that needs the event loop) and bring the schema up to date; then tell
+        `tool_switches` every stored switch, and again whenever another daemon changes one."""
+        ...
 
     async def create(self, profile: str, model: str | None = None, title: str | None = None,
                      metadata: dict[str, Any] | None = None) -> SessionRecord:
@@ -106,6 +144,26 @@ class SessionStore(Protocol):
         `summary` (role "summary") right after them, before the messages that stay unfolded."""
         ...
 
+    def turn_lock(self, session_id: str) -> AbstractAsyncContextManager[None]:
+        """Held while a turn of the session runs, so that daemons sharing the database run a session's turns
+        one at a time (within one daemon, `SessionTurns` already does)."""
+        ...
+
+    async def save_tool_switch(self, name: str, enabled: bool) -> None:
+        """Remember that a tool was switched on or off; every daemon sharing the database is told."""
+        ...
+
     async def close(self) -> None:
         """Release the store's resources; it cannot be used afterwards."""
         ...
+
+
+def open_store(database: str | Path, *, pool_size: int = 10) -> SessionStore:
+    """The store for `database`: a postgresql:// URL (several daemons may share it) or a SQLite file's path."""
+    if isinstance(database, str) and database.startswith(("postgresql://", "postgres://")):
+        from qwend.sessions.postgres import PostgresSessionStore  # psycopg loads only when chosen
+
+        return PostgresSessionStore(database, pool_size=pool_size)
+    from qwend.sessions.sqlite import SqliteSessionStore
+
+    return SqliteSessionStore(Path(database))

@@ -101,6 +101,12 @@ class ToolRegistry:
         tool.enabled = enabled
         return tool
 
+    def apply_switches(self, switches: dict[str, bool]) -> None:
+        """Stored switches (from the database, maybe another daemon's): tools this daemon lacks are skipped."""
+        for name, enabled in switches.items():
+            if name in self._tools:
+                self._tools[name].enabled = enabled
+
     def specs(self, names: list[str] | None = None) -> list[ToolSpec]:
         """The enabled tools (optionally only `names`) as the model sees them."""
         chosen = [self.get(n) for n in names] if names is not None else self.all()

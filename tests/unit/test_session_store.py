@@ -1,4 +1,5 @@
-"""SqliteSessionStore: records, turns, folds, migrations, concurrency, and surviving SIGKILL."""
+"""The session stores, SQLite and PostgreSQL, through one suite: records, turns, folds, migrations,
+concurrency, tool switches, and surviving SIGKILL; then what only PostgreSQL does: several daemons sharing it."""
 
 import asyncio
 import os
@@ -11,22 +12,46 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from qwend.errors import InvalidRequest, QwendError, SessionNotFound
 from qwend.sessions import sqlite as sqlite_store
 from qwend.sessions.sqlite import SqliteSessionStore
-from qwend.sessions.store import StoredMessage
+from qwend.sessions.store import StoredMessage, open_store
 from qwend.types import ToolCall
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request, tmp_path):
+    """A new, empty database of each kind: a SQLite file's path, or a PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return tmp_path / "nested" / "sessions.db"
+    return request.getfixturevalue("postgres_database")
+
+
+async def opened(database):
+    store = open_store(database)
+    await store.start(lambda switches: None)
+    return store
+
+
 @pytest.fixture
-async def store(tmp_path):
-    store = SqliteSessionStore(tmp_path / "nested" / "sessions.db")
+async def store(database):
+    store = await opened(database)
     yield store
     await store.close()
+
+
+def rows(database, table):
+    """How many rows a table holds, read past the store."""
+    if isinstance(database, Path):
+        with sqlite3.connect(database) as db:
+            return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+    with psycopg.connect(database) as db:
+        return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
 
 def user(text):
@@ -38,7 +63,7 @@ def _user_version(path):
         return db.execute("PRAGMA user_version").fetchone()[0]
 
 
-async def test_create_get_list_update_delete(store):
+async def test_create_get_list_update_delete(store, database):
     first = await store.create("default", model="qwen", title="one", metadata={"k": 1})
     second = await store.create("coder")
     assert len(first.id) == 32 and first.created_at == first.updated_at
@@ -57,8 +82,7 @@ async def test_create_get_list_update_delete(store):
 
     await store.delete(first.id)
     assert [s.id for s in await store.list()] == [second.id]
-    with sqlite3.connect(store.path) as db:
-        assert db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0  # cascaded
+    assert rows(database, "messages") == 0  # cascaded
 
 
 async def test_unknown_session_raises_session_not_found(store):
@@ -98,7 +122,7 @@ async def test_a_failing_turn_stores_nothing(store):
     await store.append_turn(session.id, [user("kept")])
     before = await store.get(session.id)
     broken = [user("a"), user("b"), StoredMessage("user", None)]  # NOT NULL fails on the third insert
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):
         await store.append_turn(session.id, broken)
     assert [m.content for m in await store.messages(session.id)] == ["kept"]
     assert await store.get(session.id) == before
@@ -139,48 +163,59 @@ async def test_fold_places_the_summary_between_folded_and_live_messages(store):
         await store.fold(session.id, history[0].id, StoredMessage("assistant", "x"))
 
 
-async def test_migrations_run_once_and_upgrade_old_databases(tmp_path, monkeypatch):
+async def test_tool_switches_are_kept(store, database):
+    told = {}
+    await store.save_tool_switch("calculator", False)
+    await store.save_tool_switch("web_search", False)
+    await store.save_tool_switch("calculator", True)
+    again = open_store(database)  # as after a restart
+    await again.start(told.update)
+    await again.close()
+    assert told == {"calculator": True, "web_search": False}
+
+
+async def test_sqlite_migrations_run_once_and_upgrade_old_databases(tmp_path, monkeypatch):
     path = tmp_path / "s.db"
     await (store := SqliteSessionStore(path)).create("default", title="old")
     await store.close()
-    assert _user_version(path) == len(sqlite_store.MIGRATIONS) == 1
+    assert _user_version(path) == len(sqlite_store.MIGRATIONS) == 2
 
     applied = []
 
-    def v1_must_not_rerun(db):
-        raise AssertionError("v1 ran again")
+    def must_not_rerun(db):
+        raise AssertionError("a step ran again")
 
-    def v2_pinned(db):
-        applied.append(2)
+    def v3_pinned(db):
+        applied.append(3)
         db.execute("ALTER TABLE sessions ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0")
 
-    monkeypatch.setattr(sqlite_store, "MIGRATIONS", (v1_must_not_rerun, v2_pinned))
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", (must_not_rerun, must_not_rerun, v3_pinned))
     for _ in range(2):  # the second open applies nothing
         store = SqliteSessionStore(path)
         assert [s.title for s in await store.list()] == ["old"]
         await store.close()
-    assert applied == [2] and _user_version(path) == 2
+    assert applied == [3] and _user_version(path) == 3
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT pinned FROM sessions").fetchall() == [(0,)]
 
 
-async def test_a_failing_migration_is_rolled_back(tmp_path, monkeypatch):
+async def test_a_failing_sqlite_migration_is_rolled_back(tmp_path, monkeypatch):
     path = tmp_path / "s.db"
     await SqliteSessionStore(path).close()
 
-    def v2_broken(db):
+    def v3_broken(db):
         db.execute("CREATE TABLE half_done (x)")
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(sqlite_store, "MIGRATIONS", (sqlite_store._v1_initial, v2_broken))
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", (*sqlite_store.MIGRATIONS, v3_broken))
     with pytest.raises(RuntimeError, match="boom"):
         SqliteSessionStore(path)
-    assert _user_version(path) == 1
+    assert _user_version(path) == 2
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() == []
 
     monkeypatch.setattr(sqlite_store, "MIGRATIONS", ())
-    with pytest.raises(QwendError, match="schema version 1"):
+    with pytest.raises(QwendError, match="schema version 2"):
         SqliteSessionStore(path)  # a database newer than the code is refused, not guessed at
 
 
@@ -205,11 +240,12 @@ async def test_concurrent_appends_never_interleave(store):
 CRASH_CHILD = """
 import asyncio, sys
 from pathlib import Path
-from qwend.sessions.sqlite import SqliteSessionStore
-from qwend.sessions.store import StoredMessage
+from qwend.sessions.store import StoredMessage, open_store
 
 async def main():
-    store = SqliteSessionStore(Path(sys.argv[1]))
+    database = sys.argv[1] if "://" in sys.argv[1] else Path(sys.argv[1])
+    store = open_store(database)
+    await store.start(lambda switches: None)
     while True:
         turn = [StoredMessage("user", f"{i}:" + "x" * 500) for i in range(50)]
         print((await store.append_turn(sys.argv[2], turn))[0].turn, flush=True)
@@ -218,15 +254,14 @@ asyncio.run(main())
 """
 
 
-async def test_sigkill_mid_write_leaves_only_whole_turns(tmp_path):
-    path = tmp_path / "crash.db"
-    store = SqliteSessionStore(path)
+async def test_sigkill_mid_write_leaves_only_whole_turns(database):
+    store = await opened(database)
     session = await store.create("default")
     await store.close()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     committed = 0
     for _ in range(3):
-        child = subprocess.Popen([sys.executable, "-c", CRASH_CHILD, str(path), session.id], cwd=ROOT, env=env,
+        child = subprocess.Popen([sys.executable, "-c", CRASH_CHILD, str(database), session.id], cwd=ROOT, env=env,
                                  stdout=subprocess.PIPE, text=True)
         try:
             for _ in range(3):  # at least three turns committed in this round
@@ -240,7 +275,7 @@ async def test_sigkill_mid_write_leaves_only_whole_turns(tmp_path):
         committed = max([committed, *map(int, child.stdout.read().split())])
         child.stdout.close()
 
-        store = SqliteSessionStore(path)
+        store = await opened(database)
         history = await store.messages(session.id)
         await store.close()
         turns = len(history) // 50
@@ -249,5 +284,6 @@ async def test_sigkill_mid_write_leaves_only_whole_turns(tmp_path):
             messages = history[n * 50:(n + 1) * 50]
             assert [m.turn for m in messages] == [n + 1] * 50
             assert [int(m.content.split(":")[0]) for m in messages] == list(range(50))
-        with sqlite3.connect(path) as db:
-            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        if isinstance(database, Path):
+            with sqlite3.connect(database) as db:
+                assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

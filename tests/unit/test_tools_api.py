@@ -87,6 +87,20 @@ async def test_enable_disable_and_openai_definitions(client):
     assert (await client.get("/api/tools")).json()["tools"][0]["enabled"] is True
 
 
+async def test_a_switch_outlives_a_restart(tmp_path):
+    async with client_for(fake_runtime(tmp_path, FakeBackend())) as client:
+        await client.post("/api/tools/calculator/disable")
+        await client.post("/api/tools/web_search/disable")
+        await client.post("/api/tools/web_search/enable")
+        assert (await client.post("/api/tools/nope/disable")).status_code == 404
+    restarted = fake_runtime(tmp_path, FakeBackend())  # the same data folder, so the same database
+    await restarted.start()
+    try:
+        assert (restarted.tools.get("calculator").enabled, restarted.tools.get("web_search").enabled) == (False, True)
+    finally:
+        await restarted.close()
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
