@@ -85,6 +85,14 @@ class InsufficientMemory(QwendError):
     code = "insufficient_memory"
 
 
+class DatabaseUnavailable(QwendError):
+    """The session database cannot be reached (PostgreSQL down, or the database gone)."""
+
+    status = 503
+    type = "server_error"
+    code = "database_unavailable"
+
+
 class ModelFetchError(QwendError):
     code = "model_fetch_failed"
 

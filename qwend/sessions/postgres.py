@@ -22,7 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from qwend.errors import InvalidRequest, QwendError
+from qwend.errors import DatabaseUnavailable, InvalidRequest, QwendError
 from qwend.sessions.store import (
     SessionRecord, StoredMessage, ToolSwitches, calls_json, message_from_row, record_from_row, session_not_found,
 )
@@ -130,13 +130,26 @@ class PostgresSessionStore:
             raise QwendError(f"could not connect to the PostgreSQL database at {self.where} within "
                              f"{CONNECT_TIMEOUT_S:g} s (QWEND_DATABASE_URL)") from None
         await self._migrate()
-        async with self._pool.connection() as db:
+        async with self._db() as db:
             tool_switches(await _switches(db))
         self._listener = asyncio.create_task(self._listen(tool_switches), name="qwend-tool-switches")
 
+    @asynccontextmanager
+    async def _db(self) -> AsyncIterator[Connection]:
+        """A pooled connection; a database that cannot be reached is a 503, not a 500."""
+        try:
+            async with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as db:
+                yield db
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: Exception) -> DatabaseUnavailable:
+        reason = str(exc).strip() or type(exc).__name__
+        return DatabaseUnavailable(f"the session database at {self.where} cannot be reached: {reason}")
+
     async def _migrate(self) -> None:
         migrations = MIGRATIONS  # read at call time, so a test can add a step
-        async with self._pool.connection() as db:
+        async with self._db() as db:
             while True:
                 async with db.transaction():
                     # under a lock held to the transaction's end: daemons starting at once apply each step once
@@ -174,7 +187,7 @@ class PostgresSessionStore:
         now = time.time()
         record = SessionRecord(id=uuid.uuid4().hex, profile=profile, model=model, title=title, created_at=now,
                                updated_at=now, metadata=dict(metadata or {}))
-        async with self._pool.connection() as db:
+        async with self._db() as db:
             await db.execute("INSERT INTO sessions (id, profile, model, title, created_at, updated_at, metadata) "
                              "VALUES (%s,%s,%s,%s,%s,%s,%s)",
                              (record.id, profile, model, title, now, now, json.dumps(record.metadata)))
@@ -182,25 +195,25 @@ class PostgresSessionStore:
 
     async def get(self, session_id: str) -> SessionRecord:
         """The session's record."""
-        async with self._pool.connection() as db:
+        async with self._db() as db:
             return await _session(db, session_id)
 
     async def list(self) -> builtins.list[SessionRecord]:
         """Every session, the most recently updated first."""
-        async with self._pool.connection() as db:
+        async with self._db() as db:
             cursor = await db.execute("SELECT * FROM sessions ORDER BY updated_at DESC, created_at DESC, seq DESC")
             return [record_from_row(row) for row in await cursor.fetchall()]
 
     async def count(self) -> int:
         """How many sessions there are."""
-        async with self._pool.connection() as db:
+        async with self._db() as db:
             return (await (await db.execute("SELECT COUNT(*) AS n FROM sessions")).fetchone())["n"]
 
     async def update(self, session_id: str, *, title: str | None = None,
                      metadata: dict[str, Any] | None = None) -> SessionRecord:
         """Change the given fields (metadata is replaced whole) and bump updated_at."""
         encoded = None if metadata is None else json.dumps(metadata)
-        async with self._pool.connection() as db:
+        async with self._db() as db:
             row = await (await db.execute(
                 "UPDATE sessions SET title = COALESCE(%s, title), metadata = COALESCE(%s, metadata), "
                 "updated_at = %s WHERE id = %s RETURNING *", (title, encoded, time.time(), session_id))).fetchone()
@@ -210,14 +223,14 @@ class PostgresSessionStore:
 
     async def delete(self, session_id: str) -> None:
         """Remove the session; its messages go with it (ON DELETE CASCADE)."""
-        async with self._pool.connection() as db:
+        async with self._db() as db:
             cursor = await db.execute("DELETE FROM sessions WHERE id = %s", (session_id,))
         if cursor.rowcount == 0:
             raise session_not_found(session_id)
 
     async def messages(self, session_id: str) -> builtins.list[StoredMessage]:
         """The whole history in conversation order, folded messages and summaries included."""
-        async with self._pool.connection() as db, db.transaction():  # one snapshot: the session and its rows
+        async with self._db() as db, db.transaction():  # one snapshot: the session and its rows
             await _session(db, session_id)
             cursor = await db.execute("SELECT * FROM messages WHERE session_id = %s ORDER BY position",
                                       (session_id,))
@@ -229,7 +242,7 @@ class PostgresSessionStore:
         if not messages:
             raise ValueError("a turn needs at least one message")
         now = time.time()
-        async with self._pool.connection() as db, db.transaction():
+        async with self._db() as db, db.transaction():
             await _session(db, session_id, for_update=True)
             row = await (await db.execute(
                 "SELECT COALESCE(MAX(turn), 0) + 1 AS turn, COALESCE(MAX(position), 0) AS top FROM messages "
@@ -245,7 +258,7 @@ class PostgresSessionStore:
         if summary.role != "summary":
             raise ValueError(f"a fold stores a message of role 'summary', not {summary.role!r}")
         now = time.time()
-        async with self._pool.connection() as db, db.transaction():
+        async with self._db() as db, db.transaction():
             await _session(db, session_id, for_update=True)
             row = await (await db.execute("SELECT position, turn FROM messages WHERE id = %s AND session_id = %s",
                                           (through_message_id, session_id))).fetchone()
@@ -287,15 +300,18 @@ class PostgresSessionStore:
             raise
 
     async def _lock_query(self, query: str, key: int) -> bool:
-        async with self._lock_guard:
-            if self._locks is None or self._locks.closed:
-                self._locks = await AsyncConnection.connect(self.url, autocommit=True, row_factory=dict_row)
-        row = await (await self._locks.execute(query, (key,))).fetchone()
+        try:
+            async with self._lock_guard:
+                if self._locks is None or self._locks.closed:
+                    self._locks = await AsyncConnection.connect(self.url, autocommit=True, row_factory=dict_row)
+            row = await (await self._locks.execute(query, (key,))).fetchone()
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc) from None
         return bool(row["done"])
 
     async def save_tool_switch(self, name: str, enabled: bool) -> None:
         """Store the switch and tell every daemon listening on this database."""
-        async with self._pool.connection() as db, db.transaction():
+        async with self._db() as db, db.transaction():
             await db.execute("INSERT INTO tool_switches VALUES (%s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
                              "enabled = excluded.enabled, updated_at = excluded.updated_at",
                              (name, enabled, time.time()))

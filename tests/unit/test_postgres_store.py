@@ -7,7 +7,7 @@ import asyncio
 import psycopg
 import pytest
 
-from qwend.errors import QwendError
+from qwend.errors import DatabaseUnavailable, QwendError
 from qwend.local_server import free_port
 from qwend.sessions import postgres
 from qwend.sessions.postgres import PostgresSessionStore, describe
@@ -128,24 +128,44 @@ async def test_one_turn_of_a_session_at_a_time_across_daemons(postgres_database)
     await b.close()
 
 
+async def eventually(check) -> bool:
+    for _ in range(100):  # a notification, not a poll: it arrives within milliseconds, 5 s at most
+        if check():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
 async def test_tool_switches_reach_every_daemon(postgres_database):
     told = {}
     a, b = await daemons(postgres_database, 2, told)
     await a.save_tool_switch("calculator", False)
-    for _ in range(100):  # a notification, not a poll: it arrives within milliseconds
-        if told[1].get("calculator") is False:
-            break
-        await asyncio.sleep(0.05)
-    assert told[1]["calculator"] is False and told[0]["calculator"] is False
-
+    assert await eventually(lambda: told[0].get("calculator") is False and told[1].get("calculator") is False)
     await b.save_tool_switch("calculator", True)
-    for _ in range(100):
-        if told[0]["calculator"] is True:
-            break
-        await asyncio.sleep(0.05)
-    assert told[0]["calculator"] is True
+    assert await eventually(lambda: told[0]["calculator"] is True and told[1]["calculator"] is True)
     await a.close()
     await b.close()
+
+
+async def test_lost_connections_are_replaced_and_a_lost_database_is_a_503(postgres_database, postgres_url,
+                                                                          monkeypatch):
+    monkeypatch.setattr(postgres, "CONNECT_TIMEOUT_S", 1.0)
+    [store] = await daemons(postgres_database, 1)
+    session = await store.create("default")
+    name = postgres_database.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as admin:  # as a restarted server would
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+    assert (await store.get(session.id)).id == session.id  # the pool saw the dead connection and made another
+
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        try:
+            with pytest.raises(DatabaseUnavailable) as raised:
+                await store.get(session.id)
+            assert raised.value.status == 503 and f"/{name} cannot be reached" in raised.value.message
+        finally:
+            admin.execute(f"CREATE DATABASE {name}")  # for the fixture to drop
+            await store.close()
 
 
 async def test_an_unreachable_database_is_a_clear_error(monkeypatch):
