@@ -136,6 +136,10 @@ class Settings(BaseSettings):
         300.0, gt=0, description="Seconds the upstream may stay silent (prompt processing included) before a "
         "request to it fails.",
     )
+    upstream_parallel: int = Field(
+        1, ge=1, le=1024, description="Requests one daemon sends the upstream at once (the rest wait in qwend's "
+        "fair queue). 1 suits a one-slot server; vLLM and SGLang batch many: give them 32 or more.",
+    )
 
     # model lifecycle
     keep_alive: float = Field(

@@ -44,6 +44,7 @@ class UpstreamBackend:
         self.info = ModelInfo(
             context_length=context_length, trained_context_length=context_length, vocab_size=0, parameters=0,
             file_size=0, chat_template=True, grammar=False, vision=True, engine="upstream",
+            parallel=settings.upstream_parallel,
         )
         self._headers = upstream_headers(settings)
         self._timeout = httpx.Timeout(settings.upstream_timeout, connect=5.0)

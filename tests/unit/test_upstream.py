@@ -81,6 +81,11 @@ def test_json_schema_becomes_response_format(backend):
     assert "tools" not in body and "repeat_penalty" not in body
 
 
+def test_requests_sent_at_once_are_configured():
+    settings = Settings(_env_file=None, backend="upstream", upstream_parallel=32)
+    assert UpstreamBackend("m", UpstreamModels(settings), settings, 4096).info.parallel == 32
+
+
 def test_prompt_length_is_estimated_from_the_text(backend):
     short = backend.prompt((Message("user", "hi"),)).length
     long = backend.prompt((Message("user", "hi " * 400),)).length
