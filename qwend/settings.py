@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     max_messages: int = Field(2048, ge=1, description="Most messages one chat request may carry.")
     max_tokens_limit: int | None = Field(None, ge=1, description="Most tokens one answer may generate; a "
                                          "request asking for more gets this many. Default: the context window.")
+    max_choices: int = Field(8, ge=1, le=128, description="Most choices one request may ask for (OpenAI's n, times "
+                             "the prompts of a text completion); they are generated at once, as separate jobs.")
     max_tool_steps: int = Field(20, ge=1, description="Most rounds of tool calls one request may run (caps a "
                                 "profile's max_tool_steps and an agent run's max_iterations).")
     rate_limit_per_minute: int = Field(0, ge=0, description="Requests one API key (or, without keys, one "

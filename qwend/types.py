@@ -94,6 +94,10 @@ class ChatRequest:
     priority: Priority = "interactive"
     pin_prompt: bool = False  # keep the prompt's KV state for good, where the engine saves states (/restore_cache)
     affinity: str | None = None  # the conversation it continues, for an upstream's load balancer (api/affinity.py)
+    # a text completion (OpenAI's /v1/completions): this text is the prompt as it is, no chat template, and the
+    # answer comes back as plain text; with `suffix`, the model fills in between the two (fill-in-the-middle)
+    text_prompt: str | None = None
+    suffix: str | None = None
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Sequence
 
-from qwend.engine.base import Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts
+from qwend.engine.base import Embedded, Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts
 from qwend.types import Message, OutputConstraint, SamplingParams, ToolSpec
 
 
@@ -15,17 +16,26 @@ class FakeBackend(TemplatedPrompts):
 
     def __init__(
         self, reply: str = "Hello there, friend.", *, delay: float = 0.0, context_length: int = 512,
-        replies: Sequence[str] = (),
+        replies: Sequence[str] = (), embeddings: bool = False,
     ):
         self.reply = reply
         self.replies = list(replies)
         self.prompts: list[str] = []  # every rendered prompt, in order, for tests to inspect
         self.generated: list[Prompt] = []  # every Prompt generated from, in order
         self.delay = delay
-        self.info = ModelInfo(context_length, context_length, 256, 1000, 1, True)
+        self.info = ModelInfo(context_length, context_length, 256, 1000, 1, True, embeddings=embeddings)
         self.active = 0  # generations currently running; the scheduler must keep this <= 1
         self.max_active = 0
         self.stopped_early = 0
+
+    async def embed(self, texts: Sequence[str]) -> Embedded:
+        """Letter counts (a to z) made unit length: texts with the same letters point the same way."""
+        vectors = []
+        for text in texts:
+            counts = [text.lower().count(chr(ord("a") + i)) + 0.01 for i in range(26)]
+            norm = math.sqrt(sum(c * c for c in counts))
+            vectors.append([c / norm for c in counts])
+        return Embedded(vectors, sum(len(t) for t in texts))
 
     def tokenize(self, text: str) -> list[int]:
         return [ord(c) % 256 for c in text]

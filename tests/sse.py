@@ -12,3 +12,8 @@ def named_events(lines: Iterable[str]) -> list[tuple[str, dict]]:
         elif line.startswith("data:") and name:
             events.append((name, json.loads(line.split(":", 1)[1])))
     return events
+
+
+def data_lines(lines: Iterable[str]) -> list[str]:
+    """The `data:` payloads of an unnamed SSE stream (OpenAI's), `[DONE]` included."""
+    return [line.split(":", 1)[1].strip() for line in lines if line.startswith("data:")]

@@ -37,7 +37,8 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-OLLAMA_PATHS = frozenset(f"/api/{name}" for name in ("chat", "generate", "tags", "ps", "show", "pull", "delete"))
+OLLAMA_PATHS = frozenset(f"/api/{name}" for name in ("chat", "generate", "embed", "tags", "ps", "show", "pull",
+                                                      "delete"))
 ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                    404: "not_found_error", 413: "request_too_large", 415: "invalid_request_error",
                    429: "rate_limit_error", 503: "overloaded_error"}

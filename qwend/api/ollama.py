@@ -1,4 +1,4 @@
-"""Ollama: /api/chat, /api/generate, /api/tags, /api/ps, /api/show, /api/pull, /api/delete. A translator, nothing more.
+"""Ollama: /api/chat, /api/generate, /api/embed, /api/tags, /api/ps, /api/show, /api/pull, /api/delete. A translator, nothing more.
 
 Answers stream as NDJSON by default (`"stream": false` for one object); errors are `{"error": message}`, in
 the body before the stream starts (qwend.api.errors) and as the last line after. What Ollama reports about a
@@ -20,6 +20,8 @@ from fastapi.responses import JSONResponse
 from qwend.api.deps import Requester, RequesterDep, RuntimeDep
 from qwend.api.streaming import ClientGone, NdjsonResponse, open_stream, unless_disconnected
 from qwend.api.wire import ollama as wire
+from qwend.api.wire.embeddings import OllamaEmbedBody, texts_of
+from qwend.chat.embeddings import EmbeddingRequest, embed
 from qwend.api.wire.ollama_models import ps_body, show_body, tag_body
 from qwend.chat.service import Completion, CompletionBuilder, chat
 from qwend.engine.manager import LoadedModel
@@ -128,6 +130,16 @@ async def _load(runtime: Runtime, name: str, keep_alive: float | None = None) ->
     started = time.perf_counter_ns()
     loaded = await runtime.models.get(name, keep_alive=keep_alive)
     return loaded, time.perf_counter_ns() - started
+
+
+@router.post("/embed", summary="Embeddings of one text or several (Ollama)")
+async def embed_texts(body: OllamaEmbedBody, runtime: RuntimeDep, who: RequesterDep):
+    started = time.perf_counter_ns()
+    request = EmbeddingRequest(texts_of(body.input), model=body.model, dimensions=body.dimensions,
+                               keep_alive=wire.keep_alive_seconds(body.keep_alive))
+    result = await embed(runtime, who.attach(request))
+    return {"model": result.model, "embeddings": result.vectors, "total_duration": time.perf_counter_ns() - started,
+            "load_duration": 0, "prompt_eval_count": result.tokens}
 
 
 @router.get("/tags", summary="Models on disk (Ollama)")

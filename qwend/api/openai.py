@@ -1,4 +1,5 @@
-"""OpenAI: `POST /v1/chat/completions` (JSON and SSE) and `GET /v1/models`. A translator, nothing more."""
+"""OpenAI: `POST /v1/chat/completions` (JSON and SSE), `POST /v1/embeddings` and `GET /v1/models`. A
+translator, nothing more."""
 
 from __future__ import annotations
 
@@ -7,17 +8,20 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from fastapi import APIRouter, Request, Response
 from sse_starlette import EventSourceResponse
 
 from qwend.api.deps import RequesterDep, RuntimeDep
-from qwend.api.streaming import ClientGone, open_stream, unless_disconnected
+from qwend.api.streaming import ClientGone, merged, open_streams, unless_disconnected
 from qwend.api.wire import openai as wire
-from qwend.chat.service import chat, complete
+from qwend.api.wire.embeddings import EmbeddingsBody, embeddings_body, to_embedding_request
+from qwend.chat.embeddings import embed
+from qwend.chat.service import complete
 from qwend.errors import QwendError
 from qwend.models.facts import read_all_facts
-from qwend.types import ChatEvent, Done, Reasoning, Started, Token, ToolCallDelta, ToolCallStart
+from qwend.types import ChatEvent, Done, Reasoning, Started, Token, ToolCallDelta, ToolCallStart, Usage
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["OpenAI"])
@@ -27,50 +31,74 @@ router = APIRouter(prefix="/v1", tags=["OpenAI"])
 async def create_chat_completion(
     body: wire.ChatCompletionRequest, request: Request, runtime: RuntimeDep, who: RequesterDep
 ):
-    chat_request = who.attach(wire.to_chat_request(body))
-    events = await open_stream(chat(runtime, chat_request))
+    choices = [who.attach(r) for r in wire.choice_requests(body, runtime.settings.max_choices)]
+    streams = await open_streams(runtime, choices)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return EventSourceResponse(_sse(events, include_usage), sep="\n", ping=15)
+        pairs = merged(streams) if len(streams) > 1 else _indexed(streams[0])
+        return EventSourceResponse(_sse(pairs, len(streams), include_usage), sep="\n", ping=15)
     try:
-        result = await unless_disconnected(request, complete(events))
+        results = await unless_disconnected(request, asyncio.gather(*(complete(s) for s in streams)))
     except ClientGone:
         return Response(status_code=499)
-    finish = "stop" if result.finish_reason == "cancelled" else result.finish_reason
-    return wire.completion_body(
-        wire.completion_id(), result.model, result.text, finish, result.usage, result.tool_calls, result.reasoning
-    )
+    bodies = [wire.choice_body(i, r.text, _finish(r.finish_reason), r.tool_calls, r.reasoning)
+              for i, r in enumerate(results)]
+    return wire.choices_body(wire.completion_id(), results[0].model, bodies, _usage([r.usage for r in results]))
 
 
-async def _sse(events: AsyncIterator[ChatEvent], include_usage: bool) -> AsyncIterator[str]:
+def _finish(reason: str) -> str:
+    return "stop" if reason == "cancelled" else reason
+
+
+def _usage(usages: list[Usage]) -> Usage:
+    """Choices of one request share its prompt: counted once; every choice's answer counted."""
+    return Usage(usages[0].prompt_tokens, sum(u.completion_tokens for u in usages), usages[0].cached_tokens)
+
+
+async def _indexed(events: AsyncIterator[ChatEvent]) -> AsyncIterator[tuple[int, ChatEvent]]:
+    async with aclosing(events):
+        async for event in events:
+            yield 0, event
+
+
+async def _sse(pairs: AsyncIterator[tuple[int, ChatEvent]], n: int, include_usage: bool) -> AsyncIterator[str]:
     cid, created, model = wire.completion_id(), int(time.time()), ""
+    usages: list[Usage] = []
 
-    def chunk(delta, finish=None, usage=None) -> str:
-        return json.dumps(wire.chunk_body(cid, created, model, delta, finish, usage, include_usage))
+    def chunk(index: int, delta, finish=None, usage=None) -> str:
+        return json.dumps(wire.chunk_body(cid, created, model, delta, finish, usage, include_usage, index))
 
     try:
-        async for event in events:
-            match event:
-                case Started(name, _):
-                    model = name
-                    yield chunk({"role": "assistant", "content": ""})
-                case Token(text):
-                    yield chunk({"content": text})
-                case Reasoning(text):
-                    yield chunk({"reasoning_content": text})
-                case ToolCallStart(index, call_id, name):
-                    call = {"index": index, "id": call_id, "type": "function",
-                            "function": {"name": name, "arguments": ""}}
-                    yield chunk({"tool_calls": [call]})
-                case ToolCallDelta(index, arguments):
-                    yield chunk({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]})
-                case Done(reason, usage):
-                    yield chunk({}, "stop" if reason == "cancelled" else reason)
-                    if include_usage:
-                        yield chunk(None, usage=usage)
+        async with aclosing(pairs):
+            async for index, event in pairs:
+                match event:
+                    case Started(name, _):
+                        model = name
+                        yield chunk(index, {"role": "assistant", "content": ""})
+                    case Token(text):
+                        yield chunk(index, {"content": text})
+                    case Reasoning(text):
+                        yield chunk(index, {"reasoning_content": text})
+                    case ToolCallStart(call_index, call_id, name):
+                        call = {"index": call_index, "id": call_id, "type": "function",
+                                "function": {"name": name, "arguments": ""}}
+                        yield chunk(index, {"tool_calls": [call]})
+                    case ToolCallDelta(call_index, arguments):
+                        yield chunk(index, {"tool_calls": [{"index": call_index, "function": {"arguments": arguments}}]})
+                    case Done(reason, usage):
+                        usages.append(usage)
+                        yield chunk(index, {}, _finish(reason))
+        if include_usage and len(usages) == n:
+            yield chunk(0, None, usage=_usage(usages))
     except QwendError as exc:  # after the 200 has gone out, errors travel in the stream, as OpenAI does
         yield json.dumps(wire.error_body(exc.message, exc.type, exc.code, exc.param))
     yield "[DONE]"
+
+
+@router.post("/embeddings", summary="Create embeddings (OpenAI): unit-length vectors, float or base64")
+async def create_embeddings(body: EmbeddingsBody, runtime: RuntimeDep, who: RequesterDep):
+    result = await embed(runtime, who.attach(to_embedding_request(body)))
+    return embeddings_body(result, body.encoding_format)
 
 
 @router.get("/models", summary="Every model qwend can serve (OpenAI), with what it can do")

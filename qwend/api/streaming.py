@@ -4,13 +4,15 @@ work when the client goes away."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from qwend.types import ChatEvent
+from qwend.chat.service import chat
+from qwend.runtime import Runtime
+from qwend.types import ChatEvent, ChatRequest
 
 T = TypeVar("T")
 
@@ -33,6 +35,20 @@ async def open_stream(events: AsyncIterator[ChatEvent]) -> AsyncIterator[ChatEve
             await events.aclose()
 
     return replay()
+
+
+async def open_streams(runtime: Runtime, requests: Sequence[ChatRequest]) -> list[AsyncIterator[ChatEvent]]:
+    """The chat streams of a request's choices, each opened (`open_stream`); when one fails, the others
+    already opened are closed, so their jobs leave the queue."""
+    streams: list[AsyncIterator[ChatEvent]] = []
+    try:
+        for request in requests:
+            streams.append(await open_stream(chat(runtime, request)))
+    except BaseException:
+        for stream in streams:
+            await stream.aclose()
+        raise
+    return streams
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
@@ -66,3 +82,35 @@ class NdjsonResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             await self.body_iterator.aclose()
+
+
+async def merged(streams: Sequence[AsyncIterator[T]]) -> AsyncIterator[tuple[int, T]]:
+    """The items of several streams as they come, each with its stream's index (several choices of one
+    request). An error in one ends them all; closing this closes every stream."""
+    queue: asyncio.Queue[tuple[int, T] | BaseException | None] = asyncio.Queue()
+
+    async def pump(index: int, stream: AsyncIterator[T]) -> None:
+        try:
+            async for item in stream:
+                await queue.put((index, item))
+            await queue.put(None)
+        except Exception as exc:  # handed to the reader, who raises it
+            await queue.put(exc)
+        finally:
+            await stream.aclose()
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        running = len(tasks)
+        while running:
+            item = await queue.get()
+            if item is None:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

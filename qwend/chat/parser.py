@@ -61,6 +61,20 @@ def new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
+class PlainText:
+    """The parser of a text completion: every piece is content, nothing is read into it."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.outcomes: Counter[str] = Counter()  # nothing is parsed, so nothing is counted
+
+    def feed(self, text: str) -> list[ChatEvent]:
+        return [Token(text)] if text else []
+
+    def finish(self) -> list[ChatEvent]:
+        return []
+
+
 class OutputParser:
     def __init__(
         self, tools: Sequence[ToolSpec] = (), *, trusted: bool = False, lenient: bool = True,

@@ -13,7 +13,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 
 from qwend.chat.images import with_fetched_images
-from qwend.chat.parser import OutputParser
+from qwend.chat.parser import OutputParser, PlainText
 from qwend.chat.stops import StopMatcher
 from qwend.engine.base import Finished, Piece, Prefill, Prompt
 from qwend.engine.manager import LoadedModel, LoadingModel
@@ -78,7 +78,7 @@ async def chat(runtime: Runtime, request: ChatRequest) -> AsyncIterator[ChatEven
 def _within_limits(request: ChatRequest, settings: Settings) -> ChatRequest:
     """Refuse what no answer can come of; an answer longer than the operator's cap is cut to it (clients send
     a large max_tokens by habit, so the cap is applied rather than refused)."""
-    if not request.messages:
+    if not request.messages and request.text_prompt is None:
         raise InvalidRequest("messages must hold at least one message", param="messages")
     if len(request.messages) > settings.max_messages:
         raise InvalidRequest(f"{len(request.messages)} messages are more than the {settings.max_messages} one "
@@ -91,9 +91,14 @@ def _within_limits(request: ChatRequest, settings: Settings) -> ChatRequest:
 
 def _prepare(
     loaded: LoadedModel, runtime: Runtime, request: ChatRequest
-) -> tuple[Prompt, OutputConstraint | None, OutputParser]:
+) -> tuple[Prompt, OutputConstraint | None, OutputParser | PlainText]:
     """Everything that can refuse the request, before it is queued: the prompt and whether it fits, the
     output constraint and the parser for it."""
+    if request.text_prompt is not None:  # a text completion: the text as it is, the answer as it comes
+        prompt = loaded.backend.text_prompt(request.text_prompt, request.suffix)
+        prompt = replace(prompt, affinity=request.affinity, suffix=request.suffix)
+        check_fits(prompt.length, request.sampling, loaded.backend.info.context_length)
+        return prompt, None, PlainText()
     if request.tool_choice == "auto" and request.messages[-1].role == "tool" and runtime.settings.answer_after_tool_results:
         request = replace(request, tool_choice="text")  # see ANSWER_NOTE
     tools, constraint = tool_plan(request)

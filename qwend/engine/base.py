@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from qwend.errors import InvalidRequest
 from qwend.types import FinishReason, Message, OutputConstraint, SamplingParams, ToolSpec
 
 if TYPE_CHECKING:
@@ -30,6 +31,9 @@ class ModelInfo:
     engine: str = "llama.cpp"  # what generates (shown in /health and model listings)
     parallel: int = 1  # answers it generates at once (the scheduler admits this many)
     pins_prompts: bool = False  # it keeps the KV state of a prompt asked to be pinned (Prompt.pin)
+    embeddings: bool = False  # offers `embed(texts)` (Embedded)
+    # the model's fill-in-the-middle markers (prefix, suffix, middle), when it was trained with them
+    fill_in_middle: tuple[str, str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class Prompt:
     estimated_tokens: int = 0
     pin: bool = False  # keep this prompt's KV state for good, where the engine saves states (llama.cpp)
     affinity: str | None = None  # the conversation it continues: an upstream server is told, to route by it
+    suffix: str | None = None  # a text completion's suffix, for an upstream server (it fills in the middle itself)
 
     @property
     def length(self) -> int:
@@ -76,12 +81,25 @@ class Finished:
 Generated = Prefill | Piece | Finished
 
 
+@dataclass(frozen=True)
+class Embedded:
+    """What `embed(texts)` returns, where a backend offers it (ModelInfo.embeddings): one unit-length vector
+    per text, in order, and how many tokens were read."""
+
+    vectors: list[list[float]]
+    tokens: int
+
+
 class Backend(Protocol):
     info: ModelInfo
 
     def prompt(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> Prompt:
         """The prompt for `messages` (and the tools on offer), ready for the assistant turn. Raises
         BackendError when the model's chat template refuses the conversation."""
+
+    def text_prompt(self, text: str, suffix: str | None = None) -> Prompt:
+        """A text completion's prompt: `text` as it is (special tokens parsed), or with `suffix` the model's
+        fill-in-the-middle form. Raises InvalidRequest for a suffix when the model has no FIM markers."""
 
     def generate(
         self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None
@@ -90,6 +108,10 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Free the model's memory. The backend is unusable afterwards."""
+
+    # Backends whose ModelInfo.embeddings is True also offer:
+    #     async def embed(self, texts: Sequence[str]) -> Embedded
+    # raising ContextOverflow for a text longer than their embedding window.
 
 
 class TemplatedPrompts:
@@ -103,6 +125,16 @@ class TemplatedPrompts:
 
     def prompt(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> Prompt:
         text = self.render(messages, tools)
+        return Prompt(tuple(self.tokenize(text)), text)
+
+    def text_prompt(self, text: str, suffix: str | None = None) -> Prompt:
+        if suffix is not None:
+            markers = self.info.fill_in_middle
+            if markers is None:
+                raise InvalidRequest("this model has no fill-in-the-middle tokens, so it cannot take a suffix; "
+                                     "a code model such as qwen2.5-coder can", param="suffix")
+            prefix_marker, suffix_marker, middle_marker = markers
+            text = f"{prefix_marker}{text}{suffix_marker}{suffix}{middle_marker}"
         return Prompt(tuple(self.tokenize(text)), text)
 
 

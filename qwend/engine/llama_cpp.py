@@ -8,6 +8,7 @@ checks a stop flag between tokens so a closed stream frees its sequence at once.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import ctypes
 import functools
@@ -22,10 +23,12 @@ from qwend.chat.parser import call_intent, called_name
 from qwend.chat.prompt import ChatTemplate
 from qwend.engine import grammar
 from qwend.engine.base import (
-    MAX_DEFAULT_CONTEXT, Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts, answer_limit,
+    MAX_DEFAULT_CONTEXT, Embedded, Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts,
+    answer_limit,
 )
 from qwend.engine.kv_tiers import KvTiers, model_key
 from qwend.engine.llama_batch import BatchDecoder, TokenStream
+from qwend.engine.llama_embeddings import LlamaEmbedder
 from qwend.engine.threads import stream_from_thread
 from qwend.errors import BackendError
 from qwend.models.store import LocalModel
@@ -38,12 +41,14 @@ TOKENIZER_CONTEXT = 256  # the Llama object's own context, when the batch decode
 
 
 class LlamaCppBackend(TemplatedPrompts):
-    def __init__(self, llama, path: Path, decoder: BatchDecoder | None = None) -> None:
+    def __init__(self, llama, path: Path, decoder: BatchDecoder | None = None,
+                 embedder: LlamaEmbedder | None = None) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
         self.llama = llama  # the model, its vocabulary and metadata (its own context: see load)
         self.decoder = decoder
+        self.embedder = embedder
         # one reader thread per answer running: the default executor (a few threads, shared) would queue some
         self._readers = ThreadPoolExecutor(decoder.parallel if decoder else 1, thread_name_prefix="llama.cpp answer")
         model = llama._model
@@ -63,6 +68,8 @@ class LlamaCppBackend(TemplatedPrompts):
             grammar=True,
             parallel=decoder.parallel if decoder else 1,
             pins_prompts=decoder is not None and decoder.saved is not None,
+            embeddings=embedder is not None,
+            fill_in_middle=self._fim_markers(),
         )
 
     @classmethod
@@ -103,7 +110,20 @@ class LlamaCppBackend(TemplatedPrompts):
         except BackendError:
             llama.close()
             raise
-        return cls(llama, path, decoder)
+        embedder = LlamaEmbedder(functools.partial(_open_llama, path, settings, threads), name=model.name,
+                                 trained_context=llama._model.n_ctx_train(), metadata=llama.metadata)
+        return cls(llama, path, decoder, embedder)
+
+    def _fim_markers(self) -> tuple[str, str, str] | None:
+        lib, vocab = self._lib, self._vocab
+        ids = (lib.llama_vocab_fim_pre(vocab), lib.llama_vocab_fim_suf(vocab), lib.llama_vocab_fim_mid(vocab))
+        if min(ids) < 0:
+            return None
+        text = self.llama._model.token_get_text
+        return text(ids[0]), text(ids[1]), text(ids[2])
+
+    async def embed(self, texts: Sequence[str]) -> Embedded:
+        return await asyncio.to_thread(self.embedder.embed, texts)
 
     def tokenize(self, text: str) -> list[int]:
         add_bos = self._add_bos and not (self._bos_text and text.startswith(self._bos_text))
@@ -210,6 +230,8 @@ class LlamaCppBackend(TemplatedPrompts):
 
     def close(self) -> None:
         self._readers.shutdown(wait=True)
+        if self.embedder:
+            self.embedder.close()
         if self.decoder:
             self.decoder.close()
         self.llama.close()
@@ -242,12 +264,12 @@ def _calls(prompt: Sequence[int], constraint: OutputConstraint) -> tuple[Sequenc
     return constraint.calls_prompt or prompt, rules
 
 
-def _open_llama(path: Path, settings: Settings, threads: int, *, n_ctx: int, n_batch: int):
+def _open_llama(path: Path, settings: Settings, threads: int, *, n_ctx: int, n_batch: int, **options):
     from llama_cpp import Llama
 
     try:
         llama = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_batch, n_threads=threads, n_threads_batch=threads,
-                      n_gpu_layers=settings.gpu_layers, verbose=settings.log_level == "debug")
+                      n_gpu_layers=settings.gpu_layers, verbose=settings.log_level == "debug", **options)
     except (ValueError, RuntimeError) as exc:
         raise BackendError(f"llama.cpp could not load {path.name}: {exc}") from exc
     _quiet_llama_logs(settings)  # Llama() has just set the logger to show errors

@@ -20,14 +20,17 @@ import itertools
 import math
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import anyio
 
 from qwend.engine.base import Backend, Generated, Prompt
 from qwend.errors import Busy
 from qwend.types import OutputConstraint, Priority, SamplingParams
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -87,11 +90,19 @@ class Scheduler:
         """Seconds until a queue slot is likely to free up."""
         return max(1, math.ceil(self._mean_job_s))
 
-    async def run(
+    def run(
         self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None, *,
         client: str | None = None, priority: Priority = "interactive",
     ) -> AsyncIterator[Waiting | Admitted | Generated]:
-        """Queue a job for `client` and stream it. Raises Busy on the first step when the queue is full.
+        """Queue a generation for `client` and stream it (see `run_work`)."""
+        return self.run_work(lambda: self.backend.generate(prompt, params, constraint), client=client,
+                             priority=priority)
+
+    async def run_work(
+        self, start: Callable[[], AsyncIterator[T]], *, client: str | None = None, priority: Priority = "interactive",
+    ) -> AsyncIterator[Waiting | Admitted | T]:
+        """Queue a job for `client`; once admitted, stream what `start()` yields (a generation, or another use
+        of the model such as embeddings). Raises Busy on the first step when the queue is full.
 
         Closing this iterator at any point (client gone, stop matched) leaves the queue or stops the
         backend, and admits the next job.
@@ -116,7 +127,7 @@ class Scheduler:
                 await job.moved.wait()
             yield Admitted()
             started = time.monotonic()
-            generation = self.backend.generate(prompt, params, constraint)
+            generation = start()
             try:
                 async for item in generation:
                     yield item

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from qwend.chat.prompt import to_openai_tool
-from qwend.engine.base import Finished, Generated, ModelInfo, Piece, Prefill, Prompt
+from qwend.engine.base import Embedded, Finished, Generated, ModelInfo, Piece, Prefill, Prompt
 from qwend.errors import UpstreamError
 from qwend.models.store import LocalModel
 from qwend.models.upstream import UpstreamModels, connection_failed, upstream_failed, upstream_headers
@@ -44,7 +44,7 @@ class UpstreamBackend:
         self.info = ModelInfo(
             context_length=context_length, trained_context_length=context_length, vocab_size=0, parameters=0,
             file_size=0, chat_template=True, grammar=False, vision=True, engine="upstream",
-            parallel=settings.upstream_parallel,
+            parallel=settings.upstream_parallel, embeddings=True,  # the server says, per model, whether it can
         )
         self._headers = upstream_headers(settings)
         self._timeout = httpx.Timeout(settings.upstream_timeout, connect=5.0)
@@ -63,10 +63,17 @@ class UpstreamBackend:
         return Prompt(messages=tuple(messages), tools=tuple(tools),
                       estimated_tokens=math.ceil(chars / CHARS_PER_TOKEN) + 4 * len(messages))
 
+    def text_prompt(self, text: str, suffix: str | None = None) -> Prompt:
+        """A text completion goes to the server's `/completions`, which fills in the middle itself (or refuses)."""
+        chars = len(text) + len(suffix or "")
+        return Prompt(text=text, suffix=suffix, estimated_tokens=math.ceil(chars / CHARS_PER_TOKEN))
+
     async def generate(
         self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None
     ) -> AsyncIterator[Generated]:
         body = self._body(prompt, params, constraint)
+        completion = not prompt.messages  # a text completion (text_prompt)
+        endpoint = f"{self.url}/completions" if completion else f"{self.url}/chat/completions"
         yield Prefill(0)
         text = _AnswerText()
         usage: dict[str, Any] = {}
@@ -74,7 +81,7 @@ class UpstreamBackend:
         try:
             async with (
                 httpx.AsyncClient(headers=self._headers, timeout=self._timeout) as client,
-                client.stream("POST", f"{self.url}/chat/completions", json=body,
+                client.stream("POST", endpoint, json=body,
                               headers={AFFINITY_HEADER: prompt.affinity} if prompt.affinity else None) as reply,
             ):
                 if reply.status_code != 200:
@@ -88,7 +95,8 @@ class UpstreamBackend:
                         raise UpstreamError(f"the upstream server failed: {chunk['error']}")
                     usage = chunk.get("usage") or usage
                     for choice in chunk.get("choices") or ():
-                        for piece in text.feed(choice.get("delta") or {}):
+                        delta = {"content": choice.get("text")} if completion else choice.get("delta") or {}
+                        for piece in text.feed(delta):
                             yield Piece(piece)
                         if choice.get("finish_reason") == "length":
                             reason = "length"
@@ -99,6 +107,26 @@ class UpstreamBackend:
         if tail := text.close():
             yield Piece(tail, tokens=0)
         yield Finished(reason, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+
+    async def embed(self, texts: Sequence[str]) -> Embedded:
+        """The server's `/embeddings`, made unit length as every engine's are (its refusal passes on)."""
+        body = {"model": self.name, "input": list(texts), "encoding_format": "float"}
+        try:
+            async with httpx.AsyncClient(headers=self._headers, timeout=self._timeout) as client:
+                reply = await client.post(f"{self.url}/embeddings", json=body)
+        except httpx.HTTPError as exc:
+            raise connection_failed(self.url, exc) from None
+        if reply.status_code != 200:
+            raise upstream_failed(self.url, reply)
+        try:
+            answer = reply.json()
+            rows = sorted(answer["data"], key=lambda row: row["index"])
+            vectors = [_unit([float(x) for x in row["embedding"]]) for row in rows]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UpstreamError(f"the upstream server sent embeddings qwend cannot read: {exc}") from None
+        if len(vectors) != len(texts):
+            raise UpstreamError(f"the upstream server sent {len(vectors)} embeddings for {len(texts)} inputs")
+        return Embedded(vectors, int((answer.get("usage") or {}).get("prompt_tokens") or 0))
 
     def _body(self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -113,6 +141,11 @@ class UpstreamBackend:
             "presence_penalty": params.presence_penalty,
             "frequency_penalty": params.frequency_penalty,
         }
+        if not prompt.messages:
+            del body["messages"]
+            body["prompt"] = prompt.text
+            if prompt.suffix is not None:
+                body["suffix"] = prompt.suffix
         if params.repeat_penalty != 1.0:
             body["repeat_penalty"] = body["repetition_penalty"] = params.repeat_penalty  # llama.cpp's, vLLM's
         if params.max_tokens is not None:
@@ -208,6 +241,11 @@ def _to_openai_message(message: Message) -> dict[str, Any]:
     if message.tool_call_id:
         out["tool_call_id"] = message.tool_call_id
     return out
+
+
+def _unit(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector] if norm else vector
 
 
 def _context_length(entry: dict[str, Any]) -> int:

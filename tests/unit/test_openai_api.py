@@ -7,6 +7,7 @@ import pytest
 
 from tests.conftest import client_for, fake_runtime
 from tests.fakes import FakeBackend
+from tests.sse import data_lines
 
 URL = "/v1/chat/completions"
 HELLO = {"messages": [{"role": "user", "content": "hi"}]}
@@ -90,7 +91,7 @@ def assert_openai_error(reply, status, param=None, code=None):
         ({"messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
         ({**HELLO, "temperature": 5}, "temperature"),
         ({**HELLO, "max_tokens": 0}, "max_tokens"),
-        ({**HELLO, "n": 2}, "n"),
+        ({**HELLO, "n": 9}, "n"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
          "messages[0].content"),
     ],
@@ -157,3 +158,22 @@ async def test_models_health_and_root(client):
 
 async def test_unknown_route_on_openai_prefix_uses_openai_shape(client):
     assert_openai_error(await client.get("/v1/nothing-here"), 404)
+
+
+async def test_n_choices_in_one_answer_and_one_stream(tmp_path):
+    backend = FakeBackend("Hello there.", context_length=4096)
+    async with client_for(fake_runtime(tmp_path, backend, max_choices=3)) as client:
+        body = {**HELLO, "n": 3, "seed": 5}
+        reply = (await client.post("/v1/chat/completions", json=body)).json()
+        assert [(c["index"], c["message"]["content"], c["finish_reason"]) for c in reply["choices"]] == [
+            (i, "Hello there.", "stop") for i in range(3)]
+        assert reply["usage"]["completion_tokens"] == 6 and reply["usage"]["prompt_tokens"] == len(backend.generated[-1].tokens)
+        async with client.stream("POST", "/v1/chat/completions",
+                                 json={**body, "stream": True, "stream_options": {"include_usage": True}}) as stream:
+            lines = data_lines([line async for line in stream.aiter_lines()])
+    chunks = [json.loads(line) for line in lines[:-1]]
+    for index in range(3):
+        mine = [c["choices"][0] for c in chunks if c["choices"] and c["choices"][0]["index"] == index]
+        assert "".join(c["delta"].get("content") or "" for c in mine) == "Hello there."
+        assert mine[-1]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 6

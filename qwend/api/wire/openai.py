@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -107,25 +108,23 @@ class ChatCompletionRequest(_Wire):
     )
 
 
+def choice_requests(body: ChatCompletionRequest, max_choices: int) -> list[ChatRequest]:
+    """One request per choice (`n`, up to `max_choices`). Under a seed, choice j gets seed + j, so that the
+    choices differ as unseeded ones do."""
+    if body.n > max_choices:
+        raise InvalidRequest(f"n={body.n} is more than the {max_choices} choices one request may ask for "
+                             "(QWEND_MAX_CHOICES)", param="n")
+    first = to_chat_request(body.model_copy(update={"n": 1}))
+    seed = first.sampling.seed
+    return [first if seed is None else replace(first, sampling=replace(first.sampling, seed=seed + j))
+            for j in range(body.n)]
+
+
 def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
+    """One choice's request (`n` must be 1 here: routes that offer several use choice_requests)."""
     if body.n != 1:
-        raise InvalidRequest("n > 1 is not supported yet; send one request per choice", param="n")
-    stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-    if len(stops) > 16:
-        raise InvalidRequest("at most 16 stop strings are allowed", param="stop")
-    defaults = SamplingParams()
-    sampling = SamplingParams(
-        temperature=_pick(body.temperature, defaults.temperature),
-        top_p=_pick(body.top_p, defaults.top_p),
-        top_k=_pick(body.top_k, defaults.top_k),
-        min_p=_pick(body.min_p, defaults.min_p),
-        presence_penalty=_pick(body.presence_penalty, defaults.presence_penalty),
-        frequency_penalty=_pick(body.frequency_penalty, defaults.frequency_penalty),
-        repeat_penalty=_pick(body.repeat_penalty, defaults.repeat_penalty),
-        seed=body.seed,
-        stop=tuple(stops),
-        max_tokens=body.max_completion_tokens or body.max_tokens,
-    )
+        raise InvalidRequest("n > 1 is not supported on this route; send one request per choice", param="n")
+    sampling = sampling_of(body)
     messages = tuple(_to_message(m, i) for i, m in enumerate(body.messages))
     tools = tuple(
         ToolSpec(t.function.name, t.function.description,
@@ -145,6 +144,26 @@ def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
         messages=messages, model=body.model, sampling=sampling, tools=tools, tool_choice=choice, tool_name=name,
         parallel_tool_calls=body.parallel_tool_calls, json_schema=_json_schema(body.response_format),
         constrained=body.constrained_decoding, priority="batch" if body.service_tier == "flex" else "interactive",
+    )
+
+
+def sampling_of(body: Any) -> SamplingParams:
+    """The sampling fields chat and text completions share (unset ones keep qwend's defaults)."""
+    stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    if len(stops) > 16:
+        raise InvalidRequest("at most 16 stop strings are allowed", param="stop")
+    defaults = SamplingParams()
+    return SamplingParams(
+        temperature=_pick(body.temperature, defaults.temperature),
+        top_p=_pick(body.top_p, defaults.top_p),
+        top_k=_pick(body.top_k, defaults.top_k),
+        min_p=_pick(body.min_p, defaults.min_p),
+        presence_penalty=_pick(body.presence_penalty, defaults.presence_penalty),
+        frequency_penalty=_pick(body.frequency_penalty, defaults.frequency_penalty),
+        repeat_penalty=_pick(body.repeat_penalty, defaults.repeat_penalty),
+        seed=body.seed,
+        stop=tuple(stops),
+        max_tokens=getattr(body, "max_completion_tokens", None) or body.max_tokens,
     )
 
 
@@ -200,40 +219,38 @@ def tool_call_body(call: ToolCall) -> dict[str, Any]:
     return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
-def completion_body(
-    cid: str, model: str, text: str, finish_reason: str, usage: Usage,
-    tool_calls: tuple[ToolCall, ...] = (), reasoning: str = "",
+def choice_body(
+    index: int, text: str, finish_reason: str, tool_calls: tuple[ToolCall, ...] = (), reasoning: str = "",
 ) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": text or (None if tool_calls else "")}
     if tool_calls:
         message["tool_calls"] = [tool_call_body(c) for c in tool_calls]
     if reasoning:
         message["reasoning_content"] = reasoning
-    return {
-        "id": cid,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }
-        ],
-        "usage": usage_body(usage),
-    }
+    return {"index": index, "message": message, "logprobs": None, "finish_reason": finish_reason}
+
+
+def completion_body(
+    cid: str, model: str, text: str, finish_reason: str, usage: Usage,
+    tool_calls: tuple[ToolCall, ...] = (), reasoning: str = "",
+) -> dict[str, Any]:
+    """A `chat.completion` of one choice."""
+    return choices_body(cid, model, [choice_body(0, text, finish_reason, tool_calls, reasoning)], usage)
+
+
+def choices_body(cid: str, model: str, choices: list[dict[str, Any]], usage: Usage) -> dict[str, Any]:
+    return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": choices, "usage": usage_body(usage)}
 
 
 def chunk_body(
     cid: str, created: int, model: str, delta: dict[str, Any] | None, finish_reason: str | None = None,
-    usage: Usage | None = None, include_usage: bool = False,
+    usage: Usage | None = None, include_usage: bool = False, index: int = 0,
 ) -> dict[str, Any]:
-    """One `chat.completion.chunk`; delta None makes the usage-only chunk (`choices: []`)."""
+    """One `chat.completion.chunk` of choice `index`; delta None makes the usage-only chunk (`choices: []`)."""
     body: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
     body["choices"] = [] if delta is None else [
-        {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
     ]
     if include_usage:
         body["usage"] = usage_body(usage) if usage is not None else None

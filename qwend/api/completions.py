@@ -1,0 +1,85 @@
+"""OpenAI text completions: `POST /v1/completions` (JSON and SSE). A translator, nothing more: each choice is
+one ChatRequest with a text prompt through the one pipeline, the choices of a request run side by side."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request, Response
+from sse_starlette import EventSourceResponse
+
+from qwend.api.deps import RequesterDep, RuntimeDep
+from qwend.api.streaming import ClientGone, merged, open_streams, unless_disconnected
+from qwend.api.wire import completions as wire
+from qwend.api.wire.openai import error_body
+from qwend.chat.service import Completion, complete
+from qwend.errors import QwendError
+from qwend.types import ChatEvent, ChatRequest, Done, Started, Token, Usage
+
+router = APIRouter(prefix="/v1", tags=["OpenAI"])
+
+
+@router.post("/completions", summary="Create a text completion (OpenAI): prompt(s), suffix (fill-in-the-middle), "
+             "echo, stop, n, stream")
+async def create_completion(body: wire.CompletionBody, request: Request, runtime: RuntimeDep, who: RequesterDep):
+    choices = [who.attach(r) for r in wire.to_chat_requests(body, runtime.settings.max_choices)]
+    streams = await open_streams(runtime, choices)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return EventSourceResponse(_sse(streams, choices, body.echo, include_usage), sep="\n", ping=15)
+    try:
+        results = await unless_disconnected(request, asyncio.gather(*(complete(s) for s in streams)))
+    except ClientGone:
+        return Response(status_code=499)
+    bodies = [wire.choice_body(i, _echoed(choices[i], body.echo) + r.text, _finish(r.finish_reason))
+              for i, r in enumerate(results)]
+    return wire.completion_body(wire.completion_id(), results[0].model, bodies, _usage(choices, results))
+
+
+def _echoed(choice: ChatRequest, echo: bool) -> str:
+    return choice.text_prompt if echo else ""
+
+
+def _finish(reason: str) -> str:
+    return "stop" if reason == "cancelled" else reason
+
+
+def _usage(choices: list[ChatRequest], results: list[Completion]) -> Usage:
+    """The prompt counted once per prompt (not per choice), every choice's answer counted."""
+    seen: set[str] = set()
+    prompt_tokens = 0
+    for choice, result in zip(choices, results):
+        if choice.text_prompt not in seen:
+            seen.add(choice.text_prompt)
+            prompt_tokens += result.usage.prompt_tokens
+    return Usage(prompt_tokens, sum(r.usage.completion_tokens for r in results))
+
+
+async def _sse(streams: list[AsyncIterator[ChatEvent]], choices: list[ChatRequest], echo: bool,
+               include_usage: bool) -> AsyncIterator[str]:
+    cid, created, model = wire.completion_id(), int(time.time()), ""
+    done: list[Completion] = [None] * len(streams)  # type: ignore[list-item]
+
+    def chunk(index: int, text: str, finish: str | None = None) -> str:
+        return json.dumps(wire.completion_body(cid, model, [wire.choice_body(index, text, finish)], None, created))
+
+    try:
+        async for index, event in merged(streams):
+            match event:
+                case Started(name, _):
+                    model = name
+                    if echo:
+                        yield chunk(index, choices[index].text_prompt)
+                case Token(text):
+                    yield chunk(index, text)
+                case Done(reason, usage):
+                    done[index] = Completion(model, "", reason, usage)
+                    yield chunk(index, "", _finish(reason))
+        if include_usage:
+            yield json.dumps(wire.completion_body(cid, model, [], _usage(choices, done), created))
+    except QwendError as exc:  # after the 200 has gone out, errors travel in the stream, as OpenAI does
+        yield json.dumps(error_body(exc.message, exc.type, exc.code, exc.param))
+    yield "[DONE]"
