@@ -33,7 +33,8 @@ def test_single_batch_float_and_base64(sdk):
 
     batch = sdk.embeddings.create(model=DEFAULT_MODEL, input=["Hello, world.", *PARAPHRASES], encoding_format="float")
     assert [d.index for d in batch.data] == [0, 1, 2]
-    assert batch.data[0].embedding == pytest.approx(vector, abs=1e-5)  # float32 on the wire for base64
+    # the same text, alone or batched: llama.cpp's sums differ in the last digits with the batch's shape
+    assert cosine(batch.data[0].embedding, vector) > 0.999
 
     short = sdk.embeddings.create(model=DEFAULT_MODEL, input="Hello, world.", dimensions=64)
     assert len(short.data[0].embedding) == 64
