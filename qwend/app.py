@@ -11,7 +11,7 @@ from starlette.middleware.cors import CORSMiddleware
 from qwend import __version__
 from qwend.access import ApiKeys
 from qwend.api import (
-    anthropic, completions, cortex, daemon, jsonrpc, llama_server, lmstudio, ollama, openai, sessions, ui,
+    anthropic, completions, cortex, daemon, jsonrpc, llama_server, lmstudio, ollama, openai, responses, sessions, ui,
 )
 from qwend.api.affinity import AFFINITY_HEADER, INSTANCE_HEADER, Affinity
 from qwend.api.errors import install_error_handlers
@@ -65,6 +65,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(openai.router)
     app.include_router(completions.router)
+    app.include_router(responses.router)
     app.include_router(cortex.router)
     app.include_router(lmstudio.router)
     app.include_router(jsonrpc.router)

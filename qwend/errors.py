@@ -67,6 +67,10 @@ class ToolNotFound(NotFound):
     code = "tool_not_found"
 
 
+class ResponseNotFound(NotFound):
+    code = "response_not_found"
+
+
 class Busy(QwendError):
     # a rate limit, not an outage: the request is fine and the daemon healthy, it only has to come back later
     # (503 stays for what cannot be served at all, like a model that does not fit)

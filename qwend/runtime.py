@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from qwend.agents.profiles import Profiles
 from qwend.engine.manager import ModelManager
@@ -34,6 +35,7 @@ class Runtime:
     profiles: Profiles = field(init=False)
     sessions: SessionStore = field(init=False)
     session_turns: SessionTurns = field(default_factory=SessionTurns)
+    responses: dict[str, Any] = field(default_factory=dict)  # Responses API responses running, by id (cancel)
 
     def __post_init__(self) -> None:
         s = self.settings

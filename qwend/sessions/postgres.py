@@ -24,7 +24,8 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from qwend.errors import DatabaseUnavailable, InvalidRequest, QwendError
 from qwend.sessions.store import (
-    SessionRecord, StoredMessage, ToolSwitches, calls_json, message_from_row, record_from_row, session_not_found,
+    SessionRecord, StoredMessage, StoredResponse, ToolSwitches, calls_json, message_from_row, record_from_row,
+    response_from_row, response_not_found, session_not_found,
 )
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,13 @@ async def _v1_initial(db: Connection) -> None:
         name TEXT PRIMARY KEY, enabled BOOLEAN NOT NULL, updated_at DOUBLE PRECISION NOT NULL)""")
 
 
+async def _v2_responses(db: Connection) -> None:
+    await db.execute("""CREATE TABLE responses (id TEXT PRIMARY KEY, previous_id TEXT,
+        created_at DOUBLE PRECISION NOT NULL, body TEXT NOT NULL, items TEXT NOT NULL)""")
+
+
 # Schema version N is reached by applying MIGRATIONS[N-1]; append new steps, never edit applied ones.
-MIGRATIONS: tuple[Callable[[Connection], Awaitable[None]], ...] = (_v1_initial,)
+MIGRATIONS: tuple[Callable[[Connection], Awaitable[None]], ...] = (_v1_initial, _v2_responses)
 
 
 def describe(url: str) -> str:
@@ -317,6 +323,30 @@ class PostgresSessionStore:
                              (name, enabled, time.time()))
             await db.execute("SELECT pg_notify(%s, %s)",
                              (SWITCHES_CHANNEL, json.dumps({"name": name, "enabled": enabled})))
+
+    async def save_response(self, response: StoredResponse) -> None:
+        """Store a response, or replace it."""
+        async with self._db() as db:
+            await db.execute(
+                "INSERT INTO responses VALUES (%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE SET "
+                "body = excluded.body, items = excluded.items",
+                (response.id, response.previous_id, response.created_at, json.dumps(response.body),
+                 json.dumps(response.items)))
+
+    async def response(self, response_id: str) -> StoredResponse:
+        """A stored response; raises ResponseNotFound."""
+        async with self._db() as db:
+            row = await (await db.execute("SELECT * FROM responses WHERE id = %s", (response_id,))).fetchone()
+        if row is None:
+            raise response_not_found(response_id)
+        return response_from_row(row)
+
+    async def delete_response(self, response_id: str) -> None:
+        """Forget a response; raises ResponseNotFound."""
+        async with self._db() as db:
+            cursor = await db.execute("DELETE FROM responses WHERE id = %s", (response_id,))
+        if cursor.rowcount == 0:
+            raise response_not_found(response_id)
 
     async def close(self) -> None:
         """Stop listening and close every connection; the store cannot be used afterwards."""

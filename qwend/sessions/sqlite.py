@@ -19,7 +19,8 @@ import anyio.to_thread
 
 from qwend.errors import InvalidRequest, QwendError
 from qwend.sessions.store import (
-    SessionRecord, StoredMessage, ToolSwitches, calls_json, message_from_row, record_from_row, session_not_found,
+    SessionRecord, StoredMessage, StoredResponse, ToolSwitches, calls_json, message_from_row, record_from_row,
+    response_from_row, response_not_found, session_not_found,
 )
 
 T = TypeVar("T")
@@ -48,8 +49,13 @@ def _v2_tool_switches(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE tool_switches (name TEXT PRIMARY KEY, enabled INTEGER NOT NULL, updated_at REAL NOT NULL)")
 
 
+def _v3_responses(db: sqlite3.Connection) -> None:
+    db.execute("""CREATE TABLE responses (id TEXT PRIMARY KEY, previous_id TEXT, created_at REAL NOT NULL,
+        body TEXT NOT NULL, items TEXT NOT NULL)""")
+
+
 # Schema version N is reached by applying MIGRATIONS[N-1]; append new steps, never edit applied ones.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_initial, _v2_tool_switches)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_initial, _v2_tool_switches, _v3_responses)
 
 
 @contextmanager
@@ -265,6 +271,34 @@ class SqliteSessionStore:
                            (name, int(enabled), time.time()))
 
         await self._run(save)
+
+    async def save_response(self, response: StoredResponse) -> None:
+        """Store a response, or replace it."""
+        row = (response.id, response.previous_id, response.created_at, json.dumps(response.body),
+               json.dumps(response.items))
+
+        def save(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.execute("INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?)", row)
+
+        await self._run(save)
+
+    async def response(self, response_id: str) -> StoredResponse:
+        """A stored response; raises ResponseNotFound."""
+        row = await self._run(lambda db: db.execute("SELECT * FROM responses WHERE id = ?",
+                                                    (response_id,)).fetchone())
+        if row is None:
+            raise response_not_found(response_id)
+        return response_from_row(row)
+
+    async def delete_response(self, response_id: str) -> None:
+        """Forget a response; raises ResponseNotFound."""
+        def delete(db: sqlite3.Connection) -> int:
+            with _transaction(db):
+                return db.execute("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount
+
+        if not await self._run(delete):
+            raise response_not_found(response_id)
 
     async def close(self) -> None:
         """Close the connection; the store cannot be used afterwards."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
 
-from qwend.errors import SessionNotFound
+from qwend.errors import ResponseNotFound, SessionNotFound
 from qwend.types import ToolCall
 
 StoredRole = Literal["system", "user", "assistant", "tool", "summary"]
@@ -61,11 +61,34 @@ class StoredMessage:
             raise ValueError(f"role must be one of {sorted(STORED_ROLES)}, not {self.role!r}")
 
 
+@dataclass(frozen=True)
+class StoredResponse:
+    """One response of OpenAI's Responses API: its answer as the API shows it (`body`), and the items it
+    added to its conversation (its input items, then every item it produced, server-side tool calls and
+    their results included), which a later response with `previous_id` set to this one continues."""
+
+    id: str
+    previous_id: str | None
+    body: dict[str, Any]
+    items: list[dict[str, Any]]
+    created_at: float
+
+
 ToolSwitches = Callable[[dict[str, bool]], None]  # told tool name -> enabled, for some or all tools
 
 
 def session_not_found(session_id: str) -> SessionNotFound:
     return SessionNotFound(f"session {session_id!r} does not exist", param="session_id")
+
+
+def response_not_found(response_id: str) -> ResponseNotFound:
+    return ResponseNotFound(f"response {response_id!r} does not exist (or was not stored: store false)",
+                            param="response_id")
+
+
+def response_from_row(row: Mapping[str, Any]) -> StoredResponse:
+    return StoredResponse(row["id"], row["previous_id"], json.loads(row["body"]), json.loads(row["items"]),
+                          row["created_at"])
 
 
 def record_from_row(row: Mapping[str, Any]) -> SessionRecord:
@@ -151,6 +174,18 @@ class SessionStore(Protocol):
 
     async def save_tool_switch(self, name: str, enabled: bool) -> None:
         """Remember that a tool was switched on or off; every daemon sharing the database is told."""
+        ...
+
+    async def save_response(self, response: StoredResponse) -> None:
+        """Store a response, or replace it (a response in progress is stored again when it ends)."""
+        ...
+
+    async def response(self, response_id: str) -> StoredResponse:
+        """A stored response; raises ResponseNotFound."""
+        ...
+
+    async def delete_response(self, response_id: str) -> None:
+        """Forget a response (responses that continue it keep their own items); raises ResponseNotFound."""
         ...
 
     async def close(self) -> None:

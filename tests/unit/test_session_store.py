@@ -15,10 +15,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from qwend.errors import InvalidRequest, QwendError, SessionNotFound
+from qwend.errors import InvalidRequest, QwendError, ResponseNotFound, SessionNotFound
 from qwend.sessions import sqlite as sqlite_store
 from qwend.sessions.sqlite import SqliteSessionStore
-from qwend.sessions.store import StoredMessage, open_store
+from qwend.sessions.store import StoredMessage, StoredResponse, open_store
 from qwend.types import ToolCall
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -174,27 +174,40 @@ async def test_tool_switches_are_kept(store, database):
     assert told == {"calculator": True, "web_search": False}
 
 
+async def test_responses_are_stored_replaced_and_deleted(store):
+    first = StoredResponse("resp_1", None, {"status": "in_progress"}, [{"type": "message"}], 1.5)
+    await store.save_response(first)
+    await store.save_response(replace(first, body={"status": "completed"}))
+    assert await store.response("resp_1") == replace(first, body={"status": "completed"})
+    await store.save_response(StoredResponse("resp_2", "resp_1", {}, [], 2.0))
+    assert (await store.response("resp_2")).previous_id == "resp_1"
+    await store.delete_response("resp_1")
+    for call in (store.response("resp_1"), store.delete_response("resp_1")):
+        with pytest.raises(ResponseNotFound):
+            await call
+
+
 async def test_sqlite_migrations_run_once_and_upgrade_old_databases(tmp_path, monkeypatch):
     path = tmp_path / "s.db"
     await (store := SqliteSessionStore(path)).create("default", title="old")
     await store.close()
-    assert _user_version(path) == len(sqlite_store.MIGRATIONS) == 2
+    assert _user_version(path) == len(sqlite_store.MIGRATIONS) == 3
 
     applied = []
 
     def must_not_rerun(db):
         raise AssertionError("a step ran again")
 
-    def v3_pinned(db):
-        applied.append(3)
+    def v4_pinned(db):
+        applied.append(4)
         db.execute("ALTER TABLE sessions ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0")
 
-    monkeypatch.setattr(sqlite_store, "MIGRATIONS", (must_not_rerun, must_not_rerun, v3_pinned))
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", (must_not_rerun, must_not_rerun, must_not_rerun, v4_pinned))
     for _ in range(2):  # the second open applies nothing
         store = SqliteSessionStore(path)
         assert [s.title for s in await store.list()] == ["old"]
         await store.close()
-    assert applied == [3] and _user_version(path) == 3
+    assert applied == [4] and _user_version(path) == 4
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT pinned FROM sessions").fetchall() == [(0,)]
 
@@ -203,19 +216,19 @@ async def test_a_failing_sqlite_migration_is_rolled_back(tmp_path, monkeypatch):
     path = tmp_path / "s.db"
     await SqliteSessionStore(path).close()
 
-    def v3_broken(db):
+    def v4_broken(db):
         db.execute("CREATE TABLE half_done (x)")
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(sqlite_store, "MIGRATIONS", (*sqlite_store.MIGRATIONS, v3_broken))
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", (*sqlite_store.MIGRATIONS, v4_broken))
     with pytest.raises(RuntimeError, match="boom"):
         SqliteSessionStore(path)
-    assert _user_version(path) == 2
+    assert _user_version(path) == 3
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() == []
 
     monkeypatch.setattr(sqlite_store, "MIGRATIONS", ())
-    with pytest.raises(QwendError, match="schema version 2"):
+    with pytest.raises(QwendError, match="schema version 3"):
         SqliteSessionStore(path)  # a database newer than the code is refused, not guessed at
 
 
@@ -240,7 +253,7 @@ async def test_concurrent_appends_never_interleave(store):
 CRASH_CHILD = """
 import asyncio, sys
 from pathlib import Path
-from qwend.sessions.store import StoredMessage, open_store
+from qwend.sessions.store import StoredMessage, StoredResponse, open_store
 
 async def main():
     database = sys.argv[1] if "://" in sys.argv[1] else Path(sys.argv[1])

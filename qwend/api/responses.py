@@ -1,0 +1,187 @@
+"""OpenAI's Responses API: `POST /v1/responses` (JSON, SSE, or in the background), `GET`, `DELETE` and
+`POST .../cancel` by id. The conversation logic is chat/responses.py; this module runs each response as a
+task of its own (so that a cancel, or a client leaving, stops it in one place), stores it, and encodes its
+events as the API's named SSE events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from sse_starlette import EventSourceResponse
+
+from qwend.api.deps import RequesterDep, RuntimeDep
+from qwend.api.streaming import ClientGone, open_stream, unless_disconnected
+from qwend.api.wire import responses as wire
+from qwend.chat.responses import ItemDone, ItemStarted, ResponseEnd, chain_items, respond
+from qwend.errors import QwendError
+from qwend.runtime import Runtime
+from qwend.sessions.store import StoredResponse
+from qwend.types import Started, Token, ToolCallDelta, ToolCallStart, Usage
+
+router = APIRouter(prefix="/v1", tags=["OpenAI"])
+
+
+@router.post("/responses", summary="Create a response (OpenAI Responses API): stored and continued by "
+             "previous_response_id; stream or background")
+async def create_response(body: wire.ResponsesBody, request: Request, runtime: RuntimeDep, who: RequesterDep):
+    job = ResponseJob(runtime, body, who.attach(wire.to_response_request(body)))
+    await job.open()  # what makes it fail at once (an unknown model or previous response) is an HTTP error
+    if body.background:
+        return job.body()
+    if body.stream:
+        return EventSourceResponse(job.sse(), sep="\n", ping=15)
+    try:
+        await unless_disconnected(request, asyncio.shield(job.task))
+    except ClientGone:
+        job.task.cancel()
+        return Response(status_code=499)
+    return job.body()
+
+
+@router.get("/responses/{response_id}", summary="A response: in progress, or as stored")
+async def get_response(response_id: str, runtime: RuntimeDep):
+    if (job := runtime.responses.get(response_id)) is not None:
+        return job.body()
+    return (await runtime.sessions.response(response_id)).body
+
+
+@router.delete("/responses/{response_id}", summary="Delete a stored response")
+async def delete_response(response_id: str, runtime: RuntimeDep):
+    await runtime.sessions.delete_response(response_id)
+    return {"id": response_id, "object": "response.deleted", "deleted": True}
+
+
+@router.post("/responses/{response_id}/cancel", summary="Cancel a response in progress (its state: cancelled)")
+async def cancel_response(response_id: str, runtime: RuntimeDep):
+    job = runtime.responses.get(response_id)
+    if job is None:
+        return (await runtime.sessions.response(response_id)).body  # already over: as it ended
+    job.task.cancel()
+    await asyncio.wait([job.task])
+    return job.body()
+
+
+class ResponseJob:
+    """One response: runs `respond` in a task of its own, keeps the response object up to date, stores it
+    (when `store`), and hands streamed events to `sse()`."""
+
+    def __init__(self, runtime: Runtime, body: wire.ResponsesBody, request) -> None:
+        self.runtime, self.asked, self.request = runtime, body, request
+        self.id = f"resp_{uuid.uuid4().hex}"
+        self.created_at = time.time()
+        self.model = request.model or ""
+        self.status = "in_progress"
+        self.output: list[dict[str, Any]] = []
+        self.usage: Usage | None = None
+        self.error: dict[str, str] | None = None
+        self.events: asyncio.Queue[dict[str, Any] | None] | None = asyncio.Queue() if body.stream else None
+        self._sequence = 0
+        self.task: asyncio.Task
+
+    def body(self) -> dict[str, Any]:
+        return wire.response_body(self.id, self.created_at, self.asked, model=self.model, status=self.status,
+                                  output=self.output, usage=self.usage, error=self.error)
+
+    async def open(self) -> None:
+        history = await chain_items(self.runtime.sessions, self.request.previous_response_id)
+        events = await open_stream(respond(self.runtime, self.request, history))
+        self.runtime.responses[self.id] = self
+        if self.asked.background and self.asked.store:
+            await self._store()  # GET answers while it runs, also from another daemon
+        self.task = asyncio.create_task(self._run(events), name=f"response {self.id}")
+        self.task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task) -> None:
+        """Also for a task cancelled before it ran a line (then `_run`'s own cleanup never ran)."""
+        self.runtime.responses.pop(self.id, None)
+        if task.cancelled() and self.status == "in_progress":
+            self.status = "cancelled"
+
+    async def _run(self, events: AsyncIterator) -> None:
+        self._emit("response.created", response=self.body())
+        self._emit("response.in_progress", response=self.body())
+        calls: dict[int, dict[str, Any]] = {}  # the parser's call index -> the function_call item streaming
+        try:
+            async for event in events:
+                match event:
+                    case Started(model, _):
+                        self.model = model
+                    case ItemStarted(index, item):
+                        self.output.append(item)  # the service's own dict: it fills in as it goes
+                        self._item_started(index, item)
+                    case Token(text) if self.output and self.output[-1]["type"] == "message":
+                        self._emit("response.output_text.delta", item_id=self.output[-1]["id"],
+                                   output_index=len(self.output) - 1, content_index=0, delta=text, logprobs=[])
+                    case ToolCallStart(index, call_id, _):
+                        for item in self.output:
+                            if item.get("call_id") == call_id:
+                                calls[index] = item
+                    case ToolCallDelta(index, arguments) if index in calls:
+                        self._emit("response.function_call_arguments.delta", item_id=calls[index]["id"],
+                                   output_index=self.output.index(calls[index]), delta=arguments)
+                    case ItemDone(index, item):
+                        if not any(i is item for i in self.output):  # a built-in tool's run: it had no start
+                            self.output.append(item)
+                        self._item_done(index, item)
+                    case ResponseEnd(output, usage, finish):
+                        self.output, self.usage = output, usage
+                        self.status = "incomplete" if finish == "length" else "completed"
+            self._emit(f"response.{self.status}", response=self.body())
+        except QwendError as exc:
+            self.status, self.error = "failed", {"code": exc.code or exc.type, "message": exc.message}
+            self._emit("response.failed", response=self.body())
+        except asyncio.CancelledError:
+            self.status = "cancelled"
+            raise
+        finally:
+            await events.aclose()
+            if self.asked.store:
+                await asyncio.shield(self._store())
+            if self.events is not None:
+                self.events.put_nowait(None)
+
+    def _item_started(self, index: int, item: dict[str, Any]) -> None:
+        self._emit("response.output_item.added", output_index=index, item=item)
+        if item["type"] == "message":
+            self._emit("response.content_part.added", item_id=item["id"], output_index=index, content_index=0,
+                       part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})
+
+    def _item_done(self, index: int, item: dict[str, Any]) -> None:
+        if item["type"] == "message":
+            part = item["content"][0]
+            self._emit("response.output_text.done", item_id=item["id"], output_index=index, content_index=0,
+                       text=part["text"], logprobs=[])
+            self._emit("response.content_part.done", item_id=item["id"], output_index=index, content_index=0,
+                       part=part)
+        elif item["type"] == "function_call":
+            self._emit("response.function_call_arguments.done", item_id=item["id"], output_index=index,
+                       name=item["name"], arguments=item["arguments"])
+        else:  # a built-in tool that ran here: it has no deltas, so it is added and done at once
+            self._emit("response.output_item.added", output_index=index, item=item)
+        self._emit("response.output_item.done", output_index=index, item=item)
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        if self.events is not None:
+            self.events.put_nowait({"type": kind, "sequence_number": self._sequence, **fields})
+        self._sequence += 1
+
+    async def _store(self) -> None:
+        items = [*self.request.items, *(i for i in self.output if i.get("status") == "completed")]
+        await self.runtime.sessions.save_response(StoredResponse(
+            self.id, self.request.previous_response_id, self.body(), items, self.created_at))
+
+    async def sse(self) -> AsyncIterator[dict[str, str]]:
+        """The named events of the API's stream; a client that leaves cancels the response."""
+        try:
+            while (event := await self.events.get()) is not None:
+                yield {"event": event["type"], "data": json.dumps(event, ensure_ascii=False)}
+        finally:
+            if not self.task.done():
+                self.task.cancel()
+

@@ -1,0 +1,96 @@
+"""OpenAI's Responses API (`/v1/responses`): the request body, its translation, and the response object."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from qwend.api.wire.openai import _Wire
+from qwend.chat.responses import ResponseRequest, to_messages
+from qwend.chat.schemas import prepare_schema
+from qwend.errors import InvalidRequest
+from qwend.types import SamplingParams, ToolSpec, Usage
+
+# OpenAI's names for tools qwend has under its own
+BUILTIN_ALIASES = {"web_search_preview": "web_search", "code_interpreter": "python_repl"}
+
+
+class ResponsesBody(_Wire):
+    model: str | None = None
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    tool_choice: str | dict[str, Any] = "auto"
+    parallel_tool_calls: bool = True
+    stream: bool = False
+    store: bool = True
+    background: bool = False
+    previous_response_id: str | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    max_output_tokens: int | None = Field(None, ge=1)
+    metadata: dict[str, str] | None = None
+    user: str | None = None
+
+
+def to_response_request(body: ResponsesBody) -> ResponseRequest:
+    """The request, its input checked item by item (a bad item is a 400 before anything runs)."""
+    items = (({"type": "message", "role": "user", "content": body.input},) if isinstance(body.input, str)
+             else tuple(body.input))
+    try:
+        to_messages(items)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise InvalidRequest(f"an input item lacks a field or has a wrong one: {exc}", param="input") from None
+    functions, builtin = [], []
+    for i, tool in enumerate(body.tools):
+        kind = tool.get("type")
+        if kind == "function":
+            if not isinstance(tool.get("name"), str):
+                raise InvalidRequest("a function tool needs a name", param=f"tools[{i}].name")
+            parameters = tool.get("parameters") or {"type": "object", "properties": {}}
+            functions.append(ToolSpec(tool["name"], tool.get("description") or "",
+                                      prepare_schema(parameters, param=f"tools[{i}].parameters")))
+        elif isinstance(kind, str):
+            builtin.append(BUILTIN_ALIASES.get(kind, kind))  # one of qwend's tools (GET /v1/tools)
+        else:
+            raise InvalidRequest("a tool needs a type", param=f"tools[{i}].type")
+    choice, name = body.tool_choice, None
+    if isinstance(choice, dict):
+        choice, name = "required", choice.get("name")
+    if choice not in ("auto", "none", "required"):
+        raise InvalidRequest("tool_choice must be auto, none, required or a named function", param="tool_choice")
+    if choice == "required" and not body.tools:
+        raise InvalidRequest("tool_choice 'required' needs at least one tool", param="tool_choice")
+    defaults = SamplingParams()
+    sampling = SamplingParams(
+        temperature=defaults.temperature if body.temperature is None else body.temperature,
+        top_p=defaults.top_p if body.top_p is None else body.top_p, max_tokens=body.max_output_tokens)
+    return ResponseRequest(items, model=body.model, instructions=body.instructions, function_tools=tuple(functions),
+                           builtin_tools=tuple(builtin), tool_choice=choice, tool_name=name,
+                           parallel_tool_calls=body.parallel_tool_calls, sampling=sampling,
+                           previous_response_id=body.previous_response_id)
+
+
+def usage_body(usage: Usage) -> dict[str, Any]:
+    return {"input_tokens": usage.prompt_tokens, "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+            "output_tokens": usage.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": usage.total_tokens}
+
+
+def response_body(response_id: str, created_at: float, body: ResponsesBody, *, model: str, status: str,
+                  output: list[dict[str, Any]], usage: Usage | None, error: dict[str, str] | None = None,
+                  ) -> dict[str, Any]:
+    """The response object, as the API returns, stores and streams it."""
+    return {
+        "id": response_id, "object": "response", "created_at": int(created_at), "status": status,
+        "background": body.background, "error": error,
+        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+        "instructions": body.instructions, "max_output_tokens": body.max_output_tokens, "model": model,
+        "output": output, "parallel_tool_calls": body.parallel_tool_calls,
+        "previous_response_id": body.previous_response_id, "store": body.store,
+        "temperature": body.temperature, "top_p": body.top_p, "text": {"format": {"type": "text"}},
+        "tool_choice": body.tool_choice, "tools": body.tools, "truncation": "disabled",
+        "usage": usage_body(usage) if usage is not None else None, "metadata": body.metadata or {},
+        "user": body.user,
+    }

@@ -1,0 +1,215 @@
+"""OpenAI's Responses API on the one pipeline, with its state kept for real: a response's items (its input,
+what it produced, the built-in tools it ran) are stored, and a later response naming it as
+`previous_response_id` continues that conversation, across requests and restarts, on any daemon sharing the
+database. Function-call items and their outputs are part of the chain like any other item.
+
+Items are kept in the Responses API's own shapes (what clients send as input is what a chain replays):
+`message`, `function_call` (the client runs it), `function_call_output`, and `mcp_call` (a qwend tool that
+ran here, with its output: server-side, as OpenAI's MCP calls are).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+from qwend.chat.service import CompletionBuilder, chat
+from qwend.errors import InvalidRequest
+from qwend.runtime import Runtime
+from qwend.sessions.store import SessionStore
+from qwend.types import ChatEvent, ChatRequest, Message, Priority, SamplingParams, Token, ToolCall, ToolCallStart, ToolSpec, Usage
+
+MAX_CHAIN = 10_000  # responses one chain may hold (a loop of ids cannot hang a request)
+SERVER_LABEL = "qwend"  # the server_label of mcp_call items: qwend's own tools
+
+
+@dataclass(frozen=True)
+class ResponseRequest:
+    items: tuple[dict[str, Any], ...]  # the input, as items
+    model: str | None = None
+    instructions: str | None = None  # a system message for this response only (not carried down a chain)
+    function_tools: tuple[ToolSpec, ...] = ()  # the client's: their calls end the response as function_call items
+    builtin_tools: tuple[str, ...] = ()  # qwend's tools by name: run here, and the model answers from them
+    tool_choice: str = "auto"  # auto, none, required
+    tool_name: str | None = None  # required to call this one
+    parallel_tool_calls: bool = True
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    previous_response_id: str | None = None
+    client: str | None = None
+    priority: Priority = "interactive"
+    affinity: str | None = None
+
+
+@dataclass(frozen=True)
+class ItemStarted:
+    """An output item begins (a message at its first text, a function call for the client at its name): the
+    chat events that follow, up to its ItemDone, are its content. `index` is its place in the output."""
+
+    index: int
+    item: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ItemDone:
+    """An output item is complete: a message, a function call for the client, or a built-in tool's run."""
+
+    index: int
+    item: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ResponseEnd:
+    output: list[dict[str, Any]]
+    usage: Usage
+    finish_reason: str
+
+
+ResponseEvent = ChatEvent | ItemStarted | ItemDone | ResponseEnd
+
+
+async def chain_items(store: SessionStore, previous_id: str | None) -> list[dict[str, Any]]:
+    """Every item of the conversation a response continues, oldest first."""
+    chain: list[list[dict[str, Any]]] = []
+    while previous_id is not None:
+        if len(chain) >= MAX_CHAIN:
+            raise InvalidRequest(f"the chain of responses is longer than {MAX_CHAIN}", param="previous_response_id")
+        stored = await store.response(previous_id)
+        chain.append(stored.items)
+        previous_id = stored.previous_id
+    return [item for items in reversed(chain) for item in items]
+
+
+def to_messages(items: Sequence[dict[str, Any]]) -> list[Message]:
+    """Items as the pipeline's messages: consecutive calls become one assistant message with several calls."""
+    messages: list[Message] = []
+    names: dict[str, str] = {}  # call_id -> tool name, for the tool messages
+
+    def call(call_id: str, name: str, arguments: str) -> None:
+        names[call_id] = name
+        last = messages[-1] if messages else None
+        if last is not None and last.role == "assistant" and last.tool_calls and not last.content:
+            messages[-1] = Message("assistant", "", tool_calls=(*last.tool_calls, ToolCall(call_id, name, arguments)))
+        else:
+            messages.append(Message("assistant", "", tool_calls=(ToolCall(call_id, name, arguments),)))
+
+    for index, item in enumerate(items):
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = {"developer": "system"}.get(item["role"], item["role"])
+            messages.append(Message(role, content_text(item["content"], f"input[{index}].content")))
+        elif kind == "function_call":
+            call(item["call_id"], item["name"], item.get("arguments") or "{}")
+        elif kind == "function_call_output":
+            output = item["output"] if isinstance(item["output"], str) else json.dumps(item["output"])
+            messages.append(Message("tool", output, tool_call_id=item["call_id"], name=names.get(item["call_id"])))
+        elif kind == "mcp_call":  # a qwend tool that ran: its call, then its result
+            call(item["id"], item["name"], item.get("arguments") or "{}")
+            result = item.get("output") if item.get("error") is None else f"error: {item['error']}"
+            messages.append(Message("tool", result or "", tool_call_id=item["id"], name=item["name"]))
+        elif kind != "reasoning":
+            raise InvalidRequest(f"input item type {kind!r} is not supported", param=f"input[{index}]")
+    return messages
+
+
+def content_text(content: Any, where: str) -> str:
+    """A message item's text: a string, or its text parts joined."""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for part in content:
+        if part.get("type") not in ("input_text", "output_text", "text"):
+            raise InvalidRequest(f"content part type {part.get('type')!r} is not supported here", param=where)
+        texts.append(part.get("text") or "")
+    return "".join(texts)
+
+
+async def respond(runtime: Runtime, request: ResponseRequest, history: Sequence[dict[str, Any]]
+                  ) -> AsyncIterator[ResponseEvent]:
+    """One response after `history`: each step's chat events; built-in tool calls run here (ItemDone with an
+    mcp_call each) and the model goes on from their results; ends with ResponseEnd once the model answers
+    or calls the client's functions."""
+    messages = to_messages([*history, *request.items])
+    if request.instructions:
+        messages.insert(0, Message("system", request.instructions))
+    builtin = {name: runtime.tools.get(name) for name in request.builtin_tools}
+    tools = (*request.function_tools, *(spec for spec in runtime.tools.specs(list(builtin))))
+    choice, name = request.tool_choice, request.tool_name
+    output: list[dict[str, Any]] = []
+    prompt_tokens = completion_tokens = cached_tokens = 0
+    max_steps = runtime.settings.max_tool_steps
+    for step in range(max_steps + 1):
+        chat_request = ChatRequest(
+            tuple(messages), model=request.model, sampling=request.sampling, tools=tools,
+            tool_choice=choice if step < max_steps else "text", tool_name=name,
+            parallel_tool_calls=request.parallel_tool_calls, client=request.client, priority=request.priority,
+            affinity=request.affinity)
+        answer = CompletionBuilder()
+        message: dict[str, Any] | None = None  # this step's text, once it starts
+        calls: dict[str, dict[str, Any]] = {}  # this step's calls for the client, by call id
+        async with aclosing(chat(runtime, chat_request)) as events:
+            async for event in events:
+                answer.add(event)
+                if isinstance(event, Token) and message is None:
+                    message = message_item("", status="in_progress")
+                    output.append(message)
+                    yield ItemStarted(len(output) - 1, message)
+                elif isinstance(event, ToolCallStart) and event.name not in builtin:
+                    calls[event.id] = function_call_item(event.id, event.name)
+                    output.append(calls[event.id])
+                    yield ItemStarted(len(output) - 1, calls[event.id])
+                yield event
+        done = answer.completion()
+        prompt_tokens += done.usage.prompt_tokens
+        completion_tokens += done.usage.completion_tokens
+        cached_tokens += done.usage.cached_tokens
+        if message is not None:
+            message.update(message_item(done.text, item_id=message["id"]))
+            yield ItemDone(output.index(message), message)
+        for call in done.tool_calls:
+            if call.name not in builtin:
+                if call.id not in calls:  # a call the parser found only at the end has no start yet
+                    calls[call.id] = function_call_item(call.id, call.name)
+                    output.append(calls[call.id])
+                    yield ItemStarted(len(output) - 1, calls[call.id])
+                calls[call.id].update(arguments=call.arguments, status="completed")
+                yield ItemDone(output.index(calls[call.id]), calls[call.id])
+        server_side = [c for c in done.tool_calls if c.name in builtin]
+        if not server_side or len(server_side) < len(done.tool_calls):  # answered, or the client's turn
+            yield ResponseEnd(output, Usage(prompt_tokens, completion_tokens, cached_tokens), done.finish_reason)
+            return
+        messages.append(Message("assistant", done.text, tool_calls=tuple(server_side)))
+        for call in server_side:
+            item = await _run_builtin(runtime, call)
+            output.append(item)
+            yield ItemDone(len(output) - 1, item)
+            messages.append(Message("tool", item["output"] or f"error: {item['error']}", tool_call_id=call.id,
+                                    name=call.name))
+        choice, name = "auto", None  # a required call was made; now the model may answer
+
+
+def function_call_item(call_id: str, name: str) -> dict[str, Any]:
+    return {"id": f"fc_{uuid.uuid4().hex[:24]}", "type": "function_call", "call_id": call_id, "name": name,
+            "arguments": "", "status": "in_progress"}
+
+
+def message_item(text: str, *, status: str = "completed", item_id: str | None = None) -> dict[str, Any]:
+    return {"id": item_id or f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
+            "status": status, "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
+
+
+async def _run_builtin(runtime: Runtime, call: ToolCall) -> dict[str, Any]:
+    try:
+        arguments = json.loads(call.arguments or "{}")
+        result = await runtime.tools.invoke(call.name, arguments)
+    except (ValueError, InvalidRequest) as exc:  # the model's arguments: told to it as the tool's error
+        output, error = None, getattr(exc, "message", str(exc))
+    else:
+        output = None if not result.success else (
+            result.result if isinstance(result.result, str) else json.dumps(result.result))
+        error = None if result.success else result.error
+    return {"id": call.id, "type": "mcp_call", "server_label": SERVER_LABEL, "name": call.name,
+            "arguments": call.arguments, "output": output, "error": error, "status": "completed"}
