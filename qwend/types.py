@@ -73,6 +73,18 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     max_tokens: int | None = None
+    logprobs: int | None = None  # report each token's log probability and this many alternatives (None: off)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log probability under the model (before penalties, grammar and temperature),
+    with the most likely alternatives at that place: (token, logprob, bytes) each."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[tuple[str, float, tuple[int, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,6 +142,7 @@ class Started:
 @dataclass(frozen=True)
 class Token:
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens this text came from, when asked (SamplingParams)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import math
 from collections.abc import AsyncIterator, Sequence
 
 from qwend.engine.base import Embedded, Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts
-from qwend.types import Message, OutputConstraint, SamplingParams, ToolSpec
+from qwend.types import Message, OutputConstraint, SamplingParams, TokenLogprob, ToolSpec
 
 
 class FakeBackend(TemplatedPrompts):
@@ -16,14 +16,15 @@ class FakeBackend(TemplatedPrompts):
 
     def __init__(
         self, reply: str = "Hello there, friend.", *, delay: float = 0.0, context_length: int = 512,
-        replies: Sequence[str] = (), embeddings: bool = False,
+        replies: Sequence[str] = (), embeddings: bool = False, logprobs: bool = False,
     ):
         self.reply = reply
         self.replies = list(replies)
         self.prompts: list[str] = []  # every rendered prompt, in order, for tests to inspect
         self.generated: list[Prompt] = []  # every Prompt generated from, in order
         self.delay = delay
-        self.info = ModelInfo(context_length, context_length, 256, 1000, 1, True, embeddings=embeddings)
+        self.info = ModelInfo(context_length, context_length, 256, 1000, 1, True, embeddings=embeddings,
+                              logprobs=logprobs)
         self.active = 0  # generations currently running; the scheduler must keep this <= 1
         self.max_active = 0
         self.stopped_early = 0
@@ -61,7 +62,11 @@ class FakeBackend(TemplatedPrompts):
             yield Prefill(0)
             for piece in pieces[:limit]:
                 await asyncio.sleep(self.delay)
-                yield Piece(piece)
+                # each word-piece is "a token" whose log probability is -0.5, its alternative "x" -2.0
+                logprob = None if params.logprobs is None else TokenLogprob(
+                    piece, -0.5, tuple(piece.encode()), ((piece, -0.5, tuple(piece.encode())), ("x", -2.0, (120,)))[
+                        :params.logprobs])
+                yield Piece(piece, logprob=logprob)
             done = True
             yield Finished("stop" if limit >= len(pieces) else "length")
         finally:

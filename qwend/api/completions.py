@@ -29,12 +29,13 @@ async def create_completion(body: wire.CompletionBody, request: Request, runtime
     streams = await open_streams(runtime, choices)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return EventSourceResponse(_sse(streams, choices, body.echo, include_usage), sep="\n", ping=15)
+        return EventSourceResponse(_sse(streams, choices, body, include_usage), sep="\n", ping=15)
     try:
         results = await unless_disconnected(request, asyncio.gather(*(complete(s) for s in streams)))
     except ClientGone:
         return Response(status_code=499)
-    bodies = [wire.choice_body(i, _echoed(choices[i], body.echo) + r.text, _finish(r.finish_reason))
+    bodies = [wire.choice_body(i, _echoed(choices[i], body.echo) + r.text, _finish(r.finish_reason),
+                               None if body.logprobs is None else wire.logprobs_body(r.logprobs))
               for i, r in enumerate(results)]
     return wire.completion_body(wire.completion_id(), results[0].model, bodies, _usage(choices, results))
 
@@ -58,23 +59,27 @@ def _usage(choices: list[ChatRequest], results: list[Completion]) -> Usage:
     return Usage(prompt_tokens, sum(r.usage.completion_tokens for r in results))
 
 
-async def _sse(streams: list[AsyncIterator[ChatEvent]], choices: list[ChatRequest], echo: bool,
+async def _sse(streams: list[AsyncIterator[ChatEvent]], choices: list[ChatRequest], body: wire.CompletionBody,
                include_usage: bool) -> AsyncIterator[str]:
     cid, created, model = wire.completion_id(), int(time.time()), ""
     done: list[Completion] = [None] * len(streams)  # type: ignore[list-item]
+    written = [0] * len(streams)  # characters of each choice's text sent so far (logprobs' text_offset)
 
-    def chunk(index: int, text: str, finish: str | None = None) -> str:
-        return json.dumps(wire.completion_body(cid, model, [wire.choice_body(index, text, finish)], None, created))
+    def chunk(index: int, text: str, finish: str | None = None, logprobs=None) -> str:
+        written[index] += len(text)
+        choice = wire.choice_body(index, text, finish, logprobs)
+        return json.dumps(wire.completion_body(cid, model, [choice], None, created))
 
     try:
         async for index, event in merged(streams):
             match event:
                 case Started(name, _):
                     model = name
-                    if echo:
+                    if body.echo:
                         yield chunk(index, choices[index].text_prompt)
-                case Token(text):
-                    yield chunk(index, text)
+                case Token(text, logprobs):
+                    offsets = None if body.logprobs is None else wire.logprobs_body(logprobs, written[index])
+                    yield chunk(index, text, logprobs=offsets)
                 case Done(reason, usage):
                     done[index] = Completion(model, "", reason, usage)
                     yield chunk(index, "", _finish(reason))

@@ -36,13 +36,13 @@ async def create_chat_completion(
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         pairs = merged(streams) if len(streams) > 1 else _indexed(streams[0])
-        return EventSourceResponse(_sse(pairs, len(streams), include_usage), sep="\n", ping=15)
+        return EventSourceResponse(_sse(pairs, len(streams), include_usage, body.logprobs), sep="\n", ping=15)
     try:
         results = await unless_disconnected(request, asyncio.gather(*(complete(s) for s in streams)))
     except ClientGone:
         return Response(status_code=499)
-    bodies = [wire.choice_body(i, r.text, _finish(r.finish_reason), r.tool_calls, r.reasoning)
-              for i, r in enumerate(results)]
+    bodies = [wire.choice_body(i, r.text, _finish(r.finish_reason), r.tool_calls, r.reasoning,
+                               r.logprobs if body.logprobs else None) for i, r in enumerate(results)]
     return wire.choices_body(wire.completion_id(), results[0].model, bodies, _usage([r.usage for r in results]))
 
 
@@ -61,12 +61,14 @@ async def _indexed(events: AsyncIterator[ChatEvent]) -> AsyncIterator[tuple[int,
             yield 0, event
 
 
-async def _sse(pairs: AsyncIterator[tuple[int, ChatEvent]], n: int, include_usage: bool) -> AsyncIterator[str]:
+async def _sse(pairs: AsyncIterator[tuple[int, ChatEvent]], n: int, include_usage: bool, logprobs: bool
+               ) -> AsyncIterator[str]:
     cid, created, model = wire.completion_id(), int(time.time()), ""
     usages: list[Usage] = []
 
-    def chunk(index: int, delta, finish=None, usage=None) -> str:
-        return json.dumps(wire.chunk_body(cid, created, model, delta, finish, usage, include_usage, index))
+    def chunk(index: int, delta, finish=None, usage=None, token_logprobs=None) -> str:
+        return json.dumps(wire.chunk_body(cid, created, model, delta, finish, usage, include_usage, index,
+                                          token_logprobs))
 
     try:
         async with aclosing(pairs):
@@ -75,8 +77,8 @@ async def _sse(pairs: AsyncIterator[tuple[int, ChatEvent]], n: int, include_usag
                     case Started(name, _):
                         model = name
                         yield chunk(index, {"role": "assistant", "content": ""})
-                    case Token(text):
-                        yield chunk(index, {"content": text})
+                    case Token(text, token_logprobs):
+                        yield chunk(index, {"content": text}, token_logprobs=token_logprobs if logprobs else None)
                     case Reasoning(text):
                         yield chunk(index, {"reasoning_content": text})
                     case ToolCallStart(call_index, call_id, name):

@@ -23,7 +23,7 @@ from qwend.runtime import Runtime
 from qwend.settings import Settings
 from qwend.types import (
     ChatEvent, ChatRequest, Done, FinishReason, Message, OutputConstraint, Queued, Reasoning, SamplingParams, Started,
-    Token, ToolCall, ToolCallEnd, ToolSpec, Usage,
+    Token, TokenLogprob, ToolCall, ToolCallEnd, ToolSpec, Usage,
 )
 
 
@@ -40,6 +40,7 @@ async def chat(runtime: Runtime, request: ChatRequest) -> AsyncIterator[ChatEven
     stops = StopMatcher(request.sampling.stop)
     completion_tokens, cached_tokens, prompt_length = 0, 0, prompt.length
     finish: FinishReason = "stop"
+    logprobs = _LogprobsToText()
     job = loaded.scheduler.run(prompt, request.sampling, constraint, client=request.client, priority=request.priority)
     timer = runtime.metrics.generation(loaded.name)  # queue wait, time to first token, decode rate
     async with aclosing(job):
@@ -52,12 +53,13 @@ async def chat(runtime: Runtime, request: ChatRequest) -> AsyncIterator[ChatEven
                     yield Started(loaded.name, prompt.length)
                 case Prefill(cached):
                     cached_tokens = cached
-                case Piece(piece, tokens):
+                case Piece(piece, tokens, logprob):
                     timer.piece(tokens)
                     completion_tokens += tokens
+                    logprobs.add(logprob)
                     piece, hit = stops.feed(piece)
                     for event in parser.feed(piece):
-                        yield event
+                        yield logprobs.attach(event)
                     if hit:
                         break  # leaving the block closes the job, which stops the backend
                 case Finished(reason, prompt_tokens, counted):
@@ -65,14 +67,32 @@ async def chat(runtime: Runtime, request: ChatRequest) -> AsyncIterator[ChatEven
                     prompt_length = prompt_tokens or prompt_length
                     completion_tokens = counted if counted is not None else completion_tokens
                     for event in parser.feed(stops.flush()):
-                        yield event
+                        yield logprobs.attach(event)
     for event in parser.finish():
-        yield event
+        yield logprobs.attach(event)
     timer.finished(prompt_length, cached_tokens, completion_tokens)
     runtime.metrics.tool_parse(parser.outcomes)
     if parser.calls and finish == "stop":
         finish = "tool_calls"
     yield Done(finish, Usage(prompt_length, completion_tokens, cached_tokens))
+
+
+class _LogprobsToText:
+    """Hands the log probabilities of generated tokens to the text events they became: the parser may hold
+    text back (a tag being recognised), so each Token carries those of the tokens read since the last one."""
+
+    def __init__(self) -> None:
+        self.pending: list[TokenLogprob] = []
+
+    def add(self, logprob: TokenLogprob | None) -> None:
+        if logprob is not None:
+            self.pending.append(logprob)
+
+    def attach(self, event: ChatEvent) -> ChatEvent:
+        if self.pending and isinstance(event, Token):
+            event = replace(event, logprobs=tuple(self.pending))
+            self.pending = []
+        return event
 
 
 def _within_limits(request: ChatRequest, settings: Settings) -> ChatRequest:
@@ -94,6 +114,9 @@ def _prepare(
 ) -> tuple[Prompt, OutputConstraint | None, OutputParser | PlainText]:
     """Everything that can refuse the request, before it is queued: the prompt and whether it fits, the
     output constraint and the parser for it."""
+    if request.sampling.logprobs is not None and not loaded.backend.info.logprobs:
+        raise InvalidRequest(f"model {loaded.name!r} cannot report log probabilities on the "
+                             f"{loaded.backend.info.engine} engine", param="logprobs")
     if request.text_prompt is not None:  # a text completion: the text as it is, the answer as it comes
         prompt = loaded.backend.text_prompt(request.text_prompt, request.suffix)
         prompt = replace(prompt, affinity=request.affinity, suffix=request.suffix)
@@ -216,21 +239,23 @@ class Completion:
     usage: Usage
     tool_calls: tuple[ToolCall, ...] = ()
     reasoning: str = ""
+    logprobs: tuple[TokenLogprob, ...] = ()  # of the answer's text, when asked for
 
 
 class CompletionBuilder:
     """Folds chat events into a Completion as they pass (for callers that also forward the events)."""
 
     def __init__(self) -> None:
-        self.model, self.parts, self.thoughts, self.calls = "", [], [], []
+        self.model, self.parts, self.thoughts, self.calls, self.logprobs = "", [], [], [], []
         self.done: Done | None = None
 
     def add(self, event: ChatEvent) -> None:
         match event:
             case Started(name, _):
                 self.model = name
-            case Token(text):
+            case Token(text, logprobs):
                 self.parts.append(text)
+                self.logprobs += logprobs
             case Reasoning(text):
                 self.thoughts.append(text)
             case ToolCallEnd(_, call):
@@ -241,7 +266,7 @@ class CompletionBuilder:
     def completion(self) -> Completion:
         assert self.done is not None, "a chat stream ended without Done"
         return Completion(self.model, "".join(self.parts), self.done.finish_reason, self.done.usage,
-                          tuple(self.calls), "".join(self.thoughts))
+                          tuple(self.calls), "".join(self.thoughts), tuple(self.logprobs))
 
 
 async def complete(events: AsyncIterator[ChatEvent]) -> Completion:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from qwend.errors import InvalidRequest
-from qwend.types import FinishReason, Message, OutputConstraint, SamplingParams, ToolSpec
+from qwend.types import FinishReason, Message, OutputConstraint, SamplingParams, TokenLogprob, ToolSpec
 
 if TYPE_CHECKING:
     from qwend.chat.prompt import ChatTemplate
@@ -32,6 +32,7 @@ class ModelInfo:
     parallel: int = 1  # answers it generates at once (the scheduler admits this many)
     pins_prompts: bool = False  # it keeps the KV state of a prompt asked to be pinned (Prompt.pin)
     embeddings: bool = False  # offers `embed(texts)` (Embedded)
+    logprobs: bool = False  # reports tokens' log probabilities (Piece.logprob)
     # the model's fill-in-the-middle markers (prefix, suffix, middle), when it was trained with them
     fill_in_middle: tuple[str, str, str] | None = None
 
@@ -68,6 +69,7 @@ class Piece:
 
     text: str
     tokens: int = 1
+    logprob: TokenLogprob | None = None  # when asked for (SamplingParams.logprobs) and the engine can tell
 
 
 @dataclass(frozen=True)

@@ -21,14 +21,15 @@ import math
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from qwend.engine.base import common_prefix
 from qwend.engine.kv_tiers import KvTiers, SavedState
-from qwend.engine.llama_sampler import sampler_chain
+from qwend.engine.llama_sampler import sampler_chain, token_logprob
 from qwend.errors import BackendError
-from qwend.types import SamplingParams
+from qwend.types import SamplingParams, TokenLogprob
 
 READ_AHEAD = 2  # tokens a sequence may run ahead of its reader
 # a slot's tokens past a prompt's common start that may be dropped to continue its conversation: those read
@@ -45,8 +46,11 @@ class TokenStream:
     """One sequence's sampled tokens, read by one thread. `cached` (known once the decode loop has placed
     the sequence) counts the prompt tokens whose KV cells were reused."""
 
-    def __init__(self, decoder: BatchDecoder, prompt: Sequence[int], sampler, pin: bool = False) -> None:
+    def __init__(self, decoder: BatchDecoder, prompt: Sequence[int], sampler, pin: bool = False,
+                 logprobs: int | None = None) -> None:
         self.prompt = list(prompt)
+        self.logprobs = logprobs  # alternatives to report with each token's log probability (None: off)
+        self._logprobs: deque[TokenLogprob] = deque()  # the decode loop's, for tokens not yet read
         self.sampler = sampler  # a llama_sampler chain, freed by the decode loop
         self.pin = pin  # keep the prompt's state pinned in the saved tiers once read
         self._decoder = decoder
@@ -80,6 +84,10 @@ class TokenStream:
 
     def close(self) -> None:
         self._decoder.close_stream(self)
+
+    def take_logprob(self) -> TokenLogprob | None:
+        """The log probability of the token just read (when asked for)."""
+        return self._logprobs.popleft() if self._logprobs else None
 
     # called by the decode loop
     def place(self, slot: _Slot, cached: int) -> None:
@@ -154,7 +162,7 @@ class BatchDecoder:
     def open(self, prompt: Sequence[int], params: SamplingParams, rules: str | None, pin: bool = False) -> TokenStream:
         """Start generating after `prompt` (at least one token), sampling as `params` say, under the GBNF
         `rules` when given. `pin` keeps the prompt's state in the saved tiers for good."""
-        stream = TokenStream(self, prompt, sampler_chain(self._model, params, rules), pin)
+        stream = TokenStream(self, prompt, sampler_chain(self._model, params, rules), pin, params.logprobs)
         with self._cond:
             if self._stopping:
                 self._lib.llama_sampler_free(stream.sampler)
@@ -326,6 +334,8 @@ class BatchDecoder:
             index += len(entry.tokens)
             if entry.logits:
                 token = lib.llama_sampler_sample(stream.sampler, self._ctx, index - 1)
+                if stream.logprobs is not None:  # before the token is emitted: its reader takes both
+                    stream._logprobs.append(token_logprob(self._ctx, self._model, index - 1, token, stream.logprobs))
                 stream.ended = lib.llama_vocab_is_eog(self._model.vocab, token)
                 stream.next_token = token
                 stream.emit(token)

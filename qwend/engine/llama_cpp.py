@@ -33,7 +33,7 @@ from qwend.engine.threads import stream_from_thread
 from qwend.errors import BackendError
 from qwend.models.store import LocalModel
 from qwend.settings import Settings
-from qwend.types import OutputConstraint, SamplingParams
+from qwend.types import OutputConstraint, SamplingParams, TokenLogprob
 
 MAX_HELD_TOKENS = 6  # an answer's intent (call or text) shows within its first few tokens
 MAX_NAME_TOKENS = 24  # and a call's tool name within these
@@ -69,6 +69,7 @@ class LlamaCppBackend(TemplatedPrompts):
             parallel=decoder.parallel if decoder else 1,
             pins_prompts=decoder is not None and decoder.saved is not None,
             embeddings=embedder is not None,
+            logprobs=decoder is not None,
             fill_in_middle=self._fim_markers(),
         )
 
@@ -149,15 +150,18 @@ class LlamaCppBackend(TemplatedPrompts):
             return
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
-        def piece(token: int) -> Piece:
-            return Piece(decoder.decode(llama.detokenize([token], special=False)))
+        def piece(token: int, logprob: TokenLogprob | None) -> Piece:
+            return Piece(decoder.decode(llama.detokenize([token], special=False)), logprob=logprob)
 
         tokens = self._open(list(prompt), params, rules, pin=request.pin)
         held: list[int] = []  # while deciding: the answer's first tokens, until they show call or text
+        held_logprobs: list[TokenLogprob | None] = []
         count, reason = 0, "length"
         try:
             yield Prefill(tokens.cached)
             while (token := next(tokens, None)) is not None:
+                # (an answer restarted under a grammar reads plain tokens: it reports no log probabilities)
+                logprob = tokens.take_logprob() if isinstance(tokens, TokenStream) else None
                 if stop.is_set():
                     reason = "cancelled"
                     break
@@ -166,6 +170,7 @@ class LlamaCppBackend(TemplatedPrompts):
                     break
                 if deciding:
                     held.append(token)
+                    held_logprobs.append(logprob)
                     choice = self._decide(llama.detokenize(held, special=False), constraint, len(held))
                     if choice is None:
                         continue
@@ -174,18 +179,19 @@ class LlamaCppBackend(TemplatedPrompts):
                         # generate again from the (cached) prompt: the calls under the call grammar, or
                         # (the model reached for a tool that was not offered) a text answer
                         tokens.close()
-                        held = []
+                        held, held_logprobs = [], []
                         tokens = self._restart(list(prompt), params, choice, constraint)
                         continue
-                for released in (held or [token])[: limit - count]:
+                released = list(zip(held, held_logprobs)) or [(token, logprob)]
+                for released_token, released_logprob in released[: limit - count]:
                     count += 1
-                    yield piece(released)
-                held = []
+                    yield piece(released_token, released_logprob)
+                held, held_logprobs = [], []
                 if count >= limit:
                     break
-            for released in held[: limit - count]:  # the answer ended while still ambiguous: it was text
-                count += 1
-                yield piece(released)
+            for released, released_logprob in list(zip(held, held_logprobs))[: limit - count]:
+                count += 1  # the answer ended while still ambiguous: it was text
+                yield piece(released, released_logprob)
         finally:
             tokens.close()
         if tail := decoder.decode(b"", final=True):

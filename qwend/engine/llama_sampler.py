@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from qwend.errors import BackendError
-from qwend.types import SamplingParams
+from qwend.types import SamplingParams, TokenLogprob
 
 RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: a fresh random seed
 PENALTY_LAST_N = 64  # the tokens repetition penalties look back on (llama-cpp-python's default)
@@ -34,3 +34,22 @@ def sampler_chain(model, params: SamplingParams, rules: str | None):
     for sampler in samplers:
         lib.llama_sampler_chain_add(chain, sampler)
     return chain
+
+
+def token_logprob(ctx, model, row: int, token: int, top: int) -> TokenLogprob:
+    """`token`'s log probability from the logits of batch row `row` of context `ctx` (the model's own
+    distribution: before penalties, grammar and temperature), and the `top` likeliest tokens' there."""
+    import llama_cpp as lib
+    import numpy as np
+
+    logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, row), shape=(model.n_vocab(),))
+    peak = float(logits.max())
+    log_total = peak + float(np.log(np.exp(logits - peak).sum()))
+
+    def entry(t: int) -> tuple[str, float, tuple[int, ...]]:
+        piece = model.detokenize([t], special=False)
+        return piece.decode("utf-8", "replace"), float(logits[t]) - log_total, tuple(piece)
+
+    best = sorted(np.argpartition(-logits, top)[:top], key=lambda t: -logits[t]) if top else []
+    text, logprob, raw = entry(token)
+    return TokenLogprob(text, logprob, raw, tuple(entry(int(t)) for t in best))

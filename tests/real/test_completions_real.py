@@ -38,3 +38,19 @@ def test_echo_stop_and_choices(sdk):
     assert reply.choices[0].text.startswith("1, 2, 3, 4,") and reply.choices[2].text.startswith("a, b, c, d,")
     assert "7" not in reply.choices[0].text and reply.choices[0].finish_reason == "stop"
     assert reply.choices[0].text == reply.choices[1].text  # greedy choices agree
+
+
+def test_logprobs_of_greedy_answers_are_the_likeliest_tokens(sdk):
+    chat = sdk.chat.completions.create(model=DEFAULT_MODEL, messages=[{"role": "user", "content": "Say hello."}],
+                                       temperature=0, max_tokens=8, logprobs=True, top_logprobs=3)
+    content = chat.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == chat.choices[0].message.content
+    for token in content:  # greedy: the chosen token is the model's likeliest, and probabilities are <= 1
+        assert token.logprob <= 0 and len(token.top_logprobs) == 3
+        assert token.top_logprobs[0].token == token.token and token.top_logprobs[0].logprob == token.logprob
+
+    text = sdk.completions.create(model=DEFAULT_MODEL, prompt="def add(a, b):\n", max_tokens=8, temperature=0,
+                                  logprobs=2)
+    logprobs = text.choices[0].logprobs
+    assert "".join(logprobs.tokens) == text.choices[0].text and len(logprobs.top_logprobs[0]) == 2
+    assert all(lp <= 0 for lp in logprobs.token_logprobs)

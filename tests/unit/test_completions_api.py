@@ -74,7 +74,7 @@ async def test_streamed_choices_and_usage(client):
     ({"prompt": []}, 400, "at least one"),
     ({"prompt": "x", "n": 7}, 400, "QWEND_MAX_CHOICES"),
     ({"prompt": ["a", "b", "c"], "n": 3}, 400, "QWEND_MAX_CHOICES"),
-    ({"prompt": "x", "logprobs": 2}, 400, "logprobs"),
+    ({"prompt": "x", "logprobs": 2, "echo": True}, 400, "logprobs"),
     ({"prompt": "x", "best_of": 3}, 400, "best_of"),
     ({"prompt": "x", "suffix": "y"}, 400, "fill-in-the-middle"),
     ({"prompt": "x", "model": "nope:1b"}, 404, "nope:1b"),
@@ -117,3 +117,14 @@ async def test_an_upstream_server_gets_the_text_and_suffix(monkeypatch):
     path, body = seen[0]
     assert path == "/v1/completions" and "messages" not in body
     assert (body["prompt"], body["suffix"], body["max_tokens"]) == ("def add(a, b):\n    ", "\n", 8)
+
+
+async def test_logprobs_in_the_completions_shape(tmp_path):
+    async with client_for(fake_runtime(tmp_path, FakeBackend("ab cd", logprobs=True, context_length=4096))) as client:
+        choice = (await client.post("/v1/completions", json={"prompt": "x", "logprobs": 1})).json()["choices"][0]
+        assert choice["logprobs"] == {"tokens": ["ab ", "cd"], "token_logprobs": [-0.5, -0.5],
+                                      "top_logprobs": [{"ab ": -0.5}, {"cd": -0.5}], "text_offset": [0, 3]}
+        async with client.stream("POST", "/v1/completions", json={"prompt": "x", "logprobs": 0, "stream": True}) as s:
+            lines = data_lines([line async for line in s.aiter_lines()])
+    pieces = [c["choices"][0]["logprobs"] for c in map(json.loads, lines[:-1]) if c["choices"][0]["text"]]
+    assert [(p["tokens"], p["text_offset"]) for p in pieces] == [(["ab "], [0]), (["cd"], [3])]

@@ -177,3 +177,27 @@ async def test_n_choices_in_one_answer_and_one_stream(tmp_path):
         assert "".join(c["delta"].get("content") or "" for c in mine) == "Hello there."
         assert mine[-1]["finish_reason"] == "stop"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 6
+
+
+async def test_logprobs_with_their_alternatives(tmp_path):
+    async with client_for(fake_runtime(tmp_path, FakeBackend("Hello there.", logprobs=True))) as client:
+        body = {**HELLO, "logprobs": True, "top_logprobs": 2}
+        choice = (await client.post("/v1/chat/completions", json=body)).json()["choices"][0]
+        first = choice["logprobs"]["content"][0]
+        assert [t["token"] for t in choice["logprobs"]["content"]] == ["Hello ", "there."]
+        assert (first["logprob"], first["bytes"]) == (-0.5, list(b"Hello "))
+        assert [(t["token"], t["logprob"]) for t in first["top_logprobs"]] == [("Hello ", -0.5), ("x", -2.0)]
+        async with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as stream:
+            lines = data_lines([line async for line in stream.aiter_lines()])
+        streamed = [c["choices"][0]["logprobs"] for c in map(json.loads, lines[:-1]) if c["choices"]]
+        assert [entry["token"] for part in streamed if part for entry in part["content"]] == ["Hello ", "there."]
+        plain = (await client.post("/v1/chat/completions", json=HELLO)).json()["choices"][0]
+        assert plain["logprobs"] is None
+        refused = await client.post("/v1/chat/completions", json={**HELLO, "top_logprobs": 2})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "top_logprobs"
+
+
+async def test_an_engine_without_logprobs_says_so(tmp_path):
+    async with client_for(fake_runtime(tmp_path, FakeBackend("Hello."))) as client:
+        reply = await client.post("/v1/chat/completions", json={**HELLO, "logprobs": True})
+    assert reply.status_code == 400 and "cannot report log probabilities" in reply.json()["error"]["message"]

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from qwend.api.wire.openai import StreamOptions, _Wire, sampling_of
 from qwend.errors import InvalidRequest
-from qwend.types import ChatRequest, Usage
+from qwend.types import ChatRequest, TokenLogprob, Usage
 
 
 class CompletionBody(_Wire):
@@ -48,14 +48,15 @@ def to_chat_requests(body: CompletionBody, max_choices: int) -> list[ChatRequest
         raise InvalidRequest("prompt as token ids is not supported; send the text", param="prompt")
     if not prompts:
         raise InvalidRequest("prompt must hold at least one text", param="prompt")
-    if body.logprobs is not None:
-        raise InvalidRequest("logprobs are not supported yet on completions", param="logprobs")
+    if body.logprobs is not None and body.echo:
+        raise InvalidRequest("logprobs of an echoed prompt are not supported; send echo or logprobs",
+                             param="logprobs")
     if body.best_of is not None and body.best_of != body.n:
         raise InvalidRequest("best_of other than n is not supported", param="best_of")
     if len(prompts) * body.n > max_choices:
         raise InvalidRequest(f"{len(prompts)} prompts x n={body.n} choices are more than the {max_choices} one "
                              "request may ask for (QWEND_MAX_CHOICES)", param="n")
-    sampling = sampling_of(body)
+    sampling = replace(sampling_of(body), logprobs=body.logprobs)
     requests = []
     for text in prompts:
         for j in range(body.n):
@@ -69,8 +70,21 @@ def completion_id() -> str:
     return f"cmpl-{uuid.uuid4().hex[:24]}"
 
 
-def choice_body(index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
-    return {"text": text, "index": index, "logprobs": None, "finish_reason": finish_reason}
+def choice_body(index: int, text: str, finish_reason: str | None,
+                logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish_reason}
+
+
+def logprobs_body(logprobs: tuple[TokenLogprob, ...], offset: int = 0) -> dict[str, Any]:
+    """The completions API's older shape: parallel lists, `text_offset` counting characters of the text from
+    `offset` (where this piece starts in the choice's text)."""
+    offsets = []
+    for entry in logprobs:
+        offsets.append(offset)
+        offset += len(entry.token)
+    return {"tokens": [t.token for t in logprobs], "token_logprobs": [t.logprob for t in logprobs],
+            "top_logprobs": [{token: logprob for token, logprob, _ in t.top} for t in logprobs],
+            "text_offset": offsets}
 
 
 def completion_body(cid: str, model: str, choices: list[dict[str, Any]], usage: Usage | None,

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from qwend.api.wire.images import from_data_url
 from qwend.chat.schemas import prepare_schema
 from qwend.errors import InvalidRequest
-from qwend.types import ChatRequest, Message, SamplingParams, ToolCall, ToolSpec, Usage
+from qwend.types import ChatRequest, Message, SamplingParams, TokenLogprob, ToolCall, ToolSpec, Usage
 
 
 class _Wire(BaseModel):
@@ -96,6 +96,8 @@ class ChatCompletionRequest(_Wire):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     n: int = Field(1, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     stream: bool = False
     stream_options: StreamOptions | None = None
     tools: list[ToolDefinition] | None = None
@@ -125,6 +127,10 @@ def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
     if body.n != 1:
         raise InvalidRequest("n > 1 is not supported on this route; send one request per choice", param="n")
     sampling = sampling_of(body)
+    if body.top_logprobs is not None and not body.logprobs:
+        raise InvalidRequest("top_logprobs needs logprobs: true", param="top_logprobs")
+    if body.logprobs:
+        sampling = replace(sampling, logprobs=body.top_logprobs or 0)
     messages = tuple(_to_message(m, i) for i, m in enumerate(body.messages))
     tools = tuple(
         ToolSpec(t.function.name, t.function.description,
@@ -219,15 +225,25 @@ def tool_call_body(call: ToolCall) -> dict[str, Any]:
     return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
+def logprobs_body(logprobs: tuple[TokenLogprob, ...]) -> dict[str, Any]:
+    """OpenAI's chat logprobs: each token with its log probability, bytes and top alternatives."""
+    return {"content": [
+        {"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes),
+         "top_logprobs": [{"token": token, "logprob": logprob, "bytes": list(raw)} for token, logprob, raw in t.top]}
+        for t in logprobs], "refusal": None}
+
+
 def choice_body(
     index: int, text: str, finish_reason: str, tool_calls: tuple[ToolCall, ...] = (), reasoning: str = "",
+    logprobs: tuple[TokenLogprob, ...] | None = None,
 ) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": text or (None if tool_calls else "")}
     if tool_calls:
         message["tool_calls"] = [tool_call_body(c) for c in tool_calls]
     if reasoning:
         message["reasoning_content"] = reasoning
-    return {"index": index, "message": message, "logprobs": None, "finish_reason": finish_reason}
+    return {"index": index, "message": message, "finish_reason": finish_reason,
+            "logprobs": None if logprobs is None else logprobs_body(logprobs)}
 
 
 def completion_body(
@@ -246,11 +262,13 @@ def choices_body(cid: str, model: str, choices: list[dict[str, Any]], usage: Usa
 def chunk_body(
     cid: str, created: int, model: str, delta: dict[str, Any] | None, finish_reason: str | None = None,
     usage: Usage | None = None, include_usage: bool = False, index: int = 0,
+    logprobs: tuple[TokenLogprob, ...] | None = None,
 ) -> dict[str, Any]:
     """One `chat.completion.chunk` of choice `index`; delta None makes the usage-only chunk (`choices: []`)."""
     body: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
     body["choices"] = [] if delta is None else [
-        {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        {"index": index, "delta": delta, "finish_reason": finish_reason,
+         "logprobs": None if logprobs is None else logprobs_body(logprobs)}
     ]
     if include_usage:
         body["usage"] = usage_body(usage) if usage is not None else None
