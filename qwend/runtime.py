@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass, field
@@ -68,6 +69,10 @@ class Runtime:
         return self.tools.set_enabled(name, enabled)
 
     async def close(self) -> None:
+        running = [job.task for job in self.responses.values()]  # background responses: stopped, then stored
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
         await self.mcp.close()
         await self.sessions.close()
         self.models.close()
