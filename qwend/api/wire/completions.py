@@ -9,26 +9,17 @@ from typing import Any
 
 from pydantic import Field
 
-from qwend.api.wire.openai import StreamOptions, _Wire, sampling_of
+from qwend.api.wire.openai import SamplingFields, StreamOptions, sampling_of
 from qwend.errors import InvalidRequest
 from qwend.types import ChatRequest, TokenLogprob, Usage
 
 
-class CompletionBody(_Wire):
+class CompletionBody(SamplingFields):
     model: str | None = None
     prompt: str | list[str] | list[int] | list[list[int]] = "<|endoftext|>"  # OpenAI's default prompt
     suffix: str | None = None
     echo: bool = False
     max_tokens: int | None = Field(16, ge=1)  # OpenAI's default; null: until the window ends
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, ge=0, le=1)
-    top_k: int | None = Field(None, ge=0, description="llama.cpp extension")
-    min_p: float | None = Field(None, ge=0, le=1, description="llama.cpp extension")
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    repeat_penalty: float | None = Field(None, gt=0, description="llama.cpp extension")
-    seed: int | None = None
-    stop: str | list[str] | None = None
     n: int = Field(1, ge=1)
     best_of: int | None = Field(None, ge=1)
     logprobs: int | None = Field(None, ge=0, le=5)

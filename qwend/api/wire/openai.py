@@ -81,9 +81,9 @@ class StreamOptions(_Wire):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(_Wire):
-    model: str | None = None
-    messages: list[ChatMessage] = Field(min_length=1)
+class SamplingFields(_Wire):
+    """The sampling fields of chat and text completions (read by `sampling_of`)."""
+
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     top_k: int | None = Field(None, ge=0, description="llama.cpp extension")
@@ -93,6 +93,11 @@ class ChatCompletionRequest(_Wire):
     repeat_penalty: float | None = Field(None, gt=0, description="llama.cpp extension")
     seed: int | None = None
     stop: str | list[str] | None = None
+
+
+class ChatCompletionRequest(SamplingFields):
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     n: int = Field(1, ge=1)
@@ -153,7 +158,7 @@ def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
     )
 
 
-def sampling_of(body: Any) -> SamplingParams:
+def sampling_of(body: SamplingFields) -> SamplingParams:
     """The sampling fields chat and text completions share (unset ones keep qwend's defaults)."""
     stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     if len(stops) > 16:
