@@ -135,8 +135,8 @@ async def respond(runtime: Runtime, request: ResponseRequest, history: Sequence[
     messages = to_messages([*history, *request.items])
     if request.instructions:
         messages.insert(0, Message("system", request.instructions))
-    builtin = {name: runtime.tools.get(name) for name in request.builtin_tools}
-    tools = (*request.function_tools, *(spec for spec in runtime.tools.specs(list(builtin))))
+    builtin = {runtime.tools.get(name).name for name in request.builtin_tools}  # an unknown one is a 404
+    tools = (*request.function_tools, *runtime.tools.specs(sorted(builtin)))
     choice, name = request.tool_choice, request.tool_name
     output: list[dict[str, Any]] = []
     prompt_tokens = completion_tokens = cached_tokens = 0
