@@ -14,7 +14,7 @@ from sse_starlette import EventSourceResponse
 from qwend.api.deps import RequesterDep, RuntimeDep
 from qwend.api.streaming import ClientGone, merged, open_streams, unless_disconnected
 from qwend.api.wire import completions as wire
-from qwend.api.wire.openai import error_body
+from qwend.api.wire.openai import error_body, finish_reason
 from qwend.chat.service import Completion, complete
 from qwend.errors import QwendError
 from qwend.types import ChatEvent, ChatRequest, Done, Started, Token, Usage
@@ -34,7 +34,7 @@ async def create_completion(body: wire.CompletionBody, request: Request, runtime
         results = await unless_disconnected(request, asyncio.gather(*(complete(s) for s in streams)))
     except ClientGone:
         return Response(status_code=499)
-    bodies = [wire.choice_body(i, _echoed(choices[i], body.echo) + r.text, _finish(r.finish_reason),
+    bodies = [wire.choice_body(i, _echoed(choices[i], body.echo) + r.text, finish_reason(r.finish_reason),
                                None if body.logprobs is None else wire.logprobs_body(r.logprobs))
               for i, r in enumerate(results)]
     return wire.completion_body(wire.completion_id(), results[0].model, bodies, _usage(choices, results))
@@ -43,9 +43,6 @@ async def create_completion(body: wire.CompletionBody, request: Request, runtime
 def _echoed(choice: ChatRequest, echo: bool) -> str:
     return choice.text_prompt if echo else ""
 
-
-def _finish(reason: str) -> str:
-    return "stop" if reason == "cancelled" else reason
 
 
 def _usage(choices: list[ChatRequest], results: list[Completion]) -> Usage:
@@ -82,7 +79,7 @@ async def _sse(streams: list[AsyncIterator[ChatEvent]], choices: list[ChatReques
                     yield chunk(index, text, logprobs=offsets)
                 case Done(reason, usage):
                     done[index] = Completion(model, "", reason, usage)
-                    yield chunk(index, "", _finish(reason))
+                    yield chunk(index, "", finish_reason(reason))
         if include_usage:
             yield json.dumps(wire.completion_body(cid, model, [], _usage(choices, done), created))
     except QwendError as exc:  # after the 200 has gone out, errors travel in the stream, as OpenAI does

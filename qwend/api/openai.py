@@ -41,13 +41,10 @@ async def create_chat_completion(
         results = await unless_disconnected(request, asyncio.gather(*(complete(s) for s in streams)))
     except ClientGone:
         return Response(status_code=499)
-    bodies = [wire.choice_body(i, r.text, _finish(r.finish_reason), r.tool_calls, r.reasoning,
+    bodies = [wire.choice_body(i, r.text, wire.finish_reason(r.finish_reason), r.tool_calls, r.reasoning,
                                r.logprobs if body.logprobs else None) for i, r in enumerate(results)]
     return wire.choices_body(wire.completion_id(), results[0].model, bodies, _usage([r.usage for r in results]))
 
-
-def _finish(reason: str) -> str:
-    return "stop" if reason == "cancelled" else reason
 
 
 def _usage(usages: list[Usage]) -> Usage:
@@ -86,10 +83,11 @@ async def _sse(pairs: AsyncIterator[tuple[int, ChatEvent]], n: int, include_usag
                                 "function": {"name": name, "arguments": ""}}
                         yield chunk(index, {"tool_calls": [call]})
                     case ToolCallDelta(call_index, arguments):
-                        yield chunk(index, {"tool_calls": [{"index": call_index, "function": {"arguments": arguments}}]})
+                        delta = {"index": call_index, "function": {"arguments": arguments}}
+                        yield chunk(index, {"tool_calls": [delta]})
                     case Done(reason, usage):
                         usages.append(usage)
-                        yield chunk(index, {}, _finish(reason))
+                        yield chunk(index, {}, wire.finish_reason(reason))
         if include_usage and len(usages) == n:
             yield chunk(0, None, usage=_usage(usages))
     except QwendError as exc:  # after the 200 has gone out, errors travel in the stream, as OpenAI does

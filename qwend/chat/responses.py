@@ -21,7 +21,9 @@ from qwend.chat.service import CompletionBuilder, chat
 from qwend.errors import InvalidRequest
 from qwend.runtime import Runtime
 from qwend.sessions.store import SessionStore
-from qwend.types import ChatEvent, ChatRequest, Message, Priority, SamplingParams, Token, ToolCall, ToolCallStart, ToolSpec, Usage
+from qwend.types import (
+    ChatEvent, ChatRequest, Message, Priority, SamplingParams, Token, ToolCall, ToolCallStart, ToolSpec, Usage,
+)
 
 MAX_CHAIN = 10_000  # responses one chain may hold (a loop of ids cannot hang a request)
 SERVER_LABEL = "qwend"  # the server_label of mcp_call items: qwend's own tools

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
-from qwend.api.wire.openai import ChatCompletionRequest, completion_body, tool_call_body, usage_body
+from qwend.api.wire.openai import ChatCompletionRequest, completion_body, finish_reason, tool_call_body, usage_body
 from qwend.chat.service import Completion
 from qwend.models.facts import ModelFacts
 from qwend.models.store import LocalModel
@@ -27,7 +27,7 @@ class WsChat(CortexChatRequest):
 
 def chat_body(cid: str, result: Completion) -> dict[str, Any]:
     """OpenAI's chat.completion, plus the `message` and `finish_reason` Cortex clients read at the top."""
-    body = completion_body(cid, result.model, result.text, _finish(result.finish_reason), result.usage,
+    body = completion_body(cid, result.model, result.text, finish_reason(result.finish_reason), result.usage,
                            result.tool_calls, result.reasoning)
     choice = body["choices"][0]
     return {**body, "message": choice["message"], "finish_reason": choice["finish_reason"]}
@@ -70,6 +70,3 @@ def model_body(model: LocalModel, facts: ModelFacts | None, loaded: bool) -> dic
         "quantization": facts.quantization if facts else None,
     }
 
-
-def _finish(reason: str) -> str:
-    return "stop" if reason == "cancelled" else reason

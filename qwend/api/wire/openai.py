@@ -213,6 +213,11 @@ def _to_message(message: ChatMessage, index: int) -> Message:
     )
 
 
+def finish_reason(reason: str) -> str:
+    """OpenAI's name for how an answer ended: a cancelled one (a stop string matched) simply stopped."""
+    return "stop" if reason == "cancelled" else reason
+
+
 def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
