@@ -15,7 +15,7 @@ from qwend.api.deps import RequesterDep, RuntimeDep
 from qwend.api.streaming import ClientGone, merged, open_streams, unless_disconnected
 from qwend.api.wire import completions as wire
 from qwend.api.wire.openai import error_body, finish_reason
-from qwend.chat.service import Completion, complete
+from qwend.chat.service import complete
 from qwend.errors import QwendError
 from qwend.types import ChatEvent, ChatRequest, Done, Started, Token, Usage
 
@@ -37,29 +37,24 @@ async def create_completion(body: wire.CompletionBody, request: Request, runtime
     bodies = [wire.choice_body(i, _echoed(choices[i], body.echo) + r.text, finish_reason(r.finish_reason),
                                None if body.logprobs is None else wire.logprobs_body(r.logprobs))
               for i, r in enumerate(results)]
-    return wire.completion_body(wire.completion_id(), results[0].model, bodies, _usage(choices, results))
+    return wire.completion_body(wire.completion_id(), results[0].model, bodies,
+                                _usage(choices, [r.usage for r in results]))
 
 
 def _echoed(choice: ChatRequest, echo: bool) -> str:
     return choice.text_prompt if echo else ""
 
 
-
-def _usage(choices: list[ChatRequest], results: list[Completion]) -> Usage:
+def _usage(choices: list[ChatRequest], usages: list[Usage]) -> Usage:
     """The prompt counted once per prompt (not per choice), every choice's answer counted."""
-    seen: set[str] = set()
-    prompt_tokens = 0
-    for choice, result in zip(choices, results):
-        if choice.text_prompt not in seen:
-            seen.add(choice.text_prompt)
-            prompt_tokens += result.usage.prompt_tokens
-    return Usage(prompt_tokens, sum(r.usage.completion_tokens for r in results))
+    by_prompt = {choice.text_prompt: usage.prompt_tokens for choice, usage in zip(choices, usages)}
+    return Usage(sum(by_prompt.values()), sum(u.completion_tokens for u in usages))
 
 
 async def _sse(streams: list[AsyncIterator[ChatEvent]], choices: list[ChatRequest], body: wire.CompletionBody,
                include_usage: bool) -> AsyncIterator[str]:
     cid, created, model = wire.completion_id(), int(time.time()), ""
-    done: list[Completion] = [None] * len(streams)  # type: ignore[list-item]
+    usages: list[Usage] = [Usage(0, 0)] * len(streams)
     written = [0] * len(streams)  # characters of each choice's text sent so far (logprobs' text_offset)
 
     def chunk(index: int, text: str, finish: str | None = None, logprobs=None) -> str:
@@ -78,10 +73,10 @@ async def _sse(streams: list[AsyncIterator[ChatEvent]], choices: list[ChatReques
                     offsets = None if body.logprobs is None else wire.logprobs_body(logprobs, written[index])
                     yield chunk(index, text, logprobs=offsets)
                 case Done(reason, usage):
-                    done[index] = Completion(model, "", reason, usage)
+                    usages[index] = usage
                     yield chunk(index, "", finish_reason(reason))
         if include_usage:
-            yield json.dumps(wire.completion_body(cid, model, [], _usage(choices, done), created))
+            yield json.dumps(wire.completion_body(cid, model, [], _usage(choices, usages), created))
     except QwendError as exc:  # after the 200 has gone out, errors travel in the stream, as OpenAI does
         yield json.dumps(error_body(exc.message, exc.type, exc.code, exc.param))
     yield "[DONE]"

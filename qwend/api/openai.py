@@ -35,8 +35,8 @@ async def create_chat_completion(
     streams = await open_streams(runtime, choices)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        pairs = merged(streams) if len(streams) > 1 else _indexed(streams[0])
-        return EventSourceResponse(_sse(pairs, len(streams), include_usage, body.logprobs), sep="\n", ping=15)
+        return EventSourceResponse(_sse(merged(streams), len(streams), include_usage, body.logprobs), sep="\n",
+                                   ping=15)
     try:
         results = await unless_disconnected(request, asyncio.gather(*(complete(s) for s in streams)))
     except ClientGone:
@@ -46,16 +46,9 @@ async def create_chat_completion(
     return wire.choices_body(wire.completion_id(), results[0].model, bodies, _usage([r.usage for r in results]))
 
 
-
 def _usage(usages: list[Usage]) -> Usage:
     """Choices of one request share its prompt: counted once; every choice's answer counted."""
     return Usage(usages[0].prompt_tokens, sum(u.completion_tokens for u in usages), usages[0].cached_tokens)
-
-
-async def _indexed(events: AsyncIterator[ChatEvent]) -> AsyncIterator[tuple[int, ChatEvent]]:
-    async with aclosing(events):
-        async for event in events:
-            yield 0, event
 
 
 async def _sse(pairs: AsyncIterator[tuple[int, ChatEvent]], n: int, include_usage: bool, logprobs: bool

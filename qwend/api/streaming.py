@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Sequence
+from contextlib import aclosing
 from typing import TypeVar
 
 from starlette.requests import Request
@@ -87,6 +88,11 @@ class NdjsonResponse(StreamingResponse):
 async def merged(streams: Sequence[AsyncIterator[T]]) -> AsyncIterator[tuple[int, T]]:
     """The items of several streams as they come, each with its stream's index (several choices of one
     request). An error in one ends them all; closing this closes every stream."""
+    if len(streams) == 1:  # the common case: read in place, no task and queue per token
+        async with aclosing(streams[0]) as only:
+            async for item in only:
+                yield 0, item
+        return
     queue: asyncio.Queue[tuple[int, T] | BaseException | None] = asyncio.Queue()
 
     async def pump(index: int, stream: AsyncIterator[T]) -> None:
