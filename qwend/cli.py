@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -137,9 +138,9 @@ def models(backend: BackendOption = None, data_dir: DataDir = None) -> None:
         table.add_column(column)
     table.add_column("path", overflow="fold")
     for facts in read_all_facts(store.list()):
+        what = f"[red]error: {escape(facts.error)}[/red]" if facts.error else ", ".join(facts.capabilities)
         table.add_row(facts.name, f"{facts.size / 1e6:,.0f} MB", f"{facts.context_length or ''}",
-                      facts.quantization or "", ", ".join(facts.capabilities), "yes" if facts.name in loaded else "",
-                      str(facts.path or ""))
+                      facts.quantization or "", what, "yes" if facts.name in loaded else "", str(facts.path or ""))
     Console().print(table)
 
 
@@ -149,24 +150,27 @@ app.add_typer(keys_app, name="keys")
 
 @keys_app.command("create")
 def keys_create(name: Annotated[str, typer.Argument(help="What the key is for, e.g. laptop or ci.")],
+                operator: Annotated[bool, typer.Option(
+                    "--operator", help="An operator's key: it reaches every key's sessions and stored "
+                    "responses (other keys reach only their own).")] = False,
                 data_dir: DataDir = None) -> None:
     """Make a new key and print it, the only time it is shown (only its sha256 is kept). A running daemon
     reads keys at start: restart it."""
     from qwend.access import create_key
 
     try:
-        print(create_key(_settings(data_dir=data_dir).api_keys_file, name))
+        print(create_key(_settings(data_dir=data_dir).api_keys_file, name, operator=operator))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 
 
 @keys_app.command("list")
 def keys_list(data_dir: DataDir = None) -> None:
-    """The names of the keys (the keys themselves are not kept)."""
+    """The names of the keys (the keys themselves are not kept), and which are operators'."""
     from qwend.access import read_key_file
 
     for key in read_key_file(_settings(data_dir=data_dir).api_keys_file):
-        print(f"{key.name}\tsha256:{key.sha256[:12]}…")
+        print(f"{key.name}\tsha256:{key.sha256[:12]}…" + ("\toperator" if key.operator else ""))
 
 
 @keys_app.command("remove")

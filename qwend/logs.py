@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from contextvars import ContextVar
 from datetime import datetime, timezone
 from logging.handlers import RotatingFileHandler
 
+from qwend.private_files import create_private
 from qwend.settings import Settings
 
 # the request a line belongs to: set by the request-log middleware for the task (and the tasks it starts)
@@ -16,12 +19,44 @@ from qwend.settings import Settings
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
 
 ACCESS_FIELDS = ("method", "path", "status", "duration_ms", "client")
+# a query string can carry a key (a browser's WebSocket sends `?api_key=`, and uvicorn logs the path it accepted
+# or refused with its query): every line loses every URL's query, and a `name=value` naming a secret its value
+QUERY = re.compile(r"(/[^\s?\"'<>]*)\?[^\s\"'<>]*")
+SECRET_PAIR = re.compile(r"\b((?:api[_-]?key|key|token|access[_-]?token|secret|password)=)[^\s&\"'<>]+", re.I)
+
+
+def redact(text: str) -> str:
+    """`text` without URL query strings or secret-looking `name=value` values."""
+    return SECRET_PAIR.sub(r"\1[redacted]", QUERY.sub(r"\1", text))
 
 
 class _WithRequestId(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
         return True
+
+
+class _Redacted(logging.Filter):
+    """Every line a handler writes passes `redact`: uvicorn's and libraries' lines too, tracebacks included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+            if (clean := redact(message)) != message:
+                record.msg, record.args = clean, None
+            if record.exc_info and not record.exc_text:  # formatters use exc_text when it is set
+                record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        except Exception:  # (a line with bad arguments): the handler reports it as it would have
+            pass
+        return True
+
+
+class _PrivateRotatingFile(RotatingFileHandler):
+    """Opens its file (and, after a rollover, the new one) 0600: log lines can say what clients asked."""
+
+    def _open(self):
+        fd = create_private(self.baseFilename, os.O_WRONLY | os.O_APPEND)
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
 
 
 class JsonLines(logging.Formatter):
@@ -37,7 +72,7 @@ class JsonLines(logging.Formatter):
         }
         entry.update({name: getattr(record, name) for name in ACCESS_FIELDS if hasattr(record, name)})
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -52,8 +87,8 @@ def configure_logging(settings: Settings) -> None:
     path = settings.log_path
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        file = RotatingFileHandler(path, maxBytes=settings.log_file_mb << 20, backupCount=settings.log_file_backups,
-                                   encoding="utf-8")
+        file = _PrivateRotatingFile(path, maxBytes=settings.log_file_mb << 20,
+                                    backupCount=settings.log_file_backups, encoding="utf-8")
         file.setFormatter(JsonLines())
         file.setLevel(min(level, logging.INFO))
         handlers.append(file)
@@ -61,4 +96,5 @@ def configure_logging(settings: Settings) -> None:
     root.handlers = handlers
     for handler in handlers:
         handler.addFilter(_WithRequestId())
+        handler.addFilter(_Redacted())
     root.setLevel(min(level, logging.INFO))

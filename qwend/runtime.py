@@ -14,6 +14,7 @@ from qwend.engine.registry import model_source
 from qwend.metrics import Metrics
 from qwend.models.store import ModelStore
 from qwend.models.upstream import UpstreamModels
+from qwend.private_files import secure_data_dir
 from qwend.sessions.queue import SessionTurns
 from qwend.sessions.store import SessionStore, open_store
 from qwend.settings import Settings
@@ -40,10 +41,12 @@ class Runtime:
 
     def __post_init__(self) -> None:
         s = self.settings
+        secure_data_dir(s)  # sessions, keys and logs: this user's alone
         limits = Limits(
-            wall_seconds=s.sandbox_timeout, cpu_seconds=math.ceil(s.sandbox_timeout), memory_bytes=s.sandbox_memory_mb << 20
+            wall_seconds=s.sandbox_timeout, cpu_seconds=math.ceil(s.sandbox_timeout),
+            memory_bytes=s.sandbox_memory_mb << 20, code_bytes=s.sandbox_max_code_kb << 10,
         )
-        self.sandbox = Sandbox(limits, allow_unsandboxed=s.allow_unsandboxed_code)
+        self.sandbox = Sandbox(limits, allow_unsandboxed=s.allow_unsandboxed_code, max_running=s.sandbox_max_running)
         self.tools = ToolRegistry(ToolContext(s, self.sandbox, self), observe=self.metrics.tool_call)
         self.tools.load()
         self.mcp = McpServers(s.mcp_servers_file)

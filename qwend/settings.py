@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         default_factory=list, description="API keys accepted besides those of `qwend keys` (plain, or "
         "sha256:<hex> of the key); with any key, every request but /health needs one.",
     )
+    operator_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Operators' API keys (plain, or sha256:<hex>): accepted like "
+        "api_keys, and they reach every key's sessions and stored responses, where other keys reach only "
+        "their own.",
+    )
     allow_insecure_bind: bool = Field(False, description="INSECURE: serve on a non-loopback address without "
                                       "an API key.")
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
@@ -185,6 +190,14 @@ class Settings(BaseSettings):
     )
     sandbox_timeout: float = Field(10.0, gt=0, le=300, description="Wall-clock seconds a python_repl run may take.")
     sandbox_memory_mb: int = Field(512, ge=64, description="Address-space limit of a python_repl run, in MiB.")
+    sandbox_max_code_kb: int = Field(
+        256, ge=1, le=16384, description="Largest python_repl program, in KiB of UTF-8; a larger one is refused "
+        "before anything parses it (the sandbox parses what it runs, under its own limits)."
+    )
+    sandbox_max_running: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, description="Most python_repl sandboxes alive at once; "
+        "later runs wait for a free one, and their wall clock starts when theirs does. Default: the CPU count."
+    )
     search_provider: Literal["duckduckgo", "searxng"] = Field("duckduckgo", description="Engine behind web_search.")
     searxng_url: str | None = Field(None, description="Base URL of a SearXNG instance (search_provider=searxng).")
     fetch_timeout: float = Field(10.0, gt=0, description="Seconds web_fetch and web_search may take per request.")
@@ -245,7 +258,7 @@ class Settings(BaseSettings):
         True, validation_alias=_alias("default_agent_verbose"), description="Agent runs return every step."
     )
 
-    @field_validator("api_keys", "allowed_hosts", "cors_origins", mode="before")
+    @field_validator("api_keys", "operator_keys", "allowed_hosts", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):  # `a,b` as the seeds write it, or a JSON list

@@ -136,12 +136,12 @@ class Daemon:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
-    def start(self, *, with_model: bool = True) -> Daemon:
+    def start(self, *, with_model: bool = True, log_level: str = "warning") -> Daemon:
         """Start `qwend serve` and wait until it answers /health (with its model loaded, unless not asked)."""
         log = self.workdir / "daemon.log"
         with open(log, "a") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "qwend", "serve", "--port", str(self.port), "--log-level", "warning"],
+                [sys.executable, "-m", "qwend", "serve", "--port", str(self.port), "--log-level", log_level],
                 stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.workdir,
             )
         deadline = time.monotonic() + 120

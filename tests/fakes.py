@@ -7,6 +7,7 @@ import math
 from collections.abc import AsyncIterator, Sequence
 
 from qwend.engine.base import Embedded, Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts
+from qwend.engine.specials import ControlTexts
 from qwend.types import Message, OutputConstraint, SamplingParams, TokenLogprob, ToolSpec
 
 
@@ -28,6 +29,7 @@ class FakeBackend(TemplatedPrompts):
         self.active = 0  # generations currently running; the scheduler must keep this <= 1
         self.max_active = 0
         self.stopped_early = 0
+        self.controls = ControlTexts(())
 
     async def embed(self, texts: Sequence[str]) -> Embedded:
         """Letter counts (a to z) made unit length: texts with the same letters point the same way."""
@@ -38,7 +40,7 @@ class FakeBackend(TemplatedPrompts):
             vectors.append([c / norm for c in counts])
         return Embedded(vectors, sum(len(t) for t in texts))
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, special: bool = True, bos: bool = True) -> list[int]:
         return [ord(c) % 256 for c in text]
 
     def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:

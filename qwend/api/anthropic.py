@@ -11,13 +11,14 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from qwend.api.deps import RequesterDep, RuntimeDep
 from qwend.api.errors import ANTHROPIC_TYPES
+from qwend.api.jsonbody import JsonRoute
 from qwend.api.streaming import ClientGone, open_stream, unless_disconnected
 from qwend.api.wire import anthropic as wire
 from qwend.chat.service import chat, complete
 from qwend.errors import QwendError
 from qwend.types import ChatEvent, Done, Reasoning, Started, Token, ToolCallDelta, ToolCallEnd, ToolCallStart, Usage
 
-router = APIRouter(prefix="/v1", tags=["Anthropic"])
+router = APIRouter(route_class=JsonRoute, prefix="/v1", tags=["Anthropic"])
 
 
 @router.post("/messages", summary="Create a message (Anthropic)")

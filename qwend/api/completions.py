@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request, Response
 from sse_starlette import EventSourceResponse
 
 from qwend.api.deps import RequesterDep, RuntimeDep
+from qwend.api.jsonbody import JsonRoute
 from qwend.api.streaming import ClientGone, merged, open_streams, unless_disconnected
 from qwend.api.wire import completions as wire
 from qwend.api.wire.openai import error_body, finish_reason
@@ -19,7 +20,7 @@ from qwend.chat.service import complete
 from qwend.errors import QwendError
 from qwend.types import ChatEvent, ChatRequest, Done, Started, Token, Usage
 
-router = APIRouter(prefix="/v1", tags=["OpenAI"])
+router = APIRouter(route_class=JsonRoute, prefix="/v1", tags=["OpenAI"])
 
 
 @router.post("/completions", summary="Create a text completion (OpenAI): prompt(s), suffix (fill-in-the-middle), "

@@ -15,6 +15,7 @@ from sse_starlette import EventSourceResponse
 
 from qwend.agents import react
 from qwend.api.deps import RequesterDep, RuntimeDep, requester
+from qwend.api.jsonbody import JsonRoute, loads
 from qwend.api.streaming import ClientGone, open_stream, unless_disconnected
 from qwend.api.wire import cortex as wire
 from qwend.api.wire.agents import AgentExecuteBody, PlanBody, info_body, result_body, step_body
@@ -26,7 +27,7 @@ from qwend.models.facts import read_all_facts
 from qwend.runtime import Runtime
 from qwend.types import ChatEvent
 
-router = APIRouter(prefix="/api", tags=["cortex (seed 001)"])
+router = APIRouter(route_class=JsonRoute, prefix="/api", tags=["cortex (seed 001)"])
 
 
 # -- chat
@@ -71,7 +72,7 @@ async def chat_websocket(websocket: WebSocket):
     try:
         while True:
             try:
-                message = json.loads(await websocket.receive_text())
+                message = loads(await websocket.receive_text())
             except (ValueError, RecursionError) as exc:  # RecursionError: nested thousands deep
                 await websocket.send_json(wire.error_frame(f"the message is not valid JSON: {exc}"))
                 continue

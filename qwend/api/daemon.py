@@ -8,9 +8,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from qwend import __version__
 from qwend.api.deps import RuntimeDep
+from qwend.api.jsonbody import JsonRoute
 from qwend.api.wire.tools import InvokeBody, native_tool
 
-router = APIRouter(tags=["qwend"])
+router = APIRouter(route_class=JsonRoute, tags=["qwend"])
 
 
 @router.get("/health", summary="Daemon health (seeds 000 and 002)")

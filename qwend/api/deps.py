@@ -1,5 +1,5 @@
-"""Request-scoped access to the Runtime, the one place routes reach daemon state from, and who a request is
-from (what the scheduler queues it by)."""
+"""Request-scoped access to the Runtime, the one place routes reach daemon state from, who a request is
+from (what the scheduler queues it by), and whose sessions it reaches (its API key's)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from qwend.access import presented_key
 from qwend.api.affinity import affinity_key
 from qwend.errors import InvalidRequest
 from qwend.runtime import Runtime
+from qwend.sessions.store import Caller
 from qwend.types import Priority
 
 T = TypeVar("T")
@@ -61,3 +62,12 @@ def requester(connection: HTTPConnection) -> Requester:
 
 
 RequesterDep = Annotated[Requester, Depends(requester)]
+
+
+def caller(connection: HTTPConnection) -> Caller:
+    """Whose sessions and stored responses the request reaches, as the access guard found from its key;
+    without API keys (no caller set), everyone's, as for a single user."""
+    return connection.scope.get("state", {}).get("caller") or Caller()
+
+
+CallerDep = Annotated[Caller, Depends(caller)]

@@ -8,7 +8,7 @@ policy to WebSockets). In order, a request is refused when:
    not from sending a POST that runs a tool, nor from opening a WebSocket;
 3. its body is larger than `max_body_mb` (413), by Content-Length or as it is read;
 4. API keys are configured and it carries none of them (401; health checks and the UI's static files are
-   open);
+   open); a key it carries decides whose sessions and stored responses it reaches (`Caller`);
 5. its key (or, without keys, its address) made `rate_limit_per_minute` requests in the last minute (429).
 """
 
@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qwend.access import ApiKeys, is_loopback, presented_key
 from qwend.api.errors import error_response
+from qwend.sessions.store import Caller
 from qwend.settings import Settings
 
 # pages served from this machine: allowed by default (seed 001's ALLOWED_ORIGINS default is localhost:3000)
@@ -152,7 +153,9 @@ class AccessGuard:
                 raise Refused(401, "a valid API key is required: send it as `Authorization: Bearer <key>` or "
                               "`x-api-key: <key>`", "authentication_error", "invalid_api_key",
                               {"WWW-Authenticate": "Bearer"})
-            scope.setdefault("state", {})["api_key"] = key.name
+            state = scope.setdefault("state", {})
+            state["api_key"] = key.name
+            state["caller"] = Caller(key.owner, key.operator)  # whose sessions it reaches (api.deps.caller)
             caller = "key " + key.name
         wait = self.rate.wait(caller)
         if wait:

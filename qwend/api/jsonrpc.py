@@ -19,37 +19,40 @@ from starlette.websockets import WebSocketDisconnect
 
 from qwend.agents.loop import TurnEnd
 from qwend.agents.turns import TurnRequest, run_turn
-from qwend.api.deps import RuntimeDep, requester
+from qwend.api.deps import CallerDep, RuntimeDep, caller, requester
+from qwend.api.jsonbody import JsonRoute
 from qwend.api.wire import jsonrpc as wire
 from qwend.api.wire.jsonrpc import RpcError
 from qwend.errors import QwendError, SessionNotFound
 from qwend.runtime import Runtime
+from qwend.sessions.store import Caller, session_for
 from qwend.tools.base import ToolResult
 from qwend.types import Token, ToolCall
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["JSON-RPC (seed 003)"])
+router = APIRouter(route_class=JsonRoute, tags=["JSON-RPC (seed 003)"])
 # A seed 003 session's profile supplies the model, sampling defaults and tool-step limits; its tools and
 # system prompt are replaced by the session's own (the client's tools, run by the client).
 PROFILE = "general"
 
 
 @router.post("/create_session", summary="Create a session with client-side tools (seed 003)")
-async def create_session(runtime: RuntimeDep, body: wire.CreateSessionBody | None = None):
+async def create_session(runtime: RuntimeDep, who: CallerDep, body: wire.CreateSessionBody | None = None):
     body = body or wire.CreateSessionBody()
     metadata = wire.session_metadata(body)  # 400 for an invalid tool schema, before anything is stored
     if body.model:
         runtime.store.resolve(body.model)  # 404 for an unknown model
-    session = await runtime.sessions.create(PROFILE, body.model, None, metadata)
+    session = await runtime.sessions.create(PROFILE, body.model, None, metadata, who.owner)
     return {"session_id": session.id}
 
 
 @router.websocket("/ws/{session_id}")
 async def session_socket(websocket: WebSocket, session_id: str):
     runtime: Runtime = websocket.app.state.runtime
+    who = caller(websocket)
     await websocket.accept()
-    try:
-        await runtime.sessions.get(session_id)
+    try:  # another key's session is answered as an unknown one
+        await session_for(runtime.sessions, session_id, who)
     except SessionNotFound as exc:
         error = {"code": wire.SESSION_NOT_FOUND, "message": exc.message}
         notice = wire.notification("error", {"session_id": session_id, "error": error})
@@ -59,7 +62,7 @@ async def session_socket(websocket: WebSocket, session_id: str):
         except WebSocketDisconnect:
             pass  # the client did not wait for the answer
         return
-    await Connection(websocket, runtime, session_id).serve()
+    await Connection(websocket, runtime, session_id, who).serve()
 
 
 @dataclass(eq=False)
@@ -74,10 +77,11 @@ class Generation:
 class Connection:
     """One socket: reads requests one at a time, answers them, and streams its generation's notifications."""
 
-    def __init__(self, websocket: WebSocket, runtime: Runtime, session_id: str) -> None:
+    def __init__(self, websocket: WebSocket, runtime: Runtime, session_id: str, caller: Caller) -> None:
         self.websocket = websocket
         self.runtime = runtime
         self.session_id = session_id
+        self.caller = caller
         self.generation: Generation | None = None
         self._sending = asyncio.Lock()  # responses and notifications come from two tasks; frames never interleave
 
@@ -126,7 +130,7 @@ class Connection:
         if self.generation is not None:
             raise RpcError(wire.GENERATION_RUNNING, f"a generation is already running on this socket (task "
                            f"{self.generation.task_id}); wait for its end notification or cancel it", call.id)
-        session = await self.runtime.sessions.get(self.session_id)
+        session = await session_for(self.runtime.sessions, self.session_id, self.caller)
         generation = Generation(str(uuid.uuid4()))
 
         async def execute(tool_call: ToolCall, arguments: dict[str, Any]) -> ToolResult:

@@ -9,12 +9,13 @@ from fastapi import APIRouter, Request
 
 from qwend.api import openai
 from qwend.api.deps import RequesterDep, RuntimeDep
+from qwend.api.jsonbody import JsonRoute
 from qwend.api.streaming import unless_disconnected
 from qwend.api.wire import llama_server as wire
 from qwend.api.wire.openai import to_chat_request
 from qwend.chat.service import chat, complete
 
-router = APIRouter(tags=["llama.cpp server (seed 004)"])
+router = APIRouter(route_class=JsonRoute, tags=["llama.cpp server (seed 004)"])
 
 router.add_api_route(
     "/chat/completions", openai.create_chat_completion, methods=["POST"],

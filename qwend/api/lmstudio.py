@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
 from qwend.api.deps import Requester, RequesterDep, RuntimeDep
+from qwend.api.jsonbody import JsonRoute
 from qwend.api.streaming import ClientGone, NdjsonResponse, open_stream, unless_disconnected
 from qwend.api.wire import lmstudio as wire
 from qwend.chat.service import chat, complete
@@ -18,7 +19,7 @@ from qwend.errors import BackendError, ModelNotFound, QwendError, UpstreamError
 from qwend.runtime import Runtime
 from qwend.types import ChatEvent, Done, Started, Token
 
-router = APIRouter(tags=["LM Studio proxy (seed 002)"])
+router = APIRouter(route_class=JsonRoute, tags=["LM Studio proxy (seed 002)"])
 
 
 @router.get("/help", summary="API documentation: every route of this daemon, grouped by protocol")

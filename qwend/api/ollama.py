@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from qwend.api.deps import Requester, RequesterDep, RuntimeDep
+from qwend.api.jsonbody import JsonRoute
 from qwend.api.streaming import ClientGone, NdjsonResponse, open_stream, unless_disconnected
 from qwend.api.wire import ollama as wire
 from qwend.api.wire.embeddings import OllamaEmbedBody, texts_of
@@ -32,7 +33,7 @@ from qwend.runtime import Runtime
 from qwend.types import ChatEvent, ChatRequest, Done
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/api", tags=["Ollama"])
+router = APIRouter(route_class=JsonRoute, prefix="/api", tags=["Ollama"])
 
 
 @router.post("/chat", summary="Chat with a model (Ollama; NDJSON stream unless stream is false)")
@@ -117,11 +118,11 @@ def _local_model(runtime: Runtime, name: str | None) -> LocalModel:
     name = name or runtime.models.default
     try:
         return runtime.store.resolve(name)
-    except ModelNotFound:
+    except (ModelNotFound, InvalidRequest):  # `hf:OWNER/REPO:latest` is no valid hub name, but means hf:OWNER/REPO
         if name.endswith(":latest"):
             try:
                 return runtime.store.resolve(name.removesuffix(":latest"))
-            except ModelNotFound:
+            except (ModelNotFound, InvalidRequest):
                 pass
         raise
 
@@ -159,8 +160,14 @@ async def running(runtime: RuntimeDep):
 
 @router.post("/show", summary="A model's details, template, parameters and capabilities (Ollama; loads it)")
 async def show(body: wire.ShowBody, runtime: RuntimeDep):
-    loaded = await runtime.models.get(_local_model(runtime, body.model or body.name).name)
-    return show_body(await asyncio.to_thread(read_facts, loaded.model), loaded.backend.info)
+    model = runtime.store.find(_local_model(runtime, body.model or body.name).name)
+    facts = await asyncio.to_thread(read_facts, model)
+    if facts.error is not None and model.name not in runtime.models.loaded:
+        # described before loading: a damaged file is refused, not handed to the engine (one the engine
+        # already loaded, it could read)
+        raise InvalidRequest(f"model {model.name!r} cannot be shown: {facts.error}", param="model")
+    loaded = await runtime.models.get(model.name)
+    return show_body(facts, loaded.backend.info)
 
 
 # ---- pull ----

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request, Response
 from sse_starlette import EventSourceResponse
 
 from qwend.api.deps import RequesterDep, RuntimeDep
+from qwend.api.jsonbody import JsonRoute
 from qwend.api.streaming import ClientGone, merged, open_streams, unless_disconnected
 from qwend.api.wire import openai as wire
 from qwend.api.wire.embeddings import EmbeddingsBody, embeddings_body, to_embedding_request
@@ -24,7 +25,7 @@ from qwend.models.facts import read_all_facts
 from qwend.types import ChatEvent, Done, Reasoning, Started, Token, ToolCallDelta, ToolCallStart, Usage
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1", tags=["OpenAI"])
+router = APIRouter(route_class=JsonRoute, prefix="/v1", tags=["OpenAI"])
 
 
 @router.post("/chat/completions", summary="Create a chat completion (OpenAI)")
@@ -113,5 +114,6 @@ async def list_models(runtime: RuntimeDep):
                 "size_bytes": facts.size or None,
                 "aliases": list(facts.aliases),
             }
+            | ({"error": facts.error} if facts.error else {})  # a damaged file: listed, with why it cannot load
         )
     return {"object": "list", "data": data}

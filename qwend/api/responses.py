@@ -15,22 +15,24 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from sse_starlette import EventSourceResponse
 
-from qwend.api.deps import RequesterDep, RuntimeDep
+from qwend.api.deps import CallerDep, RequesterDep, RuntimeDep
+from qwend.api.jsonbody import JsonRoute
 from qwend.api.streaming import ClientGone, open_stream, unless_disconnected
 from qwend.api.wire import responses as wire
 from qwend.chat.responses import ItemDone, ItemStarted, ResponseEnd, chain_items, respond
 from qwend.errors import QwendError
 from qwend.runtime import Runtime
-from qwend.sessions.store import StoredResponse
+from qwend.sessions.store import Caller, StoredResponse, response_for, response_not_found
 from qwend.types import Started, Token, ToolCallDelta, ToolCallStart, Usage
 
-router = APIRouter(prefix="/v1", tags=["OpenAI"])
+router = APIRouter(route_class=JsonRoute, prefix="/v1", tags=["OpenAI"])
 
 
 @router.post("/responses", summary="Create a response (OpenAI Responses API): stored and continued by "
              "previous_response_id; stream or background")
-async def create_response(body: wire.ResponsesBody, request: Request, runtime: RuntimeDep, who: RequesterDep):
-    job = ResponseJob(runtime, body, who.attach(wire.to_response_request(body)))
+async def create_response(body: wire.ResponsesBody, request: Request, runtime: RuntimeDep, who: RequesterDep,
+                          caller: CallerDep):
+    job = ResponseJob(runtime, body, who.attach(wire.to_response_request(body)), caller)
     await job.open()  # what makes it fail at once (an unknown model or previous response) is an HTTP error
     if body.background:
         return job.body()
@@ -45,34 +47,44 @@ async def create_response(body: wire.ResponsesBody, request: Request, runtime: R
 
 
 @router.get("/responses/{response_id}", summary="A response: in progress, or as stored")
-async def get_response(response_id: str, runtime: RuntimeDep):
-    if (job := runtime.responses.get(response_id)) is not None:
+async def get_response(response_id: str, runtime: RuntimeDep, caller: CallerDep):
+    if (job := _running(runtime, response_id, caller)) is not None:
         return job.body()
-    return (await runtime.sessions.response(response_id)).body
+    return (await response_for(runtime.sessions, response_id, caller)).body
 
 
 @router.delete("/responses/{response_id}", summary="Delete a stored response")
-async def delete_response(response_id: str, runtime: RuntimeDep):
+async def delete_response(response_id: str, runtime: RuntimeDep, caller: CallerDep):
+    await response_for(runtime.sessions, response_id, caller)
     await runtime.sessions.delete_response(response_id)
     return {"id": response_id, "object": "response.deleted", "deleted": True}
 
 
 @router.post("/responses/{response_id}/cancel", summary="Cancel a response in progress (its state: cancelled)")
-async def cancel_response(response_id: str, runtime: RuntimeDep):
-    job = runtime.responses.get(response_id)
+async def cancel_response(response_id: str, runtime: RuntimeDep, caller: CallerDep):
+    job = _running(runtime, response_id, caller)
     if job is None:
-        return (await runtime.sessions.response(response_id)).body  # already over: as it ended
+        return (await response_for(runtime.sessions, response_id, caller)).body  # already over: as it ended
     job.task.cancel()
     await asyncio.wait([job.task])
     return job.body()
 
 
+def _running(runtime: Runtime, response_id: str, caller: Caller) -> ResponseJob | None:
+    """The response running here under that id; another key's is answered as an unknown one (404)."""
+    job = runtime.responses.get(response_id)
+    if job is not None and not caller.sees(job.caller.owner):
+        raise response_not_found(response_id)
+    return job
+
+
 class ResponseJob:
     """One response: runs `respond` in a task of its own, keeps the response object up to date, stores it
-    (when `store`), and hands streamed events to `sse()`."""
+    (when `store`) as its caller's, and hands streamed events to `sse()`."""
 
-    def __init__(self, runtime: Runtime, body: wire.ResponsesBody, request) -> None:
+    def __init__(self, runtime: Runtime, body: wire.ResponsesBody, request, caller: Caller) -> None:
         self.runtime, self.asked, self.request = runtime, body, request
+        self.caller = caller  # whose it is: stored as its owner; only keys that see that owner reach it
         self.id = f"resp_{uuid.uuid4().hex}"
         self.created_at = time.time()
         self.model = request.model or ""
@@ -89,7 +101,7 @@ class ResponseJob:
                                   output=self.output, usage=self.usage, error=self.error)
 
     async def open(self) -> None:
-        history = await chain_items(self.runtime.sessions, self.request.previous_response_id)
+        history = await chain_items(self.runtime.sessions, self.request.previous_response_id, self.caller)
         events = await open_stream(respond(self.runtime, self.request, history))
         self.runtime.responses[self.id] = self
         if self.asked.background and self.asked.store:
@@ -174,7 +186,7 @@ class ResponseJob:
     async def _store(self) -> None:
         items = [*self.request.items, *(i for i in self.output if i.get("status") == "completed")]
         await self.runtime.sessions.save_response(StoredResponse(
-            self.id, self.request.previous_response_id, self.body(), items, self.created_at))
+            self.id, self.request.previous_response_id, self.body(), items, self.created_at, self.caller.owner))
 
     async def sse(self) -> AsyncIterator[dict[str, str]]:
         """The named events of the API's stream; a client that leaves cancels the response."""

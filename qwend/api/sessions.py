@@ -11,14 +11,16 @@ from sse_starlette import EventSourceResponse
 
 from qwend.agents.loop import ToolResultEvent, TurnEnd
 from qwend.agents.turns import TurnRequest, run_turn
-from qwend.api.deps import RequesterDep, RuntimeDep
+from qwend.api.deps import CallerDep, RequesterDep, RuntimeDep
+from qwend.api.jsonbody import JsonRoute
 from qwend.api.streaming import ClientGone, open_stream, unless_disconnected
 from qwend.api.wire import daemon as wire
 from qwend.errors import QwendError
 from qwend.runtime import Runtime
+from qwend.sessions.store import session_for
 from qwend.types import Queued, Reasoning, Started, Token, ToolCallEnd
 
-router = APIRouter(prefix="/v1", tags=["qwend"])
+router = APIRouter(route_class=JsonRoute, prefix="/v1", tags=["qwend"])
 
 
 @router.post("/chat", summary="One stateless turn with a profile (its tools run server-side)")
@@ -29,42 +31,45 @@ async def stateless_chat(body: wire.ChatBody, request: Request, runtime: Runtime
 
 
 @router.post("/sessions", summary="Create a session")
-async def create_session(body: wire.CreateSessionBody, runtime: RuntimeDep):
+async def create_session(body: wire.CreateSessionBody, runtime: RuntimeDep, caller: CallerDep):
     runtime.profiles.get(body.profile_name)  # 404 for an unknown profile, before anything is stored
     model = body.model or (runtime.settings.model_for_size(body.model_size) if body.model_size else None)
     if model:
         runtime.store.resolve(model)  # 404 for an unknown model
-    session = await runtime.sessions.create(body.profile_name, model, body.title, body.metadata)
+    session = await runtime.sessions.create(body.profile_name, model, body.title, body.metadata, caller.owner)
     return wire.session_body(session)
 
 
-@router.get("/sessions", summary="List sessions, most recently used first")
-async def list_sessions(runtime: RuntimeDep):
-    return {"sessions": [wire.session_body(s) for s in await runtime.sessions.list()]}
+@router.get("/sessions", summary="List sessions, most recently used first (with API keys: the key's own)")
+async def list_sessions(runtime: RuntimeDep, caller: CallerDep):
+    return {"sessions": [wire.session_body(s) for s in await runtime.sessions.list(caller.listed)]}
 
 
 @router.get("/sessions/{session_id}", summary="A session with its whole history")
-async def get_session(session_id: str, runtime: RuntimeDep):
-    session = await runtime.sessions.get(session_id)
+async def get_session(session_id: str, runtime: RuntimeDep, caller: CallerDep):
+    session = await session_for(runtime.sessions, session_id, caller)
     return wire.session_body(session, await runtime.sessions.messages(session_id))
 
 
 @router.patch("/sessions/{session_id}", summary="Rename a session")
-async def update_session(session_id: str, body: wire.UpdateSessionBody, runtime: RuntimeDep):
+async def update_session(session_id: str, body: wire.UpdateSessionBody, runtime: RuntimeDep, caller: CallerDep):
+    await session_for(runtime.sessions, session_id, caller)
     return wire.session_body(await runtime.sessions.update(session_id, title=body.title))
 
 
 @router.delete("/sessions/{session_id}", summary="Delete a session and its history")
-async def delete_session(session_id: str, runtime: RuntimeDep):
+async def delete_session(session_id: str, runtime: RuntimeDep, caller: CallerDep):
+    await session_for(runtime.sessions, session_id, caller)
     await runtime.sessions.delete(session_id)
     return {"deleted": True, "session_id": session_id}
 
 
 @router.post("/sessions/{session_id}/chat", summary="One turn in a session; turns of a session run in order")
 async def session_chat(
-    session_id: str, body: wire.SessionChatBody, request: Request, runtime: RuntimeDep, who: RequesterDep
+    session_id: str, body: wire.SessionChatBody, request: Request, runtime: RuntimeDep, who: RequesterDep,
+    caller: CallerDep,
 ):
-    session = await runtime.sessions.get(session_id)
+    session = await session_for(runtime.sessions, session_id, caller)
     turn = who.attach(TurnRequest(body.message, session_id=session_id, model=body.model, model_size=body.model_size,
                                   temperature=body.temperature, max_tokens=body.max_tokens))
     return await _answer(runtime, request, turn, body.stream, session.profile)

@@ -18,10 +18,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from qwend.chat.patterns import schema_validator
 from qwend.chat.stops import partial_suffix
+from qwend.errors import InvalidRequest
 from qwend.types import ChatEvent, Reasoning, Token, ToolCall, ToolCallDelta, ToolCallEnd, ToolCallStart, ToolSpec
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -350,8 +351,8 @@ def _loads_repairing(text: str) -> tuple[Any, bool] | None:
 
 def _valid(arguments: dict, schema: dict) -> bool:
     try:
-        return Draft202012Validator(schema or {"type": "object"}).is_valid(arguments)
-    except SchemaError:
+        return schema_validator(schema).is_valid(arguments)
+    except (SchemaError, InvalidRequest):
         return True  # a schema we cannot read is the client's affair; the JSON is still an object
     except RecursionError:
         return False

@@ -20,7 +20,7 @@ from typing import Any
 from qwend.chat.service import CompletionBuilder, chat
 from qwend.errors import InvalidRequest
 from qwend.runtime import Runtime
-from qwend.sessions.store import SessionStore
+from qwend.sessions.store import Caller, SessionStore, response_for
 from qwend.types import (
     ChatEvent, ChatRequest, Message, Priority, SamplingParams, Token, ToolCall, ToolCallStart, ToolSpec, Usage,
 )
@@ -73,13 +73,14 @@ class ResponseEnd:
 ResponseEvent = ChatEvent | ItemStarted | ItemDone | ResponseEnd
 
 
-async def chain_items(store: SessionStore, previous_id: str | None) -> list[dict[str, Any]]:
-    """Every item of the conversation a response continues, oldest first."""
+async def chain_items(store: SessionStore, previous_id: str | None, caller: Caller) -> list[dict[str, Any]]:
+    """Every item of the conversation a response continues, oldest first; a response of the chain that
+    `caller` may not reach is answered as an unknown one."""
     chain: list[list[dict[str, Any]]] = []
     while previous_id is not None:
         if len(chain) >= MAX_CHAIN:
             raise InvalidRequest(f"the chain of responses is longer than {MAX_CHAIN}", param="previous_response_id")
-        stored = await store.response(previous_id)
+        stored = await response_for(store, previous_id, caller)
         chain.append(stored.items)
         previous_id = stored.previous_id
     return [item for items in reversed(chain) for item in items]

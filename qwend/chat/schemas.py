@@ -1,5 +1,11 @@
 """JSON schemas from requests (tool parameters, response formats), made safe to render, validate and
-turn into grammars: checked against the JSON Schema meta-schema and made self-contained."""
+turn into grammars: checked against the JSON Schema meta-schema, bounded, and made self-contained.
+
+The bounds exist because a schema becomes a grammar: llama.cpp's converter spells out every counted
+repetition (`maxItems: 100000` nested 100,000 groups and overflowed the grammar parser's stack, killing
+the daemon), so counts, patterns and the grammar's total size are capped, and past a cap the request gets
+a 400 before anything is queued. docs/security.md lists them.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,22 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from qwend.chat.patterns import MAX_REPEAT, compile_pattern, pattern_shape
 from qwend.errors import InvalidRequest
 
 MAX_REF_EXPANSIONS = 64
 MAX_DEPTH = 64  # nested objects and lists; jsonschema and the grammar builder recurse per level
+MAX_SCHEMA_CHARS = 100_000  # one schema as JSON, after its $refs are inlined
+# symbols the grammar for one schema (or all of one request's tools together) may spell out: each subschema
+# counts one, a counted repetition its count, a pattern its weight (patterns.pattern_shape)
+MAX_GRAMMAR_WEIGHT = 20_000
+COUNTS = ("minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties", "minContains",
+          "maxContains")
+# keywords whose value is a subschema, a list of them, or a mapping of names to them
+_ONE = ("additionalProperties", "additionalItems", "items", "contains", "not", "if", "then", "else",
+        "propertyNames", "unevaluatedItems", "unevaluatedProperties")
+_MANY = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
+_NAMED = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
 
 
 def prepare_schema(schema: dict[str, Any], *, param: str) -> dict[str, Any]:
@@ -22,11 +40,82 @@ def prepare_schema(schema: dict[str, Any], *, param: str) -> dict[str, Any]:
         raise InvalidRequest(f"the schema is nested deeper than {MAX_DEPTH} levels", param=param)
     if not is_plain_json(schema):  # NaN kept in a stored session's tools made every later listing a 500
         raise InvalidRequest("the schema holds NaN or Infinity, which JSON does not allow", param=param)
+    _check_keywords(schema, param=param)  # before check_schema, which compiles patterns with Python's `re`
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         raise InvalidRequest(f"invalid JSON schema: {exc.message}", param=param) from None
-    return _inline(schema, schema, (), param, [0])
+    inlined = _inline(schema, schema, (), param, [0])
+    if _depth(inlined) > MAX_DEPTH:  # a chain of $refs nests what each of them holds
+        raise InvalidRequest(f"the schema is nested deeper than {MAX_DEPTH} levels with its $refs inlined",
+                             param=param)
+    if len(json.dumps(inlined)) > MAX_SCHEMA_CHARS:
+        raise InvalidRequest(f"the schema is larger than {MAX_SCHEMA_CHARS} characters with its $refs inlined",
+                             param=param)
+    check_grammar_weight(grammar_weight(inlined), param=param)
+    return inlined
+
+
+def _check_keywords(schema: Any, *, param: str) -> None:
+    """400 for a count past MAX_REPEAT, a pattern that RE2 refuses or that is past its bounds, and
+    `unevaluatedProperties` beside `patternProperties` (which jsonschema would match with `re`)."""
+    for node in subschemas(schema):
+        for key in COUNTS:
+            count = node.get(key)
+            if _is_number(count) and count > MAX_REPEAT:
+                raise InvalidRequest(f"{key} is {count:g}; at most {MAX_REPEAT} can be enforced", param=param)
+        patterns = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+        if isinstance(node.get("patternProperties"), dict):
+            patterns += list(node["patternProperties"])
+            if "unevaluatedProperties" in node:
+                raise InvalidRequest("unevaluatedProperties beside patternProperties is not supported", param=param)
+        for pattern in patterns:
+            compile_pattern(pattern, param=param)
+
+
+def grammar_weight(schema: Any) -> int:
+    """Roughly how many symbols a grammar for `schema` spells out: one per subschema, plus each counted
+    repetition's count and each pattern's weight (patterns.pattern_shape)."""
+    weight = 0
+    for node in subschemas(schema):
+        weight += 1 + sum(max(int(node[key]), 0) for key in COUNTS if _is_number(node.get(key)))
+        patterns = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+        if isinstance(node.get("patternProperties"), dict):
+            patterns += list(node["patternProperties"])
+        weight += sum(pattern_shape(pattern).weight for pattern in patterns)
+    return weight
+
+
+def check_grammar_weight(weight: int, *, param: str) -> None:
+    if weight > MAX_GRAMMAR_WEIGHT:
+        raise InvalidRequest(f"too large to enforce: its grammar would spell out about {weight} symbols, more than "
+                             f"{MAX_GRAMMAR_WEIGHT} (counted repetitions, patterns and subschemas add up)",
+                             param=param)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def subschemas(schema: Any) -> list[dict[str, Any]]:
+    """Every schema object in `schema`, itself included, found without recursion (const, enum, default and
+    examples are data, not schemas, and are not entered)."""
+    found, stack = [], [schema]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        found.append(node)
+        for key in _ONE:
+            if isinstance(node.get(key), dict):
+                stack.append(node[key])
+        for key in _MANY:
+            if isinstance(node.get(key), list):
+                stack.extend(node[key])
+        for key in _NAMED:
+            if isinstance(node.get(key), dict):
+                stack.extend(node[key].values())
+    return found
 
 
 def is_plain_json(value: Any) -> bool:

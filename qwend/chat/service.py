@@ -8,12 +8,14 @@ the loaded model can tell (the prompt does not fit, it reads no images) comes in
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
 from qwend.chat.images import with_fetched_images
 from qwend.chat.parser import OutputParser, PlainText
+from qwend.chat.schemas import check_grammar_weight, grammar_weight
 from qwend.chat.stops import StopMatcher
 from qwend.engine.base import Finished, Piece, Prefill, Prompt
 from qwend.engine.manager import LoadedModel, LoadingModel
@@ -36,7 +38,8 @@ async def chat(runtime: Runtime, request: ChatRequest) -> AsyncIterator[ChatEven
         loaded = await loaded.ready()
     if loaded.backend.info.vision:
         request = replace(request, messages=await with_fetched_images(request.messages, runtime.settings))
-    prompt, constraint, parser = _prepare(loaded, runtime, request)
+    # rendering and tokenizing take time in proportion to the prompt (30 MB: 38 s): off the event loop
+    prompt, constraint, parser = await asyncio.to_thread(_prepare, loaded, runtime, request)
     stops = StopMatcher(request.sampling.stop)
     completion_tokens, cached_tokens, prompt_length = 0, 0, prompt.length
     finish: FinishReason = "stop"
@@ -138,6 +141,8 @@ def _prepare(
     # every backend gets the constraint (an upstream server passes it on as tool_choice); only a grammar
     # guarantees the answer's shape, and without one the parser also accepts calls written as bare JSON
     enforced = constraint is not None and backend.info.grammar
+    if enforced and constraint.tools:  # each schema is bounded; the call grammar holds them all
+        check_grammar_weight(sum(grammar_weight(t.parameters) for t in constraint.tools), param="tools")
     if enforced and constraint.tools and constraint.parallel:
         # once calls are decided on, ask for one per item (irrelevance is settled by then; see PARALLEL_HINT)
         calls_prompt = build_prompt(backend, request.messages, tools, hint=PARALLEL_HINT)

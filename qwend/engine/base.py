@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from qwend.errors import InvalidRequest
+from qwend.engine.specials import ControlTexts
+from qwend.errors import ContextOverflow, InvalidRequest
 from qwend.types import FinishReason, Message, OutputConstraint, SamplingParams, TokenLogprob, ToolSpec
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ class ModelInfo:
     logprobs: bool = False  # reports tokens' log probabilities (Piece.logprob)
     # the model's fill-in-the-middle markers (prefix, suffix, middle), when it was trained with them
     fill_in_middle: tuple[str, str, str] | None = None
+    longest_token: int = 0  # bytes in the vocabulary's longest token (0: unknown); bounds a prompt's length
 
 
 @dataclass(frozen=True)
@@ -118,18 +120,28 @@ class Backend(Protocol):
 
 class TemplatedPrompts:
     """`prompt()` for local engines: their `template` (the model's own chat template) rendered for the
-    assistant turn, then their `tokenize(text) -> list[int]` (special tokens parsed)."""
+    assistant turn, then tokenized by their `tokenize(text, special, bos)`, where only the template's own
+    control tokens are parsed as such (engine/specials.py); `controls` holds the vocabulary's."""
 
     template: ChatTemplate
+    controls: ControlTexts
 
     def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
-        return self.template.render(messages, tools, add_generation_prompt=True)
+        """The template's text for the assistant turn, with control-token texts from the conversation masked."""
+        masked = self.controls.mask_messages(messages)
+        return self.template.render(masked, self.controls.mask_tools(tools), add_generation_prompt=True)
+
+    def tokens(self, rendered: str, *, bos: bool = True) -> list[int]:
+        """The ids of a `render()`ed text (or a piece of one)."""
+        return self.controls.tokens(rendered, self.tokenize, bos=bos)
 
     def prompt(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> Prompt:
-        text = self.render(messages, tools)
-        return Prompt(tuple(self.tokenize(text)), text)
+        rendered = self.render(messages, tools)
+        self.check_length(rendered)
+        return Prompt(tuple(self.tokens(rendered)), self.controls.unmask(rendered))
 
     def text_prompt(self, text: str, suffix: str | None = None) -> Prompt:
+        # a text completion's prompt is the client's own, markers and all (as llama-server reads it)
         if suffix is not None:
             markers = self.info.fill_in_middle
             if markers is None:
@@ -137,7 +149,16 @@ class TemplatedPrompts:
                                      "a code model such as qwen2.5-coder can", param="suffix")
             prefix_marker, suffix_marker, middle_marker = markers
             text = f"{prefix_marker}{text}{suffix_marker}{suffix}{middle_marker}"
+        self.check_length(text)
         return Prompt(tuple(self.tokenize(text)), text)
+
+    def check_length(self, text: str) -> None:
+        """A ContextOverflow, before tokenizing, for a text that cannot fit the window: no token holds more than
+        `info.longest_token` bytes, so a text longer than that many characters per position is too long."""
+        longest, window = self.info.longest_token, self.info.context_length
+        if longest and len(text) > window * longest:
+            raise ContextOverflow(f"the prompt is {len(text)} characters, more than the model's context window of "
+                                  f"{window} tokens can hold (at most {longest} characters a token)", param="messages")
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -13,8 +13,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from itertools import accumulate
 
+from qwend.errors import InvalidRequest
 from qwend.types import ToolSpec
+
+# What llama.cpp's grammar parser is given at most. It recurses once per nested group: 30,000 levels (a
+# `maxItems: 30000`) overflowed its stack and killed the daemon, 1,000 parse in a millisecond. Schemas are
+# bounded where they arrive (qwend/chat/schemas.py); this is the last guard before native code.
+MAX_GRAMMAR_CHARS = 1 << 20
+MAX_GRAMMAR_NESTING = 1_200
+_QUOTED = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]')  # GBNF literals and classes (linear)
 
 CALL_OPEN = "<tool_call>\n"
 CALL_CLOSE = "\n</tool_call>"
@@ -28,8 +37,26 @@ def _schema_rules(schema: dict, root: str) -> str:
     """The converter's rules for `schema`, its root renamed to `root`."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    rules = json_schema_to_gbnf(json.dumps(schema))
-    return re.sub(r"^root ::=", f"{root} ::=", rules, flags=re.MULTILINE)
+    try:
+        rules = json_schema_to_gbnf(json.dumps(schema))
+    except RecursionError:
+        raise InvalidRequest("the schema is nested too deeply to enforce") from None
+    return re.sub(r"^root ::=", f"{root} ::=", _bounded(rules), flags=re.MULTILINE)
+
+
+def _bounded(rules: str) -> str:
+    """`rules`, or a 400 when they are past what llama.cpp's parser is given (MAX_GRAMMAR_*)."""
+    if len(rules) > MAX_GRAMMAR_CHARS:
+        raise InvalidRequest(f"the output grammar would be {len(rules)} characters, more than {MAX_GRAMMAR_CHARS}")
+    if nesting(rules) > MAX_GRAMMAR_NESTING:
+        raise InvalidRequest(f"the output grammar would nest groups deeper than {MAX_GRAMMAR_NESTING} levels")
+    return rules
+
+
+def nesting(rules: str) -> int:
+    """How deeply parentheses nest in GBNF `rules`, outside string literals and character classes."""
+    parens = re.findall(r"[()]", _QUOTED.sub("", rules))
+    return max(accumulate(1 if p == "(" else -1 for p in parens), default=0)
 
 
 def call_schema(tools: Sequence[ToolSpec]) -> dict:

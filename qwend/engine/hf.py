@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from qwend.engine.specials import ControlTexts
 from qwend.errors import BackendError
 from qwend.models.store import LocalModel
 
@@ -28,9 +29,17 @@ def model_folder(model: LocalModel, engine: str) -> Path:
 class HuggingFaceTokens:
     tokenizer: object
 
-    def tokenize(self, text: str) -> list[int]:
-        # the rendered template already holds its special tokens (and Qwen has no BOS)
-        return self.tokenizer.encode(text, add_special_tokens=False)
+    def tokenize(self, text: str, special: bool = True, bos: bool = True) -> list[int]:
+        # the rendered template already holds its special tokens (and Qwen has no BOS); `split_special_tokens`
+        # reads control-token texts as text
+        return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=not special)
+
+
+def read_vocabulary(tokenizer) -> tuple[ControlTexts, int]:
+    """The texts of the tokenizer's special tokens, and the most characters one token stands for (a piece's
+    characters: a byte each for byte-level BPE, at least one each for SentencePiece)."""
+    controls = ControlTexts(token.content for token in tokenizer.added_tokens_decoder.values() if token.special)
+    return controls, max(map(len, tokenizer.get_vocab()), default=0)
 
 
 def end_of_turn_ids(tokenizer, eos_ids: Iterable[int | list[int] | None]) -> frozenset[int]:

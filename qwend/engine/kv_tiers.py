@@ -18,12 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from qwend.engine.base import common_prefix
+from qwend.private_files import create_private, private_dir
 
 MAGIC = b"QWENDKV1\n"
 log = logging.getLogger(__name__)
@@ -55,7 +57,8 @@ class KvTiers:
         self._dir = directory / key if directory is not None and disk_bytes > 0 else None
         self._states: list[SavedState] = []
         if self._dir is not None:
-            self._dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self._dir.parent)  # what the model was told can be read back from these: this user's only
+            private_dir(self._dir)
             self._states = [state for file in sorted(self._dir.glob("*.kv")) if (state := self._index(file))]
 
     @property
@@ -140,7 +143,7 @@ class KvTiers:
         path = self._dir / f"{hashlib.sha256(repr(state.tokens).encode()).hexdigest()[:32]}.kv"
         partial = path.with_suffix(".partial")
         try:
-            with partial.open("wb") as file:
+            with open(create_private(partial, os.O_WRONLY | os.O_TRUNC), "wb") as file:
                 file.write(MAGIC + json.dumps(header).encode() + b"\n")
                 file.write(state.data)
             partial.replace(path)  # a stop mid-write leaves no half file under the real name

@@ -29,6 +29,7 @@ from qwend.engine.base import (
 from qwend.engine.kv_tiers import KvTiers, model_key
 from qwend.engine.llama_batch import BatchDecoder, TokenStream
 from qwend.engine.llama_embeddings import LlamaEmbedder
+from qwend.engine.specials import ControlTexts
 from qwend.engine.threads import stream_from_thread
 from qwend.errors import BackendError
 from qwend.models.store import LocalModel
@@ -58,6 +59,7 @@ class LlamaCppBackend(TemplatedPrompts):
         self._add_bos = model.add_bos_token()
         template = llama.metadata.get("tokenizer.chat_template")
         self.template = ChatTemplate(template, bos_token=self._bos_text, eos_token=eos_text)
+        self.controls, longest_token = self._read_vocabulary()
         self.info = ModelInfo(
             context_length=decoder.n_ctx if decoder else llama.n_ctx(),
             trained_context_length=model.n_ctx_train(),
@@ -71,6 +73,7 @@ class LlamaCppBackend(TemplatedPrompts):
             embeddings=embedder is not None,
             logprobs=decoder is not None,
             fill_in_middle=self._fim_markers(),
+            longest_token=max([longest_token, *(len(text.encode()) for text in self.controls.texts)]),
         )
 
     @classmethod
@@ -126,9 +129,21 @@ class LlamaCppBackend(TemplatedPrompts):
     async def embed(self, texts: Sequence[str]) -> Embedded:
         return await asyncio.to_thread(self.embedder.embed, texts)
 
-    def tokenize(self, text: str) -> list[int]:
-        add_bos = self._add_bos and not (self._bos_text and text.startswith(self._bos_text))
-        return self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+    def tokenize(self, text: str, special: bool = True, bos: bool = True) -> list[int]:
+        """`text`'s ids, control tokens parsed when `special`; a BOS first if the model wants one and `bos`."""
+        add_bos = bos and self._add_bos and not (self._bos_text and text.startswith(self._bos_text))
+        return self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+
+    def _read_vocabulary(self) -> tuple[ControlTexts, int]:
+        """The control tokens' texts, and how many bytes the longest token holds."""
+        model, lib, vocab = self.llama._model, self._lib, self._vocab
+        controls, longest, buffer = [], 0, ctypes.create_string_buffer(8)
+        for token in range(model.n_vocab()):
+            if lib.llama_vocab_get_attr(vocab, token) & lib.LLAMA_TOKEN_ATTR_CONTROL:
+                controls.append(model.token_get_text(token))
+            else:  # the piece's length in bytes (negated when it is longer than the buffer)
+                longest = max(longest, abs(lib.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, True)))
+        return ControlTexts(controls), longest
 
     def generate(
         self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None

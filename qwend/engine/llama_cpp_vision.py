@@ -122,14 +122,14 @@ class LlamaCppVisionBackend(LlamaCppBackend):
         pieces = text.split(self._marker)
         if len(pieces) != len(pictures) + 1:
             raise BackendError("the model's chat template dropped or repeated an image")
-        tokens = self.tokenize(pieces[0])
+        tokens = self.tokens(pieces[0])
         chunks = []
         for picture, piece in zip(pictures, pieces[1:]):
             chunk = self._image(picture)
             chunks.append(chunk)
             tokens += [*chunk.before, *[chunk.placeholder] * chunk.positions, *chunk.after]
-            tokens += self.llama.tokenize(piece.encode("utf-8"), add_bos=False, special=True)
-        shown = text.replace(self._marker, self._mtmd.mtmd_default_marker().decode())
+            tokens += self.tokens(piece, bos=False)
+        shown = self.controls.unmask(text).replace(self._marker, self._mtmd.mtmd_default_marker().decode())
         return VisionPrompt(tuple(tokens), shown, images=tuple(chunks))
 
     def _image(self, picture: Image) -> ImageChunk:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from qwend.engine.base import Backend
 from qwend.engine.registry import backend_loader
 from qwend.engine.scheduler import Scheduler
-from qwend.errors import InsufficientMemory, ModelNotFound, QwendError, UpstreamError
+from qwend.errors import InsufficientMemory, InvalidRequest, ModelNotFound, QwendError, UpstreamError
 from qwend.models.memory import MemoryEstimate, default_budget, estimate, gib
 from qwend.models.store import LocalModel, ModelStore
 from qwend.models.upstream import UpstreamModels
@@ -105,7 +105,7 @@ class ModelManager:
         """The default model's canonical name (the name as configured when it resolves to nothing)."""
         try:
             return self.store.resolve(self.default).name
-        except ModelNotFound:  # an unknown configured name: /health still answers, chat says why
+        except (ModelNotFound, InvalidRequest):  # an unknown configured name: /health still answers, chat says why
             return self.default
 
     async def available(self) -> list[LocalModel]:
@@ -149,8 +149,8 @@ class ModelManager:
         it at once; jobs already queued on it finish before its memory is freed."""
         try:
             name = self.store.resolve(name).name
-        except ModelNotFound:
-            pass  # a name nothing resolves can still be a loaded model's own name
+        except (ModelNotFound, InvalidRequest):
+            pass  # a name nothing resolves can still be a loaded model's own name (or was never loaded)
         if (loading := self.loading.get(name)) is not None:
             with contextlib.suppress(QwendError):  # a load that failed left nothing to unload
                 await loading.ready()

@@ -20,7 +20,7 @@ from qwend.engine.base import (
     MAX_DEFAULT_CONTEXT, Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts, answer_limit,
     common_prefix,
 )
-from qwend.engine.hf import HuggingFaceTokens, end_of_turn_ids, model_folder
+from qwend.engine.hf import HuggingFaceTokens, end_of_turn_ids, model_folder, read_vocabulary
 from qwend.engine.threads import stream_from_thread
 from qwend.errors import BackendError
 from qwend.models.store import LocalModel
@@ -43,6 +43,7 @@ class MlxBackend(HuggingFaceTokens, TemplatedPrompts):
         template = tokenizer.chat_template or _read_template(path)
         self.template = ChatTemplate(template, bos_token=tokenizer.bos_token or "",
                                      eos_token=tokenizer.eos_token or "")
+        self.controls, longest_token = read_vocabulary(tokenizer)
         generation = path / "generation_config.json"
         generation_eos = json.loads(generation.read_text()).get("eos_token_id") if generation.is_file() else None
         tokenizer.eos_token_ids = set(end_of_turn_ids(
@@ -57,6 +58,7 @@ class MlxBackend(HuggingFaceTokens, TemplatedPrompts):
             chat_template=template is not None,
             grammar=False,
             engine=ENGINE,
+            longest_token=longest_token,
         )
         # the sequence whose keys and values `_cache` holds, token for token
         self._cache = make_prompt_cache(model)

@@ -32,5 +32,8 @@ def model_source(settings: Settings) -> ModelStore | UpstreamModels:
     """Where the configured backend's models come from: GGUF files, model folders, or an upstream server."""
     if settings.backend == "upstream":
         return UpstreamModels(settings)
+    # the model names the operator configured may be folder paths; a client's names may not (models/names.py)
+    configured = (settings.model, settings.model_small, settings.model_medium, settings.model_large,
+                  settings.default_regular_model, settings.default_vision_model)
     return ModelStore(settings.store_dir, settings.models_dir, folders=settings.backend in ("transformers", "mlx"),
-                      index=settings.package_index)
+                      index=settings.package_index, configured=configured)

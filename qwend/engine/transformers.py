@@ -20,7 +20,7 @@ from qwend.engine.base import (
     MAX_DEFAULT_CONTEXT, Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts, answer_limit,
     common_prefix,
 )
-from qwend.engine.hf import HuggingFaceTokens, end_of_turn_ids, model_folder
+from qwend.engine.hf import HuggingFaceTokens, end_of_turn_ids, model_folder, read_vocabulary
 from qwend.engine.threads import stream_from_thread
 from qwend.errors import BackendError
 from qwend.models.store import LocalModel
@@ -44,6 +44,7 @@ class TransformersBackend(HuggingFaceTokens, TemplatedPrompts):
                                             initializer=self._set_threads)
         self.template = ChatTemplate(tokenizer.chat_template, bos_token=tokenizer.bos_token or "",
                                      eos_token=tokenizer.eos_token or "")
+        self.controls, longest_token = read_vocabulary(tokenizer)
         generation = getattr(model, "generation_config", None)
         self._end_ids = end_of_turn_ids(tokenizer, (tokenizer.eos_token_id, getattr(generation, "eos_token_id", None),
                                                     getattr(model.config.get_text_config(), "eos_token_id", None)))
@@ -58,6 +59,7 @@ class TransformersBackend(HuggingFaceTokens, TemplatedPrompts):
             chat_template=tokenizer.chat_template is not None,
             grammar=False,
             engine=ENGINE,
+            longest_token=longest_token,
         )
         # the sequence whose keys and values `_cache` holds, token for token
         self._cache = None

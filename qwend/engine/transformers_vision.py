@@ -110,11 +110,11 @@ class VisionTransformersBackend(TransformersBackend):
         if not pictures:
             return super().prompt(messages, tools)
         text = self.render(messages, tools)
-        ids = self.tokenize(text)
+        ids = self.tokens(text)
         places = [i for i, token in enumerate(ids) if token == self._image_token]
-        if len(places) != len(pictures):
-            raise InvalidRequest(f"the prompt has {len(places)} image placeholders for {len(pictures)} images "
-                                 "(is <|image_pad|> written in a message's text?)", param="messages")
+        if len(places) != len(pictures):  # (an <|image_pad|> in a message's text is text: never one of these)
+            raise InvalidRequest(f"the prompt has {len(places)} image placeholders for {len(pictures)} images",
+                                 param="messages")
         pixels, grids = self._pixels(pictures)
         expanded: list[int] = []
         images: list[PromptImage] = []
@@ -127,7 +127,7 @@ class VisionTransformersBackend(TransformersBackend):
             expanded.extend([self._image_token] * span.length)
             done, row = place + 1, row + patches
         expanded.extend(ids[done:])
-        return VisionPrompt(tuple(expanded), text, images=tuple(images))
+        return VisionPrompt(tuple(expanded), self.controls.unmask(text), images=tuple(images))
 
     def _pixels(self, pictures: Sequence[Image]):
         """The processor's pixel_values (patch rows of every picture, in order) and image_grid_thw."""

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qwend.models.gguf import FILE_TYPES, read_gguf_metadata
+from qwend.models.gguf import FILE_TYPES, read_gguf_header
 from qwend.models.store import LocalModel
+
+MAX_CONFIG_BYTES = 1 << 20  # config.json files are a few kilobytes
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class ModelFacts:
     capabilities: tuple[str, ...] = ()  # completion or embedding, then tools, vision, thinking
     quantization: str | None = None  # Q4_K_M, bfloat16, bitsandbytes 4-bit, ...
     aliases: tuple[str, ...] = field(default=())
+    error: str | None = None  # why the file or folder cannot be described (a damaged GGUF, a bad config.json)
 
 
 def digest(catalog_sha256: str | None, name: str, size: int, mtime_ns: int) -> str:
@@ -35,7 +38,9 @@ def digest(catalog_sha256: str | None, name: str, size: int, mtime_ns: int) -> s
 
 
 def read_facts(model: LocalModel) -> ModelFacts:
-    """Blocking: reads the GGUF header (its arrays are skipped, not read) or the folder's small files."""
+    """Blocking: reads the GGUF header (its arrays are skipped, not read) or the folder's small files. A file or
+    folder that cannot be described gets `error` (and nothing read from it), so one damaged model leaves the
+    listings of the others alone."""
     size, modified = model.size, model.modified
     base = dict(name=model.name, path=model.path, size=size, modified_at=modified,
                 digest=digest(model.entry.sha256 if model.entry else None, model.name, size, int(modified * 1e9)),
@@ -52,8 +57,8 @@ def read_all_facts(models: list[LocalModel]) -> list[ModelFacts]:
     for model in models:
         try:
             found.append(read_facts(model))
-        except (OSError, ValueError):
-            continue  # deleted while being listed, or a damaged config
+        except OSError:
+            continue  # deleted while being listed
     return found
 
 
@@ -68,7 +73,10 @@ def _capabilities(template: str, *, embedding: bool = False, vision: bool = Fals
 def _gguf_facts(path: Path, base: dict) -> ModelFacts:
     from qwend.engine.llama_cpp_vision import find_mmproj
 
-    meta = read_gguf_metadata(path)
+    header = read_gguf_header(path)
+    if header.error is not None:
+        return ModelFacts(**base, meta={}, error=f"{path.name} is not a usable GGUF file: {header.error}")
+    meta = header.meta
     arch = meta.get("general.architecture", "")
     template = meta.get("tokenizer.chat_template") or ""
     context = meta.get(f"{arch}.context_length")
@@ -81,8 +89,19 @@ def _gguf_facts(path: Path, base: dict) -> ModelFacts:
 
 
 def _folder_facts(path: Path, base: dict) -> ModelFacts:
-    config = json.loads((path / "config.json").read_text())
-    text = config.get("text_config", config)
+    try:
+        if (path / "config.json").stat().st_size > MAX_CONFIG_BYTES:
+            raise ValueError(f"larger than {MAX_CONFIG_BYTES:,} bytes")
+        config = json.loads((path / "config.json").read_text())
+        text = config.get("text_config", config)
+        if not isinstance(text, dict):
+            raise ValueError("text_config is not an object")
+        return _read_folder(path, config, text, base)
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # not JSON, or not a config's shape
+        return ModelFacts(**base, meta={}, error=f"{path.name}/config.json is not a usable model config: {exc}")
+
+
+def _read_folder(path: Path, config: dict, text: dict, base: dict) -> ModelFacts:
     template = ""
     for name in ("chat_template.jinja", "chat_template.json", "tokenizer_config.json"):
         if (path / name).is_file():

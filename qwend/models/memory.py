@@ -53,7 +53,8 @@ def _gguf(path: Path, context_length: int | None) -> MemoryEstimate:
 
     def key(name: str, default: int = 0) -> int:
         value = meta.get(f"{arch}.{name}", default)
-        return int(value[0] if isinstance(value, list) else value)  # per-layer arrays: take the first
+        # per-layer arrays are read as []; those, and values of other types (a damaged file), count as unknown
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
 
     heads = key("attention.head_count", 1)
     head_dim = key("attention.key_length") or key("embedding_length") // max(heads, 1)

@@ -215,8 +215,9 @@ def hub_failed(repo: str, exc: Exception, offline_advice: str) -> ModelFetchErro
 
 
 def _pick_gguf(files: list[str]) -> str:
-    ggufs = [f for f in files if f.endswith(".gguf") and not f.rsplit("/", 1)[-1].lower().startswith("mmproj")]
+    # top-level files only: an hf:OWNER/REPO:FILE name holds a plain file name, never a folder
+    ggufs = [f for f in files if f.endswith(".gguf") and "/" not in f and not f.lower().startswith("mmproj")]
     if not ggufs:
-        raise ModelFetchError("the repository has no .gguf file; name one as hf:OWNER/REPO:FILE")
+        raise ModelFetchError("the repository has no .gguf file at its top level; name one as hf:OWNER/REPO:FILE")
     preferred = [f for f in ggufs if "q4_k_m" in f.lower()]
     return (preferred or sorted(ggufs))[0]

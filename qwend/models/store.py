@@ -8,22 +8,26 @@ tokenizer). Names, in the order they are tried:
      (`qwen2.5-coder:0.5b`)                                                   from the GGUF by `qwend pull`
   2. `hf:OWNER/REPO[:FILE]`                 <store>/hf/OWNER/REPO/FILE        <store>/hf/OWNER/REPO
   3. in the models folder or store          a `.gguf` file name               a folder name
-  4. a path                                 -                                 a model folder anywhere
+  4. a path named in the settings           -                                 that model folder
+     (QWEND_MODEL, seed 003's INFERENCE_MODEL_ID, ...)
+
+Every name is checked (names.py) and every path it becomes must resolve inside the store or the models folder;
+only the operator's own settings may name a folder elsewhere.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwend.errors import InvalidRequest, ModelFetchError, ModelNotFound
+from qwend.errors import InvalidRequest, ModelFetchError, ModelNotFound, QwendError
 from qwend.models.catalog import CATALOG, CatalogEntry, find_entry
+from qwend.models.names import (
+    HUB_FILE, HUB_SYNTAX, LOCAL_FOLDER, LOCAL_GGUF, check_name, inside, parse_hub_name, real_path,
+)
 from qwend.models.sources import PYPI, HubFile, HubFolder, OnProgress, no_progress
-
-_HF_NAME = re.compile(r"hf:([A-Za-z0-9][\w.-]*/[\w.-]+)(?::([\w./-]+\.gguf))?")
-_FILE_NAME = re.compile(r"[\w][\w.+-]*\.gguf", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,10 @@ class LocalModel:
 
 
 def is_model_folder(path: Path) -> bool:
-    return (path / "config.json").is_file()
+    try:
+        return (path / "config.json").is_file()
+    except OSError:  # a name too long for the file system, a folder qwend may not read: no model of its own
+        return False
 
 
 def _model_files(paths) -> list[Path]:
@@ -65,33 +72,37 @@ def _model_files(paths) -> list[Path]:
 
 
 class ModelStore:
-    def __init__(self, store_dir: Path, models_dir: Path, *, folders: bool = False, index: str = PYPI) -> None:
+    def __init__(self, store_dir: Path, models_dir: Path, *, folders: bool = False, index: str = PYPI,
+                 configured: Iterable[str | None] = ()) -> None:
         self.store_dir = store_dir
         self.models_dir = models_dir
         self.folders = folders  # Hugging Face folders (transformers, MLX) rather than GGUF files
         self.index = index  # the package index the catalog's wheels come from
+        # model folders the operator's settings name by path (seed 003's INFERENCE_MODEL_ID=./Qwen2.5-14B-Instruct):
+        # the only folders outside the two roots a name may reach, and never deleted
+        self.configured = {name: path for name in configured if name and (path := real_path(name)) is not None}
 
     def resolve(self, name: str) -> LocalModel:
-        """Map a name to where its file is or would be. Raises ModelNotFound for unknown names."""
+        """Map a name to where its file is or would be: always a real path inside the store or the models
+        folder (or a folder the settings name). InvalidRequest for a malformed name, ModelNotFound for a name
+        that matches nothing (paths elsewhere included)."""
+        check_name(name)
         if self.folders:
             return self._resolve_folder(name)
         if entry := find_entry(name):
-            return LocalModel(entry.name, self.store_dir / entry.filename, entry)
-        if match := _HF_NAME.fullmatch(name):
-            repo, filename = match.groups()
-            if filename and ".." in filename.split("/"):
-                raise ModelNotFound(f"invalid file name in {name!r}", param="model")
-            folder = self.store_dir / "hf" / repo
+            return LocalModel(entry.name, self._in_store(name, entry.filename), entry)
+        if name.startswith("hf:"):
+            repo, filename = parse_hub_name(name)
             if filename is None:
-                found = _model_files(folder.glob("*.gguf")) if folder.is_dir() else []
+                found = self._hub_files(repo)
                 path = found[0] if found else None
             else:
-                path = folder / filename
-            return LocalModel(f"hf:{repo}:{path.name}" if path else name, path)
-        if _FILE_NAME.fullmatch(name):
-            for folder in (self.models_dir, self.store_dir):
-                if (folder / name).is_file():
-                    return LocalModel(name, folder / name, None)
+                path = self._in_store(name, "hf", *repo.split("/"), filename)
+            return LocalModel(f"hf:{repo}:{path.name}" if path else f"hf:{repo}", path)
+        if LOCAL_GGUF.fullmatch(name):
+            for root in (self.models_dir, self.store_dir):
+                if (path := inside(root, name)) is not None and path.is_file():
+                    return LocalModel(name, path, None)
         raise ModelNotFound(
             f"model {name!r} not found; known names: {', '.join(e.name for e in CATALOG)}, "
             f"hf:OWNER/REPO[:FILE], or a .gguf file in {self.models_dir}",
@@ -100,22 +111,43 @@ class ModelStore:
 
     def _resolve_folder(self, name: str) -> LocalModel:
         if entry := find_entry(name):
-            return LocalModel(entry.name, self.converted_dir / entry.name.replace(":", "-"), entry)
-        if match := _HF_NAME.fullmatch(name):
-            repo, filename = match.groups()
-            if filename is None:
-                return LocalModel(f"hf:{repo}", self.store_dir / "hf" / repo)
-        elif "/" not in name and ".." not in name:
-            for folder in (self.models_dir, self.store_dir):
-                if is_model_folder(folder / name):
-                    return LocalModel(name, folder / name)
-        if is_model_folder(Path(name).expanduser()):
-            return LocalModel(name, Path(name).expanduser())
+            return LocalModel(entry.name, self._in_store(name, "converted", entry.name.replace(":", "-")), entry)
+        if name.startswith("hf:"):
+            repo, filename = parse_hub_name(name)
+            if filename is not None:
+                raise InvalidRequest(f"{name[:120]!r} names a GGUF file; transformers and mlx load a whole "
+                                     "repository: hf:OWNER/REPO", param="model")
+            return LocalModel(f"hf:{repo}", self._in_store(name, "hf", *repo.split("/")))
+        if LOCAL_FOLDER.fullmatch(name):
+            for root in (self.models_dir, self.store_dir):
+                if (path := inside(root, name)) is not None and is_model_folder(path):
+                    return LocalModel(name, path)
+        wanted = real_path(name)
+        for configured, path in self.configured.items():
+            if wanted == path and is_model_folder(path):
+                return LocalModel(configured, path)
         raise ModelNotFound(
             f"model {name!r} not found; known names: {', '.join(e.name for e in CATALOG)}, hf:OWNER/REPO, "
-            f"or a Hugging Face model folder (a path, or a folder in {self.models_dir})",
+            f"or a Hugging Face model folder in {self.models_dir} (a path elsewhere only when the settings name "
+            "it, as QWEND_MODEL)",
             param="model",
         )
+
+    def _in_store(self, name: str, *parts: str) -> Path:
+        """`<store>/parts...`, resolved; a symlink in the store that leads out of it makes the name not found."""
+        if (path := inside(self.store_dir, *parts)) is None:
+            raise ModelNotFound(f"model {name!r} not found: its place in the store leads outside the store",
+                                param="model")
+        return path
+
+    def _hub_files(self, repo: str) -> list[Path]:
+        """The GGUF models a hub pull left in the repository's folder, by real path."""
+        folder = inside(self.store_dir, "hf", *repo.split("/"))
+        if folder is None or not folder.is_dir():
+            return []
+        names = [p.name for p in _model_files(folder.glob("*.gguf")) if HUB_FILE.fullmatch(p.name)]
+        found = (inside(self.store_dir, "hf", *repo.split("/"), name) for name in names)
+        return [p for p in found if p is not None and p.is_file()]
 
     @property
     def converted_dir(self) -> Path:
@@ -138,18 +170,25 @@ class ModelStore:
         if model.entry is not None:
             model.entry.source.fetch(model.path, sha256=model.entry.sha256, on_progress=on_progress, index=self.index)
             return model
-        match = _HF_NAME.fullmatch(name)
-        if match is None:  # a models-folder name that vanished between resolve and now
+        if not name.startswith("hf:"):  # a models-folder name that vanished between resolve and now
             raise ModelFetchError(f"{name!r} is not a name qwend can fetch")
-        repo, filename = match.groups()
-        path = HubFile(repo, filename).fetch(self.store_dir / "hf" / repo)
-        return LocalModel(f"hf:{repo}:{path.name}", path)
+        repo, filename = parse_hub_name(name)
+        fetched = HubFile(repo, filename).fetch(self._in_store(name, "hf", *repo.split("/")))
+        try:
+            pulled = self.resolve(f"hf:{repo}:{fetched.name}")
+        except InvalidRequest:
+            pulled = None
+        if pulled is None or pulled.path != real_path(str(fetched)):  # the hub chose a file in a subfolder
+            raise ModelFetchError(f"the hub put {fetched} where no {HUB_SYNTAX} name reaches it")
+        return pulled
 
     def remove(self, name: str) -> LocalModel:
         """Delete a model qwend keeps (in the store or the models folder) from disk, with any unfinished
-        download of it. A model loaded from the file goes on working until it is unloaded."""
+        download of it. A model loaded from the file goes on working until it is unloaded. Only what sits
+        where qwend keeps models is deleted: a file or folder directly in the models folder or the store,
+        `<store>/hf/OWNER/REPO[/FILE]` and `<store>/converted/NAME`."""
         model = self.find(name)
-        if not any(model.path.is_relative_to(root) for root in (self.store_dir, self.models_dir)):
+        if not self._kept_here(model.path):
             raise InvalidRequest(f"{model.path} is not in qwend's store or models folder; delete it yourself",
                                  param="model")
         if model.path.is_dir():
@@ -160,6 +199,18 @@ class ModelStore:
             for leftover in (self.store_dir / ".downloads").glob(f"{part.package.replace('-', '_')}-*"):
                 leftover.unlink(missing_ok=True)
         return model
+
+    def _kept_here(self, path: Path) -> bool:
+        hub_depth = 3 if self.folders else 4  # hf/OWNER/REPO, or hf/OWNER/REPO/FILE
+        for root, store in ((self.models_dir, False), (self.store_dir, True)):
+            real_root = real_path(str(root))
+            if real_root is None or path == real_root or not path.is_relative_to(real_root):
+                continue
+            parts = path.relative_to(real_root).parts
+            if (len(parts) == 1 or store and (parts[0], len(parts)) in (("hf", hub_depth), ("converted", 2))) \
+                    and (is_model_folder(path) if self.folders else path.is_file()):
+                return True
+        return False
 
     def _pull_folder(self, model: LocalModel, on_progress: OnProgress) -> LocalModel:
         from qwend.models.convert import convert_gguf
@@ -174,30 +225,43 @@ class ModelStore:
         return model
 
     def list(self) -> list[LocalModel]:
-        """Every model on disk: catalog models, hub pulls and the models folder."""
+        """Every model on disk: catalog models, hub pulls and the models folder. Only what its own name
+        resolves back to is listed (no symlinks out of the folders, no names a request could not use)."""
         if self.folders:
             return self._list_folders()
         found = [m for m in (self.resolve(e.name) for e in CATALOG) if m.present]
         hub = self.store_dir / "hf"
         if hub.is_dir():
-            for path in _model_files(hub.glob("*/*/*.gguf")):
-                repo = f"{path.parent.parent.name}/{path.parent.name}"
-                found.append(LocalModel(f"hf:{repo}:{path.name}", path))
-        known = {m.path for m in found}
+            found += self._listed((f"hf:{p.parent.parent.name}/{p.parent.name}:{p.name}", p)
+                                  for p in _model_files(hub.glob("*/*/*.gguf")))
         for folder in (self.models_dir, self.store_dir):
             if folder.is_dir():
-                for path in _model_files(folder.glob("*.gguf")):
-                    if path not in known:
-                        found.append(LocalModel(path.name, path))
-                        known.add(path)
-        return found
+                found += self._listed((p.name, p) for p in _model_files(folder.glob("*.gguf")))
+        return _unique(found)
 
     def _list_folders(self) -> list[LocalModel]:
         found = [m for m in (self.resolve(e.name) for e in CATALOG) if m.present]
         hub = self.store_dir / "hf"
         if hub.is_dir():
-            found += [LocalModel(f"hf:{p.parent.name}/{p.name}", p)
-                      for p in sorted(hub.glob("*/*")) if is_model_folder(p)]
+            found += self._listed((f"hf:{p.parent.name}/{p.name}", p) for p in sorted(hub.glob("*/*")))
         if self.models_dir.is_dir():
-            found += [LocalModel(p.name, p) for p in sorted(self.models_dir.iterdir()) if is_model_folder(p)]
+            found += self._listed((p.name, p) for p in sorted(self.models_dir.iterdir()))
+        return _unique(found)
+
+    def _listed(self, candidates: Iterable[tuple[str, Path]]) -> list[LocalModel]:
+        """The candidates whose name resolves to them, present."""
+        found = []
+        for name, path in candidates:
+            try:
+                model = self.resolve(name)
+            except QwendError:
+                continue
+            if model.present and model.path == real_path(str(path)):
+                found.append(model)
         return found
+
+
+def _unique(models: list[LocalModel]) -> list[LocalModel]:
+    """Each file or folder once (a models-folder name can resolve to a file the store listing found too)."""
+    seen: set[Path | None] = set()
+    return [m for m in models if not (m.path in seen or seen.add(m.path))]

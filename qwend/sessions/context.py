@@ -9,8 +9,9 @@ messages (marked) and the summary, so the history still shows everything.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from qwend.chat.service import chat, complete
 from qwend.runtime import Runtime
@@ -54,7 +55,7 @@ async def fit_session(
     view = model_view(system_prompt, stored) + [new_message]
     loaded = await runtime.models.get(model)
     count = _counter(loaded.backend, tools)
-    if count(view) <= budget:
+    if await count(view) <= budget:
         return view
     turns = _unfolded_turns(stored)
     if not turns:
@@ -62,7 +63,7 @@ async def fit_session(
     for k in range(1, len(turns) + 1):
         kept = [m for turn in turns[k:] for m in turn]
         trial = model_view(system_prompt, kept) + [new_message]
-        if count(trial) + SUMMARY_TOKENS <= budget or k == len(turns):
+        if await count(trial) + SUMMARY_TOKENS <= budget or k == len(turns):
             break
     folded = [m for turn in turns[:k] for m in turn]
     previous = [m.content for m in stored if m.role == "summary" and not m.folded]
@@ -74,8 +75,12 @@ async def fit_session(
     return model_view(system_prompt, await store.messages(session_id)) + [new_message]
 
 
-def _counter(backend, tools: Sequence[ToolSpec]) -> Callable[[Sequence[Message]], int]:
-    return lambda messages: backend.prompt(tuple(messages), tuple(tools)).length
+def _counter(backend, tools: Sequence[ToolSpec]) -> Callable[[Sequence[Message]], Awaitable[int]]:
+    """Prompt lengths, measured off the event loop (rendering and tokenizing take time with the history)."""
+    async def count(messages: Sequence[Message]) -> int:
+        return (await asyncio.to_thread(backend.prompt, tuple(messages), tuple(tools))).length
+
+    return count
 
 
 def _unfolded_turns(stored: Sequence[StoredMessage]) -> list[list[StoredMessage]]:
@@ -88,7 +93,7 @@ def _unfolded_turns(stored: Sequence[StoredMessage]) -> list[list[StoredMessage]
 
 async def _summary(
     runtime: Runtime, model: str | None, previous: str, folded: Sequence[StoredMessage],
-    count: Callable[[Sequence[Message]], int], room: int, *, client: str,
+    count: Callable[[Sequence[Message]], Awaitable[int]], room: int, *, client: str,
 ) -> str:
     if runtime.settings.context_overflow == "drop":
         return f"({len(folded)} earlier messages were dropped to fit the context window.)"
@@ -99,7 +104,7 @@ async def _summary(
     def messages() -> tuple[Message, ...]:
         return (Message("system", SUMMARIZE), Message("user", "\n".join(lines)))
 
-    while len(lines) > 1 and count(messages()) > room:
+    while len(lines) > 1 and await count(messages()) > room:
         lines.pop(1 if previous and len(lines) > 2 else 0)  # keep the earlier summary; drop the oldest lines
     request = ChatRequest(messages(), model=model, client=client, affinity=client,  # queued as the session's turn
                           sampling=SamplingParams(temperature=0.2, max_tokens=SUMMARY_TOKENS - 50))

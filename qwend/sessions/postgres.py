@@ -64,8 +64,15 @@ async def _v2_responses(db: Connection) -> None:
         created_at DOUBLE PRECISION NOT NULL, body TEXT NOT NULL, items TEXT NOT NULL)""")
 
 
+async def _v3_owners(db: Connection) -> None:
+    # NULL: made before owners were recorded (or without API keys)
+    await db.execute("ALTER TABLE sessions ADD COLUMN owner TEXT")
+    await db.execute("CREATE INDEX sessions_by_owner ON sessions (owner, updated_at)")
+    await db.execute("ALTER TABLE responses ADD COLUMN owner TEXT")
+
+
 # Schema version N is reached by applying MIGRATIONS[N-1]; append new steps, never edit applied ones.
-MIGRATIONS: tuple[Callable[[Connection], Awaitable[None]], ...] = (_v1_initial, _v2_responses)
+MIGRATIONS: tuple[Callable[[Connection], Awaitable[None]], ...] = (_v1_initial, _v2_responses, _v3_owners)
 
 
 def describe(url: str) -> str:
@@ -188,15 +195,15 @@ class PostgresSessionStore:
                 await asyncio.sleep(1.0)
 
     async def create(self, profile: str, model: str | None = None, title: str | None = None,
-                     metadata: dict[str, Any] | None = None) -> SessionRecord:
-        """Start an empty session and return its record."""
+                     metadata: dict[str, Any] | None = None, owner: str | None = None) -> SessionRecord:
+        """Start an empty session owned by `owner` and return its record."""
         now = time.time()
         record = SessionRecord(id=uuid.uuid4().hex, profile=profile, model=model, title=title, created_at=now,
-                               updated_at=now, metadata=dict(metadata or {}))
+                               updated_at=now, metadata=dict(metadata or {}), owner=owner)
         async with self._db() as db:
-            await db.execute("INSERT INTO sessions (id, profile, model, title, created_at, updated_at, metadata) "
-                             "VALUES (%s,%s,%s,%s,%s,%s,%s)",
-                             (record.id, profile, model, title, now, now, json.dumps(record.metadata)))
+            await db.execute("INSERT INTO sessions (id, profile, model, title, created_at, updated_at, metadata, "
+                             "owner) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
+                             (record.id, profile, model, title, now, now, json.dumps(record.metadata), owner))
         return record
 
     async def get(self, session_id: str) -> SessionRecord:
@@ -204,10 +211,11 @@ class PostgresSessionStore:
         async with self._db() as db:
             return await _session(db, session_id)
 
-    async def list(self) -> builtins.list[SessionRecord]:
-        """Every session, the most recently updated first."""
+    async def list(self, owner: str | None = None) -> builtins.list[SessionRecord]:
+        """Every session (or `owner`'s only), the most recently updated first."""
         async with self._db() as db:
-            cursor = await db.execute("SELECT * FROM sessions ORDER BY updated_at DESC, created_at DESC, seq DESC")
+            cursor = await db.execute("SELECT * FROM sessions WHERE %(owner)s::text IS NULL OR owner = %(owner)s "
+                                      "ORDER BY updated_at DESC, created_at DESC, seq DESC", {"owner": owner})
             return [record_from_row(row) for row in await cursor.fetchall()]
 
     async def count(self) -> int:
@@ -328,10 +336,11 @@ class PostgresSessionStore:
         """Store a response, or replace it."""
         async with self._db() as db:
             await db.execute(
-                "INSERT INTO responses VALUES (%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE SET "
+                "INSERT INTO responses (id, previous_id, created_at, body, items, owner) "
+                "VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE SET "
                 "body = excluded.body, items = excluded.items",
                 (response.id, response.previous_id, response.created_at, json.dumps(response.body),
-                 json.dumps(response.items)))
+                 json.dumps(response.items), response.owner))
 
     async def response(self, response_id: str) -> StoredResponse:
         """A stored response; raises ResponseNotFound."""

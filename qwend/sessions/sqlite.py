@@ -54,8 +54,16 @@ def _v3_responses(db: sqlite3.Connection) -> None:
         body TEXT NOT NULL, items TEXT NOT NULL)""")
 
 
+def _v4_owners(db: sqlite3.Connection) -> None:
+    # NULL: made before owners were recorded (or without API keys)
+    db.execute("ALTER TABLE sessions ADD COLUMN owner TEXT")
+    db.execute("CREATE INDEX sessions_by_owner ON sessions (owner, updated_at)")
+    db.execute("ALTER TABLE responses ADD COLUMN owner TEXT")
+
+
 # Schema version N is reached by applying MIGRATIONS[N-1]; append new steps, never edit applied ones.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_initial, _v2_tool_switches, _v3_responses)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _v1_initial, _v2_tool_switches, _v3_responses, _v4_owners)
 
 
 @contextmanager
@@ -115,6 +123,9 @@ class SqliteSessionStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        from qwend.private_files import private_sqlite
+
+        private_sqlite(path)  # conversations: 0600 from the start (its -wal and -shm files follow its mode)
         self._lock = threading.Lock()
         # isolation_level=None: sqlite3 opens no implicit transactions; ours are explicit BEGIN/COMMIT.
         self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
@@ -139,17 +150,18 @@ class SqliteSessionStore:
         return await anyio.to_thread.run_sync(locked)
 
     async def create(self, profile: str, model: str | None = None, title: str | None = None,
-                     metadata: dict[str, Any] | None = None) -> SessionRecord:
-        """Start an empty session and return its record."""
+                     metadata: dict[str, Any] | None = None, owner: str | None = None) -> SessionRecord:
+        """Start an empty session owned by `owner` and return its record."""
         now = time.time()
         record = SessionRecord(id=uuid.uuid4().hex, profile=profile, model=model, title=title, created_at=now,
-                               updated_at=now, metadata=dict(metadata or {}))
+                               updated_at=now, metadata=dict(metadata or {}), owner=owner)
         encoded = json.dumps(record.metadata)
 
         def create(db: sqlite3.Connection) -> SessionRecord:
             with _transaction(db):
-                db.execute("INSERT INTO sessions VALUES (?,?,?,?,?,?,?)", (record.id, profile, model, title, now,
-                                                                          now, encoded))
+                db.execute("INSERT INTO sessions (id, profile, model, title, created_at, updated_at, metadata, "
+                           "owner) VALUES (?,?,?,?,?,?,?,?)", (record.id, profile, model, title, now, now, encoded,
+                                                               owner))
             return record
 
         return await self._run(create)
@@ -158,10 +170,11 @@ class SqliteSessionStore:
         """The session's record."""
         return await self._run(_session, session_id)
 
-    async def list(self) -> builtins.list[SessionRecord]:
-        """Every session, the most recently updated first."""
+    async def list(self, owner: str | None = None) -> builtins.list[SessionRecord]:
+        """Every session (or `owner`'s only), the most recently updated first."""
         def list_(db: sqlite3.Connection) -> builtins.list[SessionRecord]:
-            rows = db.execute("SELECT * FROM sessions ORDER BY updated_at DESC, created_at DESC, rowid DESC")
+            rows = db.execute("SELECT * FROM sessions WHERE ? IS NULL OR owner = ? "
+                              "ORDER BY updated_at DESC, created_at DESC, rowid DESC", (owner, owner))
             return [record_from_row(row) for row in rows]
 
         return await self._run(list_)
@@ -275,11 +288,12 @@ class SqliteSessionStore:
     async def save_response(self, response: StoredResponse) -> None:
         """Store a response, or replace it."""
         row = (response.id, response.previous_id, response.created_at, json.dumps(response.body),
-               json.dumps(response.items))
+               json.dumps(response.items), response.owner)
 
         def save(db: sqlite3.Connection) -> None:
             with _transaction(db):
-                db.execute("INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?)", row)
+                db.execute("INSERT OR REPLACE INTO responses (id, previous_id, created_at, body, items, owner) "
+                           "VALUES (?,?,?,?,?,?)", row)
 
         await self._run(save)
 

@@ -33,6 +33,7 @@ class SessionRecord:
     created_at: float
     updated_at: float
     metadata: dict[str, Any] = field(default_factory=dict)
+    owner: str | None = None  # the API key that created it (Caller.owner); None: made without keys
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,26 @@ class StoredResponse:
     body: dict[str, Any]
     items: list[dict[str, Any]]
     created_at: float
+    owner: str | None = None  # as SessionRecord.owner
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Whose sessions and stored responses a request may reach. `owner` is its API key's id, recorded on
+    what it creates; an operator's key reaches everyone's, and without keys (one user) so does everyone."""
+
+    owner: str | None = None
+    operator: bool = True
+
+    def sees(self, owner: str | None) -> bool:
+        """Whether something owned by `owner` exists for this caller; what was made before owners were
+        recorded (None) is an operator's only, once keys are configured."""
+        return self.operator or (owner is not None and owner == self.owner)
+
+    @property
+    def listed(self) -> str | None:
+        """What `SessionStore.list` is filtered by: this caller's own, or None for all."""
+        return None if self.operator else self.owner or ""
 
 
 ToolSwitches = Callable[[dict[str, bool]], None]  # told tool name -> enabled, for some or all tools
@@ -88,14 +109,31 @@ def response_not_found(response_id: str) -> ResponseNotFound:
 
 def response_from_row(row: Mapping[str, Any]) -> StoredResponse:
     return StoredResponse(row["id"], row["previous_id"], json.loads(row["body"]), json.loads(row["items"]),
-                          row["created_at"])
+                          row["created_at"], row["owner"])
 
 
 def record_from_row(row: Mapping[str, Any]) -> SessionRecord:
     """A sessions row (sqlite3.Row or a psycopg dict row) as a record."""
     return SessionRecord(id=row["id"], profile=row["profile"], model=row["model"], title=row["title"],
                          created_at=row["created_at"], updated_at=row["updated_at"],
-                         metadata=json.loads(row["metadata"]))
+                         metadata=json.loads(row["metadata"]), owner=row["owner"])
+
+
+async def session_for(store: SessionStore, session_id: str, caller: Caller) -> SessionRecord:
+    """The session, if `caller` may reach it; another key's session raises SessionNotFound exactly as an
+    unknown id does, so its existence is not revealed."""
+    session = await store.get(session_id)
+    if not caller.sees(session.owner):
+        raise session_not_found(session_id)
+    return session
+
+
+async def response_for(store: SessionStore, response_id: str, caller: Caller) -> StoredResponse:
+    """A stored response, if `caller` may reach it; else ResponseNotFound, as for an unknown id."""
+    response = await store.response(response_id)
+    if not caller.sees(response.owner):
+        raise response_not_found(response_id)
+    return response
 
 
 def message_from_row(row: Mapping[str, Any]) -> StoredMessage:
@@ -114,7 +152,8 @@ def calls_json(message: StoredMessage) -> str:
 
 class SessionStore(Protocol):
     """Where sessions, and the state daemons sharing the database share, live. Every session method raises
-    `SessionNotFound` for an unknown session id.
+    `SessionNotFound` for an unknown session id. Sessions and responses record their owner, but only `list`
+    filters by it: routes reach a session or response through `session_for` / `response_for`.
 
     Implementations must make `append_turn` and `fold` atomic: all of it is stored, or none of it.
     """
@@ -125,16 +164,16 @@ class SessionStore(Protocol):
         ...
 
     async def create(self, profile: str, model: str | None = None, title: str | None = None,
-                     metadata: dict[str, Any] | None = None) -> SessionRecord:
-        """Start an empty session and return its record."""
+                     metadata: dict[str, Any] | None = None, owner: str | None = None) -> SessionRecord:
+        """Start an empty session owned by `owner` and return its record."""
         ...
 
     async def get(self, session_id: str) -> SessionRecord:
-        """The session's record."""
+        """The session's record, whoever owns it (`session_for` checks a caller may reach it)."""
         ...
 
-    async def list(self) -> builtins.list[SessionRecord]:
-        """Every session, the most recently updated first."""
+    async def list(self, owner: str | None = None) -> builtins.list[SessionRecord]:
+        """Every session (or, given `owner`, that owner's only), the most recently updated first."""
         ...
 
     async def count(self) -> int:
@@ -181,7 +220,7 @@ class SessionStore(Protocol):
         ...
 
     async def response(self, response_id: str) -> StoredResponse:
-        """A stored response; raises ResponseNotFound."""
+        """A stored response, whoever owns it (`response_for` checks); raises ResponseNotFound."""
         ...
 
     async def delete_response(self, response_id: str) -> None:

@@ -20,8 +20,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
+from qwend.chat.patterns import schema_validator
 from qwend.errors import InvalidToolArguments
 from qwend.tools.base import Tool, ToolContext, ToolError
 
@@ -114,7 +113,7 @@ async def _transport(spec: dict[str, Any]):
 def _tool(server: str, listed: Any, session: Any) -> Tool:
     name = f"{server}.{listed.name}"
     schema = listed.input_schema or {"type": "object", "properties": {}}
-    validator = Draft202012Validator(schema)
+    validator = schema_validator(schema)  # its patterns run in RE2, like those of requests
 
     def validate(arguments: dict[str, Any]) -> dict[str, Any]:
         error = next(iter(sorted(validator.iter_errors(arguments), key=lambda e: e.path)), None)

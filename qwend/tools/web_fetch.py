@@ -24,6 +24,13 @@ BLOCKS = ("p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/xhtml+xml", "application/javascript")
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known prefix: the last 32 bits are the IPv4
+# not global, whatever this Python's ipaddress tables say: RFC 8215's local-use NAT64 prefix (its IPv4 may sit
+# at any of RFC 6052's offsets), and the deprecated site-local prefix
+LOCAL_V6 = (ipaddress.IPv6Network("64:ff9b:1::/48"), ipaddress.IPv6Network("fec0::/10"))
+
+
 @dataclass(frozen=True)
 class Target:
     url: httpx.URL
@@ -113,13 +120,45 @@ async def resolve_public(url: str, allowed: list) -> Target:
     except OSError as exc:
         raise ToolError(f"cannot resolve {parsed.host}: {exc}") from None
     addresses = [info[4][0] for info in infos]
-    for address in addresses:
+    for address in addresses:  # every answer, since the connection might go to any of them
         ip = ipaddress.ip_address(address.split("%")[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        if not any(ip in network for network in allowed) and (not ip.is_global or ip.is_multicast):
+        if not is_public(ip, allowed):
             raise ToolError(f"refusing to fetch {parsed.host}: it resolves to {ip}, a private or local address")
     return Target(parsed, addresses[0])
+
+
+def is_public(ip: IPAddress, allowed: list) -> bool:
+    """Whether a connection to `ip` stays out of this machine's own networks: a global unicast address (or
+    one in an `allowed` network) and, when it is an IPv6 form that carries an IPv4 address a router would
+    translate to, that IPv4 address judged the same way (so `64:ff9b::7f00:1` is loopback, not public)."""
+    if any(ip in network for network in allowed):
+        return True
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped:  # a dual-stack socket connects straight to the IPv4 address
+            return is_public(ip.ipv4_mapped, allowed)
+        if any(ip in network for network in LOCAL_V6):
+            return False
+    if not ip.is_global or ip.is_multicast:
+        return False
+    return all(is_public(inner, allowed) for inner in embedded_ipv4(ip))
+
+
+def embedded_ipv4(ip: IPAddress) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries for a translator or tunnel to reach: IPv4-compatible
+    (::a.b.c.d), NAT64 (64:ff9b::/96), 6to4 (2002::/16), Teredo (server and client) and ISATAP."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    value, low = int(ip), ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    found = []
+    if value >> 32 == 0 or ip in NAT64:
+        found.append(low)
+    if ip.sixtofour:
+        found.append(ip.sixtofour)
+    if ip.teredo:
+        found.extend(ip.teredo)
+    if (value >> 32) & 0xFDFFFFFF == 0x5EFE:  # an ISATAP interface id: 0000:5efe or 0200:5efe, then the IPv4
+        found.append(low)
+    return found
 
 
 async def _read_capped(response: httpx.Response, max_bytes: int) -> tuple[bytes, bool]:

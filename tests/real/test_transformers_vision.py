@@ -126,11 +126,14 @@ def test_our_forwards_give_the_logits_of_the_models_own_forward(vision, monkeypa
     vision._cached_ids = []
 
 
-def test_unreadable_images_and_fake_placeholders_are_refused(vision):
+def test_unreadable_images_are_refused_and_fake_placeholders_are_text(vision):
     with pytest.raises(InvalidRequest, match="image 1 .*could not be read"):
         vision.prompt([Message("user", QUESTION, images=(Image(b"not a picture", "image/png"),))])
-    with pytest.raises(InvalidRequest, match="2 image placeholders for 1 images"):
-        vision.prompt([Message("user", "<|image_pad|> this", images=(png(56, 56),))])
+    # a control token's text in a message is text (issue 23): it cannot pose as a picture's place
+    prompt = vision.prompt([Message("user", "<|image_pad|> this", images=(png(56, 56),))])
+    (image,) = prompt.images
+    assert prompt.tokens.count(vision._image_token) == image.span.length
+    assert "<|image_pad|> this" in prompt.text
 
 
 def test_a_daemon_serves_images_on_the_vision_folder(tiny_vision_model_dir, tmp_path):

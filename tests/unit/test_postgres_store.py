@@ -29,24 +29,25 @@ def schema_version(url):
 
 async def test_daemons_starting_together_migrate_once(postgres_database, monkeypatch):
     applied = []
-    original = postgres.MIGRATIONS[0]
+    original, *later = postgres.MIGRATIONS
+    known = len(postgres.MIGRATIONS)
 
     async def v1_counted(db):
         applied.append(1)
         await original(db)
 
-    monkeypatch.setattr(postgres, "MIGRATIONS", (v1_counted,))
+    monkeypatch.setattr(postgres, "MIGRATIONS", (v1_counted, *later))
     stores = await daemons(postgres_database, 4)
-    assert applied == [1] and schema_version(postgres_database) == 1
+    assert applied == [1] and schema_version(postgres_database) == known
 
-    async def v2_pinned(db):
-        applied.append(2)
+    async def next_pinned(db):
+        applied.append(known + 1)
         await db.execute("ALTER TABLE sessions ADD COLUMN pinned BOOLEAN NOT NULL DEFAULT FALSE")
 
-    monkeypatch.setattr(postgres, "MIGRATIONS", (v1_counted, v2_pinned))
+    monkeypatch.setattr(postgres, "MIGRATIONS", (v1_counted, *later, next_pinned))
     await stores[0].create("default", title="old")
     upgraded = await daemons(postgres_database, 3)
-    assert applied == [1, 2] and schema_version(postgres_database) == 2
+    assert applied == [1, known + 1] and schema_version(postgres_database) == known + 1
     assert [s.title for s in await upgraded[0].list()] == ["old"]
     for store in stores + upgraded:
         await store.close()
@@ -54,6 +55,7 @@ async def test_daemons_starting_together_migrate_once(postgres_database, monkeyp
 
 async def test_a_failing_migration_is_rolled_back_and_a_newer_schema_refused(postgres_database, monkeypatch):
     await (await daemons(postgres_database, 1))[0].close()
+    known = len(postgres.MIGRATIONS)
 
     async def broken(db):
         await db.execute("CREATE TABLE half_done (x INTEGER)")
@@ -67,7 +69,7 @@ async def test_a_failing_migration_is_rolled_back_and_a_newer_schema_refused(pos
         assert db.execute("SELECT to_regclass('half_done')").fetchone()[0] is None
 
     monkeypatch.setattr(postgres, "MIGRATIONS", ())
-    with pytest.raises(QwendError, match="schema version 2"):
+    with pytest.raises(QwendError, match=f"schema version {known}"):
         await daemons(postgres_database, 1)  # a database newer than the code is refused, not guessed at
 
 

@@ -237,6 +237,8 @@ async def test_client_disconnect_stops_the_run(tmp_path):
         if inbox:
             return inbox.pop(0)
         await gone.wait()
+        while not backend.active:  # (its prompt is prepared in a worker thread first)
+            await asyncio.sleep(0.005)
         return {"type": "http.disconnect"}
 
     async def send(message):

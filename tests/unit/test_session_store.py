@@ -191,23 +191,24 @@ async def test_sqlite_migrations_run_once_and_upgrade_old_databases(tmp_path, mo
     path = tmp_path / "s.db"
     await (store := SqliteSessionStore(path)).create("default", title="old")
     await store.close()
-    assert _user_version(path) == len(sqlite_store.MIGRATIONS) == 3
+    known = len(sqlite_store.MIGRATIONS)
+    assert _user_version(path) == known == 4
 
     applied = []
 
     def must_not_rerun(db):
         raise AssertionError("a step ran again")
 
-    def v4_pinned(db):
-        applied.append(4)
+    def next_pinned(db):
+        applied.append(known + 1)
         db.execute("ALTER TABLE sessions ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0")
 
-    monkeypatch.setattr(sqlite_store, "MIGRATIONS", (must_not_rerun, must_not_rerun, must_not_rerun, v4_pinned))
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", (*[must_not_rerun] * known, next_pinned))
     for _ in range(2):  # the second open applies nothing
         store = SqliteSessionStore(path)
         assert [s.title for s in await store.list()] == ["old"]
         await store.close()
-    assert applied == [4] and _user_version(path) == 4
+    assert applied == [known + 1] and _user_version(path) == known + 1
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT pinned FROM sessions").fetchall() == [(0,)]
 
@@ -215,6 +216,7 @@ async def test_sqlite_migrations_run_once_and_upgrade_old_databases(tmp_path, mo
 async def test_a_failing_sqlite_migration_is_rolled_back(tmp_path, monkeypatch):
     path = tmp_path / "s.db"
     await SqliteSessionStore(path).close()
+    known = len(sqlite_store.MIGRATIONS)
 
     def v4_broken(db):
         db.execute("CREATE TABLE half_done (x)")
@@ -223,12 +225,12 @@ async def test_a_failing_sqlite_migration_is_rolled_back(tmp_path, monkeypatch):
     monkeypatch.setattr(sqlite_store, "MIGRATIONS", (*sqlite_store.MIGRATIONS, v4_broken))
     with pytest.raises(RuntimeError, match="boom"):
         SqliteSessionStore(path)
-    assert _user_version(path) == 3
+    assert _user_version(path) == known
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() == []
 
     monkeypatch.setattr(sqlite_store, "MIGRATIONS", ())
-    with pytest.raises(QwendError, match="schema version 3"):
+    with pytest.raises(QwendError, match=f"schema version {known}"):
         SqliteSessionStore(path)  # a database newer than the code is refused, not guessed at
 
 
@@ -300,3 +302,55 @@ async def test_sigkill_mid_write_leaves_only_whole_turns(database):
         if isinstance(database, Path):
             with sqlite3.connect(database) as db:
                 assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+# -- owners: the API key that made a session or response (routes check it: tests/unit/test_session_owners.py)
+
+
+def execute(database, sql):
+    """Run one statement past the store."""
+    if isinstance(database, Path):
+        with sqlite3.connect(database) as db:
+            db.execute(sql)
+    else:
+        with psycopg.connect(database) as db:
+            db.execute(sql)
+
+
+async def test_owners_are_kept_and_filter_the_list(store):
+    mine = await store.create("default", owner="sha256:aaaa")
+    theirs = await store.create("default", owner="sha256:bbbb")
+    nobodys = await store.create("default")
+    assert (await store.get(mine.id)).owner == "sha256:aaaa" and nobodys.owner is None
+    assert [s.id for s in await store.list("sha256:aaaa")] == [mine.id]
+    assert [s.id for s in await store.list("sha256:bbbb")] == [theirs.id]
+    assert await store.list("") == [] and await store.list("sha256:cccc") == []
+    assert {s.id for s in await store.list()} == {mine.id, theirs.id, nobodys.id}
+    await store.append_turn(mine.id, [user("hi")])
+    assert (await store.update(mine.id, title="kept")).owner == "sha256:aaaa"  # nothing else changes it
+
+    await store.save_response(StoredResponse("resp_1", None, {"id": "resp_1"}, [], 1.0, "sha256:aaaa"))
+    await store.save_response(StoredResponse("resp_2", "resp_1", {"id": "resp_2"}, [], 2.0))
+    assert (await store.response("resp_1")).owner == "sha256:aaaa"
+    assert (await store.response("resp_2")).owner is None
+
+
+async def test_rows_from_before_owners_have_none(database, monkeypatch):
+    from qwend.sessions import postgres as postgres_store
+
+    module = sqlite_store if isinstance(database, Path) else postgres_store
+    full = module.MIGRATIONS
+    owners = next(i for i, step in enumerate(full) if step.__name__.endswith("_owners"))
+    monkeypatch.setattr(module, "MIGRATIONS", full[:owners])  # the schema as it was before owners
+    await (await opened(database)).close()
+    execute(database, "INSERT INTO sessions (id, profile, created_at, updated_at) VALUES ('old', 'general', 1, 1)")
+    execute(database, "INSERT INTO responses (id, created_at, body, items) VALUES ('resp_old', 1, '{}', '[]')")
+
+    monkeypatch.setattr(module, "MIGRATIONS", full)
+    store = await opened(database)
+    try:
+        assert [(s.id, s.owner) for s in await store.list()] == [("old", None)]
+        assert await store.list("sha256:aaaa") == []
+        assert (await store.response("resp_old")).owner is None
+    finally:
+        await store.close()

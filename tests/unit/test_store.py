@@ -117,8 +117,10 @@ def test_remove_deletes_a_model_in_the_store_and_refuses_others(tmp_path):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     (outside / "config.json").write_text("{}")
-    with pytest.raises(InvalidRequest, match="not in qwend's store"):
+    with pytest.raises(ModelNotFound):  # a path no setting names is no model name
         ModelStore(tmp_path / "store", models_dir, folders=True).remove(str(outside))
+    with pytest.raises(InvalidRequest, match="not in qwend's store"):  # a configured folder is served, never deleted
+        ModelStore(tmp_path / "store", models_dir, folders=True, configured=[str(outside)]).remove(str(outside))
     assert outside.is_dir()
 
 
@@ -136,7 +138,7 @@ def test_resolve_names(tmp_path):
     assert [m.name for m in store.list()] == ["my-model.Q4_K_M.gguf"]
 
 
-@pytest.mark.parametrize("name", ["gpt-4o", "../../etc/passwd.gguf", "/etc/x.gguf", "hf:a/b:../../x.gguf", "missing.gguf"])
+@pytest.mark.parametrize("name", ["gpt-4o", "../../etc/passwd.gguf", "/etc/x.gguf", "missing.gguf"])
 def test_unknown_or_unsafe_names_are_not_found(tmp_path, name):
     with pytest.raises(ModelNotFound):
         ModelStore(tmp_path / "store", tmp_path / "models").resolve(name)
@@ -155,7 +157,8 @@ def _model_folder(path):
 
 
 def test_folder_names_for_transformers_and_mlx(tmp_path):
-    store = ModelStore(tmp_path / "store", tmp_path / "models", folders=True)
+    elsewhere_path = tmp_path / "far" / "Qwen2.5-14B-Instruct"
+    store = ModelStore(tmp_path / "store", tmp_path / "models", folders=True, configured=[str(elsewhere_path)])
     catalog = store.resolve("Qwen/Qwen2.5-Coder-0.5B-Instruct")  # an alias of the catalog model
     assert (catalog.name, catalog.path) == ("qwen2.5-coder:0.5b", tmp_path / "store" / "converted" / "qwen2.5-coder-0.5b")
     assert not catalog.present  # until `qwend pull --backend transformers` converts it
@@ -163,7 +166,7 @@ def test_folder_names_for_transformers_and_mlx(tmp_path):
     mine = _model_folder(tmp_path / "models" / "my-qwen")
     elsewhere = _model_folder(tmp_path / "far" / "Qwen2.5-14B-Instruct")
     assert store.resolve("my-qwen").path == mine
-    assert store.resolve(str(elsewhere)).path == elsewhere  # seed 003's INFERENCE_MODEL_ID: a path
+    assert store.resolve(str(elsewhere)).path == elsewhere  # seed 003's INFERENCE_MODEL_ID: a configured path
     assert store.resolve("hf:Qwen/Qwen2.5-0.5B-Instruct").path == tmp_path / "store" / "hf" / "Qwen" / "Qwen2.5-0.5B-Instruct"
     assert [(m.name, m.size) for m in store.list()] == [("qwen2.5-coder:0.5b", 10), ("my-qwen", 10)]
     with pytest.raises(ModelNotFound, match="Hugging Face model folder"):

@@ -68,5 +68,5 @@ def model_body(model: LocalModel, facts: ModelFacts | None, loaded: bool) -> dic
         "capabilities": list(facts.capabilities) if facts else [],
         "context_length": facts.context_length if facts else None,
         "quantization": facts.quantization if facts else None,
-    }
+    } | ({"error": facts.error} if facts and facts.error else {})  # a damaged file, and why
 

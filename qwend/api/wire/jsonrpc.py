@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from qwend.agents.loop import ToolExecutor
 from qwend.agents.turns import TurnRequest
+from qwend.api.jsonbody import loads
 from qwend.chat.schemas import prepare_schema
 from qwend.errors import Busy, InvalidRequest, ModelNotFound, QwendError, SessionNotFound
 from qwend.sessions.store import SessionRecord
@@ -58,7 +59,7 @@ class Call:
 def parse_call(raw: str | bytes) -> Call:
     """Read one WebSocket message as a JSON-RPC 2.0 request; raises RpcError (-32700, -32600)."""
     try:
-        data = json.loads(raw)
+        data = loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested thousands deep
         raise RpcError(PARSE_ERROR, f"parse error: the message is not valid JSON ({exc})") from None
     if isinstance(data, list):

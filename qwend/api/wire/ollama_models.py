@@ -34,8 +34,10 @@ def details(facts: ModelFacts, parameters: int | None = None) -> dict[str, Any]:
 
 
 def tag_body(facts: ModelFacts, parameters: int | None = None) -> dict[str, Any]:
-    return {"name": facts.name, "model": facts.name, "modified_at": timestamp(facts.modified_at),
+    body = {"name": facts.name, "model": facts.name, "modified_at": timestamp(facts.modified_at),
             "size": facts.size, "digest": facts.digest, "details": details(facts, parameters)}
+    # beyond Ollama's fields (its clients ignore unknown ones): why a damaged file cannot be used
+    return body | {"error": facts.error} if facts.error else body
 
 
 # a model loaded at start or by a load call stays until unloaded (Ollama's keep_alive -1)
