@@ -45,7 +45,8 @@ def serve_app_in_thread(app: ASGIApp, ready: Callable[[], bool] = lambda: True,
     """`app` served by uvicorn in a background thread on a free loopback port; yields the base URL once it is
     up and `ready()` (inside `waiting`, e.g. a spinner), and stops the server (the app's shutdown runs) on exit."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                                           log_config=None))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     with waiting:

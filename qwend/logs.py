@@ -94,6 +94,11 @@ def configure_logging(settings: Settings) -> None:
         handlers.append(file)
     root = logging.getLogger()
     root.handlers = handlers
+    # uvicorn's loggers write through these handlers too, so its lines (a WebSocket's URL) pass the redaction:
+    # its own logging config, where something installed it, had them print on their own
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
     for handler in handlers:
         handler.addFilter(_WithRequestId())
         handler.addFilter(_Redacted())

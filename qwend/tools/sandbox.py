@@ -37,9 +37,10 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from qwend.tools.sandbox_boot import SOURCE as BOOTSTRAP
 from qwend.tools.seccomp import sandbox_filter

@@ -1,6 +1,9 @@
 """Seed 004's API against a real daemon whose `models/` folder holds GGUF files, as that server's did:
 model listing and switching, OpenAI-compatible chat without `/v1` (tools, streaming), and /restore_cache."""
 
+import os
+import shutil
+
 import httpx
 import openai
 import pytest
@@ -17,7 +20,12 @@ WEATHER = {"type": "function", "function": {
 def server(model_path, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("llama-server")
     (workdir / "models").mkdir()
-    (workdir / "models" / "coder.gguf").symlink_to(model_path)  # a second file: seed 004 switches between files
+    # a second file: seed 004 switches between files. A link, not a symlink: a symlink out of the models folder
+    # names a file outside it, which qwend refuses (docs/security.md, model names)
+    try:
+        os.link(model_path, workdir / "models" / "coder.gguf")
+    except OSError:  # another file system
+        shutil.copyfile(model_path, workdir / "models" / "coder.gguf")
     daemon = Daemon(workdir).start()
     yield daemon.url
     daemon.stop()
