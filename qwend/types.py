@@ -57,6 +57,7 @@ class OutputConstraint:
     parallel: bool = True
     json_schema: dict[str, Any] | None = None
     calls_prompt: tuple[int, ...] = ()  # the prompt to generate calls from, where it differs from the request's
+    grammar: str = ""  # the GBNF that enforces it, for engines that read one (built before the job is queued)
 
 
 @dataclass(frozen=True)

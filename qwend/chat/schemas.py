@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError
 
 from qwend.chat.patterns import MAX_REPEAT, compile_pattern, pattern_shape
@@ -26,6 +26,9 @@ MAX_SCHEMA_CHARS = 100_000  # one schema as JSON, after its $refs are inlined
 MAX_GRAMMAR_WEIGHT = 20_000
 COUNTS = ("minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties", "minContains",
           "maxContains")
+# the meta-schema's format checks, less "regex": Python's `re` would refuse RE2's syntax (`\p{L}`), and RE2 has
+# read every pattern already
+_FORMATS_BUT_REGEX = FormatChecker(formats=[name for name in FormatChecker.checkers if name != "regex"])
 # keywords whose value is a subschema, a list of them, or a mapping of names to them
 _ONE = ("additionalProperties", "additionalItems", "items", "contains", "not", "if", "then", "else",
         "propertyNames", "unevaluatedItems", "unevaluatedProperties")
@@ -40,9 +43,9 @@ def prepare_schema(schema: dict[str, Any], *, param: str) -> dict[str, Any]:
         raise InvalidRequest(f"the schema is nested deeper than {MAX_DEPTH} levels", param=param)
     if not is_plain_json(schema):  # NaN kept in a stored session's tools made every later listing a 500
         raise InvalidRequest("the schema holds NaN or Infinity, which JSON does not allow", param=param)
-    _check_keywords(schema, param=param)  # before check_schema, which compiles patterns with Python's `re`
+    _check_keywords(schema, param=param)  # every pattern compiled by RE2 here, so check_schema leaves them be
     try:
-        Draft202012Validator.check_schema(schema)
+        Draft202012Validator.check_schema(schema, format_checker=_FORMATS_BUT_REGEX)
     except SchemaError as exc:
         raise InvalidRequest(f"invalid JSON schema: {exc.message}", param=param) from None
     inlined = _inline(schema, schema, (), param, [0])

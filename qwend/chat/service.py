@@ -17,6 +17,7 @@ from qwend.chat.images import with_fetched_images
 from qwend.chat.parser import OutputParser, PlainText
 from qwend.chat.schemas import check_grammar_weight, grammar_weight
 from qwend.chat.stops import StopMatcher
+from qwend.engine import grammar
 from qwend.engine.base import Finished, Piece, Prefill, Prompt
 from qwend.engine.manager import LoadedModel, LoadingModel
 from qwend.engine.scheduler import Admitted, Waiting
@@ -141,8 +142,10 @@ def _prepare(
     # every backend gets the constraint (an upstream server passes it on as tool_choice); only a grammar
     # guarantees the answer's shape, and without one the parser also accepts calls written as bare JSON
     enforced = constraint is not None and backend.info.grammar
-    if enforced and constraint.tools:  # each schema is bounded; the call grammar holds them all
-        check_grammar_weight(sum(grammar_weight(t.parameters) for t in constraint.tools), param="tools")
+    if enforced:  # built here, so a schema past llama.cpp's bounds is a 400 before anything is queued
+        if constraint.tools:  # each schema is bounded; the call grammar holds them all
+            check_grammar_weight(sum(grammar_weight(t.parameters) for t in constraint.tools), param="tools")
+        constraint = replace(constraint, grammar=grammar.for_constraint(constraint))
     if enforced and constraint.tools and constraint.parallel:
         # once calls are decided on, ask for one per item (irrelevance is settled by then; see PARALLEL_HINT)
         calls_prompt = build_prompt(backend, request.messages, tools, hint=PARALLEL_HINT)

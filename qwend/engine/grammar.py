@@ -16,13 +16,18 @@ from collections.abc import Sequence
 from itertools import accumulate
 
 from qwend.errors import InvalidRequest
-from qwend.types import ToolSpec
+from qwend.types import OutputConstraint, ToolSpec
 
 # What llama.cpp's grammar parser is given at most. It recurses once per nested group: 30,000 levels (a
 # `maxItems: 30000`) overflowed its stack and killed the daemon, 1,000 parse in a millisecond. Schemas are
 # bounded where they arrive (qwend/chat/schemas.py); this is the last guard before native code.
 MAX_GRAMMAR_CHARS = 1 << 20
 MAX_GRAMMAR_NESTING = 1_200
+# how llama.cpp's JSON-schema converter refuses what it cannot express, and what is then left to the answer
+CONVERTER_REFUSALS = (AssertionError, ValueError, KeyError, TypeError)
+LEFT_OUT = frozenset({"pattern", "patternProperties", "not", "if", "then", "else"})
+DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})  # values, not schemas
+NAMED_SUBSCHEMAS = frozenset({"properties", "$defs", "definitions", "dependentSchemas"})
 _QUOTED = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]')  # GBNF literals and classes (linear)
 
 CALL_OPEN = "<tool_call>\n"
@@ -34,14 +39,54 @@ def _literal(text: str) -> str:
 
 
 def _schema_rules(schema: dict, root: str) -> str:
-    """The converter's rules for `schema`, its root renamed to `root`."""
+    """The converter's rules for `schema`, its root renamed to `root`. Keywords the converter cannot express
+    (a pattern that is not anchored or uses `(?:`, `not`, `if`) are left out of the grammar, as `format` is:
+    the answer is still checked against the whole schema where it is a tool call's."""
+    try:
+        rules = _convert(schema)
+    except CONVERTER_REFUSALS:
+        try:
+            rules = _convert(_expressible(schema))
+        except CONVERTER_REFUSALS as exc:
+            raise InvalidRequest(f"the schema cannot be enforced by a grammar: {exc}") from None
+    return re.sub(r"^root ::=", f"{root} ::=", _bounded(rules), flags=re.MULTILINE)
+
+
+def _convert(schema: dict) -> str:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     try:
-        rules = json_schema_to_gbnf(json.dumps(schema))
+        return json_schema_to_gbnf(json.dumps(schema))
     except RecursionError:
         raise InvalidRequest("the schema is nested too deeply to enforce") from None
-    return re.sub(r"^root ::=", f"{root} ::=", _bounded(rules), flags=re.MULTILINE)
+
+
+def _expressible(node):
+    """`node` without the keywords llama.cpp's converter may refuse (LEFT_OUT); values stay as they are, and
+    the names in a mapping of subschemas (`properties`) are names, never keywords."""
+    if isinstance(node, list):
+        return [_expressible(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    kept = {}
+    for key, value in node.items():
+        if key in LEFT_OUT:
+            continue
+        if key in DATA_KEYWORDS:
+            kept[key] = value
+        elif key in NAMED_SUBSCHEMAS and isinstance(value, dict):
+            kept[key] = {name: _expressible(subschema) for name, subschema in value.items()}
+        else:
+            kept[key] = _expressible(value)
+    return kept
+
+
+def for_constraint(constraint: OutputConstraint) -> str:
+    """The GBNF that enforces `constraint`'s shape (calls, or a JSON value), "" when nothing is shaped; a 400
+    for a schema past what llama.cpp's parser is given."""
+    if constraint.json_schema is not None:
+        return json_grammar(constraint.json_schema)
+    return calls_grammar(constraint.tools, parallel=constraint.parallel) if constraint.tools else ""
 
 
 def _bounded(rules: str) -> str:

@@ -271,7 +271,7 @@ def _plan(
     if constraint is None:
         return prompt, None, False
     if constraint.json_schema is not None:
-        return prompt, grammar.json_grammar(constraint.json_schema), False
+        return prompt, _rules(constraint), False
     if not constraint.tools:
         return prompt, None, False
     if constraint.calls == "required":
@@ -281,8 +281,13 @@ def _plan(
 
 def _calls(prompt: Sequence[int], constraint: OutputConstraint) -> tuple[Sequence[int], str]:
     """The prompt and grammar that tool calls are generated from."""
-    rules = grammar.calls_grammar(constraint.tools, parallel=constraint.parallel)
-    return constraint.calls_prompt or prompt, rules
+    return constraint.calls_prompt or prompt, _rules(constraint)
+
+
+def _rules(constraint: OutputConstraint) -> str:
+    """The constraint's grammar, as the chat pipeline built it before queueing (or built here for callers of
+    the engine itself)."""
+    return constraint.grammar or grammar.for_constraint(constraint)
 
 
 def _open_llama(path: Path, settings: Settings, threads: int, *, n_ctx: int, n_batch: int, **options):

@@ -143,3 +143,13 @@ def test_a_lone_surrogate_is_answered_on_chat_and_session_turns(client):
     assert turn.status_code == 200, turn.text
     stored = client.get(f"/v1/sessions/{session}").json()["messages"]
     assert stored[0]["content"] == "hi \ufffd"
+
+
+def test_schema_keywords_a_grammar_cannot_express_are_left_to_the_answer(client):
+    schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": "[A-Z]{3}"},
+                                               "note": {"not": {"type": "number"}}}, "required": ["code"]}
+    reply = client.post("/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "Give the ISO code of the euro as JSON."}], "max_tokens": 60,
+        "temperature": 0, "response_format": {"type": "json_schema", "json_schema": {"name": "c", "schema": schema}}})
+    assert reply.status_code == 200, reply.text
+    assert "code" in json.loads(reply.json()["choices"][0]["message"]["content"])

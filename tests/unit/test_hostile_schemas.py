@@ -53,6 +53,12 @@ WITHIN = {
     "a date pattern": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$"},
     "many strings with short bounds": strings(19, maxLength=1000),
     "the catastrophic pattern (RE2 runs it in linear time)": {"type": "string", "pattern": CATASTROPHIC},
+    # what llama.cpp's converter cannot express is left to the answer, never a 500
+    "an unanchored pattern": {"type": "string", "pattern": "[A-Z]{3}"},
+    "a non-capturing group": {"type": "string", "pattern": "^(?:ab)+$"},
+    "a Unicode class (RE2 syntax, not Python's)": {"type": "string", "pattern": r"^\p{L}+$"},
+    "not and if": {"type": "object", "properties": {"a": {"not": {"type": "string"}}, "b": {
+        "if": {"type": "string"}, "then": {"minLength": 2}}}},
 }
 
 
@@ -73,6 +79,13 @@ def test_schemas_within_the_bounds_become_grammars_llama_cpp_parses(name):
         LlamaGrammar.from_string(rules, verbose=False)  # in a forked process: a crash fails the test, not pytest
 
     assert within_deadline(compile_grammar) is None
+
+
+def test_only_keywords_are_left_out_of_a_grammar_never_properties_of_those_names():
+    schema = {"type": "object", "properties": {"pattern": {"type": "string", "pattern": "x"}, "not": {"type": "integer"}},
+              "required": ["pattern", "not"]}
+    rules = json_grammar(prepare_schema(schema, param="response_format"))
+    assert '"\\"pattern\\""' in rules and '"\\"not\\""' in rules
 
 
 def test_the_last_guard_refuses_grammars_llama_cpp_could_not_survive():
