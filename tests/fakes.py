@@ -40,6 +40,12 @@ class FakeBackend(TemplatedPrompts):
             vectors.append([c / norm for c in counts])
         return Embedded(vectors, sum(len(t) for t in texts))
 
+    def grammar_for(self, constraint: OutputConstraint) -> str:
+        """Asked only where a test sets `info.grammar`: llama.cpp's grammar, never parsed here."""
+        from qwend.engine.grammar import for_constraint
+
+        return for_constraint(constraint)
+
     def tokenize(self, text: str, special: bool = True, bos: bool = True) -> list[int]:
         return [ord(c) % 256 for c in text]
 

@@ -17,7 +17,6 @@ from qwend.chat.images import with_fetched_images
 from qwend.chat.parser import OutputParser, PlainText
 from qwend.chat.schemas import check_grammar_weight, grammar_weight
 from qwend.chat.stops import StopMatcher
-from qwend.engine import grammar
 from qwend.engine.base import Finished, Piece, Prefill, Prompt
 from qwend.engine.manager import LoadedModel, LoadingModel
 from qwend.engine.scheduler import Admitted, Waiting
@@ -145,7 +144,7 @@ def _prepare(
     if enforced:  # built here, so a schema past llama.cpp's bounds is a 400 before anything is queued
         if constraint.tools:  # each schema is bounded; the call grammar holds them all
             check_grammar_weight(sum(grammar_weight(t.parameters) for t in constraint.tools), param="tools")
-        constraint = replace(constraint, grammar=grammar.for_constraint(constraint))
+        constraint = replace(constraint, grammar=backend.grammar_for(constraint))
     if enforced and constraint.tools and constraint.parallel:
         # once calls are decided on, ask for one per item (irrelevance is settled by then; see PARALLEL_HINT)
         calls_prompt = build_prompt(backend, request.messages, tools, hint=PARALLEL_HINT)

@@ -113,6 +113,8 @@ class Backend(Protocol):
     def close(self) -> None:
         """Free the model's memory. The backend is unusable afterwards."""
 
+    # Backends whose ModelInfo.grammar is True also offer (called before the job is queued; raises InvalidRequest):
+    #     def grammar_for(self, constraint: OutputConstraint) -> str   (the grammar, as OutputConstraint.grammar)
     # Backends whose ModelInfo.embeddings is True also offer:
     #     async def embed(self, texts: Sequence[str]) -> Embedded
     # raising ContextOverflow for a text longer than their embedding window.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from collections.abc import Sequence
 from itertools import accumulate
 
@@ -81,12 +82,15 @@ def _expressible(node):
     return kept
 
 
-def for_constraint(constraint: OutputConstraint) -> str:
+def for_constraint(constraint: OutputConstraint, *, loose: bool = False) -> str:
     """The GBNF that enforces `constraint`'s shape (calls, or a JSON value), "" when nothing is shaped; a 400
-    for a schema past what llama.cpp's parser is given."""
+    for a schema past what llama.cpp's parser is given. `loose` leaves out what the converter may get wrong
+    (LEFT_OUT), for a grammar llama.cpp would not parse."""
+    shape = _expressible if loose else (lambda schema: schema)
     if constraint.json_schema is not None:
-        return json_grammar(constraint.json_schema)
-    return calls_grammar(constraint.tools, parallel=constraint.parallel) if constraint.tools else ""
+        return json_grammar(shape(constraint.json_schema))
+    tools = [replace(t, parameters=shape(t.parameters)) for t in constraint.tools]
+    return calls_grammar(tools, parallel=constraint.parallel) if tools else ""
 
 
 def _bounded(rules: str) -> str:

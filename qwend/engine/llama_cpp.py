@@ -31,7 +31,7 @@ from qwend.engine.llama_batch import BatchDecoder, TokenStream
 from qwend.engine.llama_embeddings import LlamaEmbedder
 from qwend.engine.specials import ControlTexts
 from qwend.engine.threads import stream_from_thread
-from qwend.errors import BackendError
+from qwend.errors import BackendError, ContextOverflow, InvalidRequest
 from qwend.models.store import LocalModel
 from qwend.settings import Settings
 from qwend.types import OutputConstraint, SamplingParams, TokenLogprob
@@ -127,7 +127,27 @@ class LlamaCppBackend(TemplatedPrompts):
         return text(ids[0]), text(ids[1]), text(ids[2])
 
     async def embed(self, texts: Sequence[str]) -> Embedded:
+        # a text longer than the window could hold is refused before it is tokenized (a 30 MB one took 15 s)
+        most = self.embedder.n_ctx * self.info.longest_token
+        for index, text in enumerate(texts):
+            if len(text) > most:
+                raise ContextOverflow(f"input {index} is {len(text)} characters, more than the {self.embedder.n_ctx} "
+                                      "tokens this model embeds at a time can hold", param="input")
         return await asyncio.to_thread(self.embedder.embed, texts)
+
+    def grammar_for(self, constraint: OutputConstraint) -> str:
+        """The GBNF that enforces `constraint`, parsed by llama.cpp here (a millisecond), before the job is
+        queued: one its parser refuses is built again without the keywords the converter may get wrong, and
+        past that the request is a 400, never a failed generation."""
+        for loose in (False, True):
+            rules = grammar.for_constraint(constraint, loose=loose)
+            parsed = self._lib.llama_sampler_init_grammar(self._vocab, rules.encode(), b"root") if rules else None
+            if not rules or parsed:
+                if parsed:
+                    self._lib.llama_sampler_free(parsed)
+                return rules
+        raise InvalidRequest("llama.cpp cannot parse the grammar this schema becomes; simplify its patterns and "
+                             "formats", param="response_format" if constraint.json_schema is not None else "tools")
 
     def tokenize(self, text: str, special: bool = True, bos: bool = True) -> list[int]:
         """`text`'s ids, control tokens parsed when `special`; a BOS first if the model wants one and `bos`."""

@@ -153,3 +153,23 @@ def test_schema_keywords_a_grammar_cannot_express_are_left_to_the_answer(client)
         "temperature": 0, "response_format": {"type": "json_schema", "json_schema": {"name": "c", "schema": schema}}})
     assert reply.status_code == 200, reply.text
     assert "code" in json.loads(reply.json()["choices"][0]["message"]["content"])
+
+
+def test_an_embedding_input_longer_than_the_window_could_hold_is_refused_untokenized(server, client):
+    with HealthWatch(server.url) as watch:
+        reply = client.post("/v1/embeddings", json={"input": ["short", "word " * 2_000_000]})
+    assert reply.status_code == 400 and "input 1" in reply.json()["error"]["message"], reply.text[:300]
+    assert not watch.failures and set(watch.answers) == {200}
+
+
+def test_a_pattern_llama_cpp_cannot_take_as_a_grammar_is_answered_not_a_500(client):
+    schema = {"type": "object", "properties": {"day": {"type": "string", "format": "date-time",
+                                                       "pattern": "^\\d{4}$"}}, "required": ["day"]}
+    for path, body in [
+        ("/v1/chat/completions", {"messages": HI, "max_tokens": 30, "response_format": {
+            "type": "json_schema", "json_schema": {"name": "d", "schema": schema}}}),
+        ("/api/chat", {"model": "qwen2.5-coder:0.5b", "messages": HI, "stream": False, "format": schema,
+                       "options": {"num_predict": 30}}),
+    ]:
+        reply = client.post(path, json=body)
+        assert reply.status_code == 200, reply.text

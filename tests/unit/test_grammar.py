@@ -1,9 +1,9 @@
 import pytest
-from llama_cpp import LlamaGrammar
 
 from qwend.chat.parser import call_intent, called_name
 from qwend.engine.grammar import TEXT_ONLY_START, calls_grammar, json_grammar
 from qwend.types import ToolSpec
+from tests.grammars import llama_parses
 
 TOOLS = [
     ToolSpec("get_weather", "", {"type": "object", "properties": {
@@ -20,8 +20,8 @@ TOOLS = [
     json_grammar({"type": "object", "properties": {"a": {"type": "array", "items": {"type": "number"}}}, "required": ["a"]}),
     TEXT_ONLY_START,
 ])
-def test_grammars_compile_in_llama_cpp(rules):
-    LlamaGrammar.from_string(rules, verbose=False)
+def test_grammars_parse_in_llama_cpp(rules):
+    assert llama_parses(rules)
 
 
 def test_calls_grammar_names_only_offered_tools_and_repeats_only_when_parallel():
@@ -52,7 +52,7 @@ def test_local_refs_are_inlined_so_nested_tool_schemas_still_compile():
     schema = prepare_schema({"type": "object", "properties": {"a": {"$ref": "#/$defs/x"}}, "required": ["a"],
                              "$defs": {"x": {"type": "string", "enum": ["p", "q"]}}}, param="p")
     assert schema == {"type": "object", "properties": {"a": {"type": "string", "enum": ["p", "q"]}}, "required": ["a"]}
-    LlamaGrammar.from_string(calls_grammar([ToolSpec("t", "", schema)], parallel=True), verbose=False)
+    assert llama_parses(calls_grammar([ToolSpec("t", "", schema)], parallel=True))
 
 
 @pytest.mark.parametrize("schema, message", [

@@ -7,17 +7,18 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from llama_cpp import LlamaGrammar
 
 from qwend.chat import parser
 from qwend.chat.patterns import MAX_REPEAT, pattern_shape, schema_validator
 from qwend.chat.schemas import MAX_GRAMMAR_WEIGHT, grammar_weight, prepare_schema
 from qwend.engine.grammar import MAX_GRAMMAR_NESTING, _bounded, calls_grammar, json_grammar, nesting
+from qwend.engine.llama_cpp import LlamaCppBackend
 from qwend.errors import InvalidRequest
-from qwend.types import ToolSpec
+from qwend.types import OutputConstraint, ToolSpec
 from tests.conftest import client_for, fake_runtime
 from tests.error_shapes import error_shape_problem
 from tests.fakes import FakeBackend
+from tests.grammars import llama_parses
 from tests.unit.test_unsafe_code import within_deadline
 
 
@@ -71,14 +72,31 @@ def test_schemas_past_the_bounds_are_400_before_any_grammar(name):
     assert within_deadline(prepare) is None
 
 
-@pytest.mark.parametrize("name", WITHIN)
-def test_schemas_within_the_bounds_become_grammars_llama_cpp_parses(name):
-    def compile_grammar() -> None:
-        rules = json_grammar(prepare_schema(WITHIN[name], param="response_format"))
-        assert nesting(rules) <= MAX_GRAMMAR_NESTING
-        LlamaGrammar.from_string(rules, verbose=False)  # in a forked process: a crash fails the test, not pytest
+@pytest.fixture(scope="module")
+def llama_backend(model_path):
+    """The default model's llama.cpp engine with its vocabulary only: what grammar_for needs."""
+    from llama_cpp import Llama
 
-    assert within_deadline(compile_grammar) is None
+    return LlamaCppBackend(Llama(str(model_path), vocab_only=True, verbose=False), model_path)
+
+
+@pytest.mark.parametrize("name", WITHIN)
+def test_schemas_within_the_bounds_become_grammars_llama_cpp_parses(llama_backend, name):
+    def parse_grammar() -> None:
+        constraint = OutputConstraint(json_schema=prepare_schema(WITHIN[name], param="response_format"))
+        rules = llama_backend.grammar_for(constraint)  # llama.cpp parses it there, in a forked process here
+        assert nesting(rules) <= MAX_GRAMMAR_NESTING
+        assert llama_parses(rules)
+
+    assert within_deadline(parse_grammar) is None
+
+
+def test_a_grammar_llama_cpp_refuses_is_built_again_without_the_pattern(llama_backend):
+    schema = {"type": "object", "properties": {"day": {"type": "string", "pattern": r"^\d{4}-\d{2}$"}},
+              "required": ["day"]}
+    assert not llama_parses(json_grammar(schema))  # llama-cpp-python's converter writes "\d" into a literal
+    rules = llama_backend.grammar_for(OutputConstraint(json_schema=schema))
+    assert llama_parses(rules) and '"\\"day\\""' in rules
 
 
 def test_only_keywords_are_left_out_of_a_grammar_never_properties_of_those_names():
@@ -186,6 +204,6 @@ def test_the_largest_call_grammar_within_the_bounds_compiles():
     tools = [ToolSpec(f"f{i}", "", prepare_schema(strings(6, maxLength=1000), param="p")) for i in range(3)]
 
     def compile_grammar() -> None:
-        LlamaGrammar.from_string(calls_grammar(tools, parallel=True), verbose=False)
+        assert llama_parses(calls_grammar(tools, parallel=True))
 
     assert within_deadline(compile_grammar) is None
