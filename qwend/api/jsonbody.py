@@ -17,11 +17,12 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
+LARGE_BODY = 1 << 20  # bytes past which a body is decoded in a worker thread
+
 # a valid pair (kept), a lone half (replaced), or any other escape (kept: it may be an escaped backslash
 # before a literal "ud800"); backslashes appear only inside strings in JSON, so this sees every escape
 _ESCAPES = r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[dD][89a-fA-F][0-9a-fA-F]{2}|\\."
 _ESCAPE_TEXT, _ESCAPE_BYTES = re.compile(_ESCAPES), re.compile(_ESCAPES.encode())
-LARGE_BODY = 1 << 20
 _LONE_TEXT, _LONE_BYTES = re.compile(r"\\u[dD][89a-fA-F]"), re.compile(rb"\\u[dD][89a-fA-F]")
 
 
