@@ -11,7 +11,7 @@ from qwend.errors import ContextOverflow, InvalidRequest
 from qwend.types import FinishReason, Message, OutputConstraint, SamplingParams, TokenLogprob, ToolSpec
 
 if TYPE_CHECKING:
-    from qwend.chat.prompt import ChatTemplate
+    from qwend.engine.template import ChatTemplate
 
 
 MAX_DEFAULT_CONTEXT = 32768  # the window a local load gets when none is configured: the trained one, capped

@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from qwend.chat.parser import call_intent, called_name
-from qwend.chat.prompt import ChatTemplate
 from qwend.engine import grammar
 from qwend.engine.base import (
     MAX_DEFAULT_CONTEXT, Embedded, Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts,
@@ -30,6 +29,7 @@ from qwend.engine.kv_tiers import KvTiers, model_key
 from qwend.engine.llama_batch import BatchDecoder, TokenStream
 from qwend.engine.llama_embeddings import LlamaEmbedder
 from qwend.engine.specials import ControlTexts
+from qwend.engine.template import ChatTemplate
 from qwend.engine.threads import stream_from_thread
 from qwend.errors import BackendError, ContextOverflow, InvalidRequest
 from qwend.models.store import LocalModel

@@ -15,12 +15,12 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from qwend.chat.prompt import ChatTemplate
 from qwend.engine.base import (
     MAX_DEFAULT_CONTEXT, Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts, answer_limit,
     common_prefix,
 )
 from qwend.engine.hf import HuggingFaceTokens, end_of_turn_ids, model_folder, read_vocabulary
+from qwend.engine.template import ChatTemplate
 from qwend.engine.threads import stream_from_thread
 from qwend.errors import BackendError
 from qwend.models.store import LocalModel

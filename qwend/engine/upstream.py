@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
-from qwend.chat.prompt import to_openai_tool
 from qwend.engine.base import Embedded, Finished, Generated, ModelInfo, Piece, Prefill, Prompt
+from qwend.engine.template import to_openai_tool
 from qwend.errors import UpstreamError
 from qwend.models.store import LocalModel
 from qwend.models.upstream import UpstreamModels, connection_failed, upstream_failed, upstream_headers

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from qwend.chat.prompt import ChatTemplate
 from qwend.engine.base import Finished, Piece, Prefill, Prompt
+from qwend.engine.template import ChatTemplate
 from qwend.engine.transformers import TransformersBackend
 from qwend.errors import BackendError
 from qwend.models.store import LocalModel

@@ -14,8 +14,8 @@ from qwend.models import facts, gguf
 from qwend.api.wire import ollama as wire
 from qwend.api.wire import ollama_models
 from qwend.app import create_app
-from qwend.chat.prompt import CHATML_TEMPLATE
 from qwend.engine.base import ModelInfo, Piece
+from qwend.engine.template import CHATML_TEMPLATE
 from qwend.errors import BackendError, InvalidRequest, ModelFetchError
 from qwend.models.catalog import find_entry
 from qwend.types import SamplingParams, ToolCall, ToolCallEnd

@@ -1,6 +1,6 @@
 import pytest
 
-from qwend.chat.prompt import ChatTemplate
+from qwend.engine.template import ChatTemplate
 from qwend.errors import BackendError
 from qwend.settings import Settings
 from qwend.types import Message

@@ -18,10 +18,10 @@ import qwend
 from qwend.agents import react
 from qwend.api.wire.jsonrpc import PARSE_ERROR, RpcError, parse_call
 from qwend.chat import parser
-from qwend.chat.prompt import ChatTemplate
 from qwend.chat.schemas import prepare_schema
 from qwend.chat.stops import StopMatcher
 from qwend.engine.base import TemplatedPrompts
+from qwend.engine.template import ChatTemplate
 from qwend.errors import BackendError, InvalidRequest
 from qwend.tools import code_generator
 from qwend.types import Message, ToolSpec
@@ -43,7 +43,7 @@ UNSAFE_CALLS = {
     "subprocess": {"getoutput", "getstatusoutput"},
 }
 SAFE_YAML_LOADERS = {"SafeLoader", "CSafeLoader", "BaseLoader"}
-# Jinja2 names that compile templates; only ImmutableSandboxedEnvironment may (chat/prompt.py: model templates)
+# Jinja2 names that compile templates; only ImmutableSandboxedEnvironment may (engine/template.py: model templates)
 JINJA_COMPILERS = {"Environment", "Template", "SandboxedEnvironment", "NativeEnvironment", "NativeTemplate",
                    "ImmutableSandboxedEnvironment"}
 JINJA_ALLOWED = {"ImmutableSandboxedEnvironment"}
@@ -144,7 +144,7 @@ def test_no_module_of_qwend_runs_data_as_code():
 
 
 def test_templates_compile_only_in_the_immutable_sandbox():
-    """The only Jinja2 environment qwend makes is chat/prompt.py's ImmutableSandboxedEnvironment."""
+    """The only Jinja2 environment qwend makes is engine/template.py's ImmutableSandboxedEnvironment."""
     makers = []
     for module in sorted(PACKAGE.rglob("*.py")):
         source = module.read_text()
@@ -156,8 +156,8 @@ def test_templates_compile_only_in_the_immutable_sandbox():
         # transformers' apply_chat_template renders templates too (in its own sandbox): qwend renders itself
         if any(name.split(".")[0] == "jinja2" for name in imported) or "apply_chat_template" in source:
             makers.append(str(module.relative_to(PACKAGE)))
-    assert makers == ["chat/prompt.py"]
-    source = (PACKAGE / "chat" / "prompt.py").read_text()
+    assert makers == ["engine/template.py"]
+    source = (PACKAGE / "engine" / "template.py").read_text()
     assert "ImmutableSandboxedEnvironment(" in source and source.count("from_string(") == 1
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from qwend.api.wire.ollama import timestamp
-from qwend.chat.prompt import CHATML_TEMPLATE
 from qwend.engine.base import ModelInfo
 from qwend.engine.manager import LoadedModel
+from qwend.engine.template import CHATML_TEMPLATE
 from qwend.models.facts import ModelFacts
 from qwend.types import SamplingParams
 
