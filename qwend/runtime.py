@@ -15,8 +15,9 @@ from qwend.metrics import Metrics
 from qwend.models.store import ModelStore
 from qwend.models.upstream import UpstreamModels
 from qwend.private_files import secure_data_dir
+from qwend.sessions.database import open_store
 from qwend.sessions.queue import SessionTurns
-from qwend.sessions.store import SessionStore, open_store
+from qwend.sessions.store import SessionStore
 from qwend.settings import Settings
 from qwend.tools.base import Tool, ToolContext
 from qwend.tools.mcp_client import McpServers

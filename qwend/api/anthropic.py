@@ -6,13 +6,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from qwend.api.deps import RequesterDep, RuntimeDep
 from qwend.api.errors import ANTHROPIC_TYPES
 from qwend.api.jsonbody import JsonRoute
-from qwend.api.streaming import ClientGone, open_stream, unless_disconnected
+from qwend.api.streaming import open_stream, unless_disconnected
 from qwend.api.wire import anthropic as wire
 from qwend.chat.service import chat, complete
 from qwend.errors import QwendError
@@ -27,10 +27,7 @@ async def create_message(body: wire.MessagesRequest, request: Request, runtime: 
     events = await open_stream(chat(runtime, chat_request))
     if body.stream:
         return EventSourceResponse(_sse(events), sep="\n", ping=15, ping_message_factory=_ping)
-    try:
-        result = await unless_disconnected(request, complete(events))
-    except ClientGone:
-        return Response(status_code=499)
+    result = await unless_disconnected(request, complete(events))
     content = wire.content_blocks(result.text, result.tool_calls, result.reasoning)
     return wire.message_body(
         wire.message_id(), result.model, content, wire.STOP_REASONS[result.finish_reason], result.usage

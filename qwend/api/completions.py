@@ -8,12 +8,12 @@ import json
 import time
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
 from qwend.api.deps import RequesterDep, RuntimeDep
 from qwend.api.jsonbody import JsonRoute
-from qwend.api.streaming import ClientGone, merged, open_streams, unless_disconnected
+from qwend.api.streaming import merged, open_streams, unless_disconnected
 from qwend.api.wire import completions as wire
 from qwend.api.wire.openai import error_body, finish_reason
 from qwend.chat.service import complete
@@ -31,10 +31,7 @@ async def create_completion(body: wire.CompletionBody, request: Request, runtime
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return EventSourceResponse(_sse(streams, choices, body, include_usage), sep="\n", ping=15)
-    try:
-        results = await unless_disconnected(request, asyncio.gather(*(complete(s) for s in streams)))
-    except ClientGone:
-        return Response(status_code=499)
+    results = await unless_disconnected(request, asyncio.gather(*(complete(s) for s in streams)))
     bodies = [wire.choice_body(i, _echoed(choices[i], body.echo) + r.text, finish_reason(r.finish_reason),
                                None if body.logprobs is None else wire.logprobs_body(r.logprobs))
               for i, r in enumerate(results)]

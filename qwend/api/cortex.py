@@ -9,14 +9,14 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
 from qwend.agents import react
 from qwend.api.deps import RequesterDep, RuntimeDep, requester
 from qwend.api.jsonbody import JsonRoute, loads
-from qwend.api.streaming import ClientGone, open_stream, unless_disconnected
+from qwend.api.streaming import open_stream, unless_disconnected
 from qwend.api.wire import cortex as wire
 from qwend.api.wire.agents import AgentExecuteBody, PlanBody, info_body, result_body, step_body
 from qwend.api.wire.openai import completion_id, to_chat_request
@@ -38,10 +38,7 @@ async def chat_completion(body: wire.CortexChatRequest, request: Request, runtim
     events = await open_stream(chat(runtime, who.attach(to_chat_request(body))))
     if body.stream:
         return EventSourceResponse(_frames_sse(events), sep="\n", ping=15)
-    try:
-        result = await unless_disconnected(request, complete(events))
-    except ClientGone:
-        return Response(status_code=499)
+    result = await unless_disconnected(request, complete(events))
     return wire.chat_body(completion_id(), result)
 
 
@@ -192,10 +189,7 @@ AGENTS_ON = [Depends(_agents_enabled)]
 
 @router.post("/agents/plan", dependencies=AGENTS_ON, summary="A numbered plan for a goal, written by the model")
 async def agent_plan(body: PlanBody, request: Request, runtime: RuntimeDep):
-    try:
-        plan = await unless_disconnected(request, react.plan(runtime, body.goal))
-    except ClientGone:
-        return Response(status_code=499)
+    plan = await unless_disconnected(request, react.plan(runtime, body.goal))
     return {"plan": plan, "goal": body.goal}
 
 
@@ -207,10 +201,7 @@ async def agent_execute(body: AgentExecuteBody, request: Request, runtime: Runti
     ))
     if body.stream:
         return EventSourceResponse(_agent_sse(events, verbose), sep="\n", ping=15)
-    try:
-        result = await unless_disconnected(request, react.collect(events))
-    except ClientGone:
-        return Response(status_code=499)
+    result = await unless_disconnected(request, react.collect(events))
     return result_body(result, verbose)
 
 

@@ -12,9 +12,10 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from qwend.api.streaming import ClientGone
 from qwend.api.wire.openai import error_body
 from qwend.errors import Busy, QwendError
 
@@ -77,6 +78,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             request, exc.status, exc.message, type_=exc.type, code=exc.code, param=exc.param, headers=headers
         )
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, exc: ClientGone) -> Response:
+        return Response(status_code=499)  # nginx's "client closed request": nobody reads it, the log shows it
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from qwend.api.deps import Requester, RequesterDep, RuntimeDep
 from qwend.api.jsonbody import JsonRoute
-from qwend.api.streaming import ClientGone, NdjsonResponse, open_stream, unless_disconnected
+from qwend.api.streaming import NdjsonResponse, open_stream, unless_disconnected
 from qwend.api.wire import lmstudio as wire
 from qwend.chat.service import chat, complete
 from qwend.errors import BackendError, ModelNotFound, QwendError, UpstreamError
@@ -86,8 +86,6 @@ async def _answer(
         if stream:
             return NdjsonResponse(_ndjson(events))
         result = await unless_disconnected(request, complete(events))
-    except ClientGone:
-        return Response(status_code=499)
     except UpstreamError:
         raise  # the seed's own words for an upstream that is not there: {"detail": "Could not connect to …"}
     except (ModelNotFound, BackendError) as exc:

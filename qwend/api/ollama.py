@@ -14,12 +14,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from qwend.api.deps import Requester, RequesterDep, RuntimeDep
 from qwend.api.jsonbody import JsonRoute
-from qwend.api.streaming import ClientGone, NdjsonResponse, open_stream, unless_disconnected
+from qwend.api.streaming import NdjsonResponse, open_stream, unless_disconnected
 from qwend.api.wire import ollama as wire
 from qwend.api.wire.embeddings import OllamaEmbedBody, texts_of
 from qwend.chat.embeddings import EmbeddingRequest, embed
@@ -66,10 +66,7 @@ async def _answer(
     events = await open_stream(chat(runtime, who.attach(chat_request)))
     if body.stream:
         return NdjsonResponse(_ndjson(events, timings, loaded.name, generate, think))
-    try:
-        result = await unless_disconnected(request, _fold(events, timings))
-    except ClientGone:
-        return Response(status_code=499)
+    result = await unless_disconnected(request, _fold(events, timings))
     final = {"done_reason": wire.done_reason(result.finish_reason), **timings.metrics(result.usage)}
     thinking = result.reasoning if think else ""
     if generate:

@@ -10,12 +10,12 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
 from qwend.api.deps import RequesterDep, RuntimeDep
 from qwend.api.jsonbody import JsonRoute
-from qwend.api.streaming import ClientGone, merged, open_streams, unless_disconnected
+from qwend.api.streaming import merged, open_streams, unless_disconnected
 from qwend.api.wire import openai as wire
 from qwend.api.wire.embeddings import EmbeddingsBody, embeddings_body, to_embedding_request
 from qwend.chat.embeddings import embed
@@ -38,10 +38,7 @@ async def create_chat_completion(
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return EventSourceResponse(_sse(merged(streams), len(streams), include_usage, body.logprobs), sep="\n",
                                    ping=15)
-    try:
-        results = await unless_disconnected(request, asyncio.gather(*(complete(s) for s in streams)))
-    except ClientGone:
-        return Response(status_code=499)
+    results = await unless_disconnected(request, asyncio.gather(*(complete(s) for s in streams)))
     bodies = [wire.choice_body(i, r.text, wire.finish_reason(r.finish_reason), r.tool_calls, r.reasoning,
                                r.logprobs if body.logprobs else None) for i, r in enumerate(results)]
     return wire.choices_body(wire.completion_id(), results[0].model, bodies, _usage([r.usage for r in results]))

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
 from qwend.api.deps import CallerDep, RequesterDep, RuntimeDep
@@ -42,7 +42,7 @@ async def create_response(body: wire.ResponsesBody, request: Request, runtime: R
         await unless_disconnected(request, asyncio.shield(job.task))
     except ClientGone:
         job.task.cancel()
-        return Response(status_code=499)
+        raise
     return job.body()
 
 

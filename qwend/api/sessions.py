@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
 from qwend.agents.loop import ToolResultEvent, TurnEnd
 from qwend.agents.turns import TurnRequest, run_turn
 from qwend.api.deps import CallerDep, RequesterDep, RuntimeDep
 from qwend.api.jsonbody import JsonRoute
-from qwend.api.streaming import ClientGone, open_stream, unless_disconnected
+from qwend.api.streaming import open_stream, unless_disconnected
 from qwend.api.wire import daemon as wire
 from qwend.errors import QwendError
 from qwend.runtime import Runtime
@@ -79,10 +79,7 @@ async def _answer(runtime: Runtime, request: Request, turn: TurnRequest, stream:
     events = await open_stream(run_turn(runtime, turn))
     if stream:
         return EventSourceResponse(_progress(events, turn.session_id), sep="\n", ping=15)
-    try:
-        end, model = await unless_disconnected(request, _fold(events))
-    except ClientGone:
-        return Response(status_code=499)
+    end, model = await unless_disconnected(request, _fold(events))
     return wire.turn_body(end, model=model, profile=profile, session_id=turn.session_id)
 
 

@@ -1,5 +1,5 @@
 """Images given by http(s) URL, fetched for a model that reads images: public addresses only (the web_fetch
-tool's guard against requests reaching the machine's own network), the supported types, and the size limit."""
+guard against requests reaching the machine's own network, qwend/net.py), the supported types, and the size limit."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import anyio
 import httpx
 
 from qwend.errors import InvalidRequest
+from qwend.net import FetchRefused, fetch_public
 from qwend.settings import Settings
-from qwend.tools.base import ToolError
-from qwend.tools.web_fetch import fetch_public
 from qwend.types import Image, Message
 
 MIME_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif")
@@ -39,7 +38,7 @@ async def _fetch(url: str, settings: Settings, param: str) -> Image:
     except TimeoutError:
         raise InvalidRequest(f"the image at {url} did not arrive within {settings.fetch_timeout:g} s",
                              param=param) from None
-    except (ToolError, httpx.HTTPError) as exc:
+    except (FetchRefused, httpx.HTTPError) as exc:
         raise InvalidRequest(f"could not fetch the image at {url}: {exc}", param=param) from None
     if response.status_code != 200:
         raise InvalidRequest(f"could not fetch the image at {url}: HTTP {response.status_code}", param=param)
@@ -54,4 +53,4 @@ def _mime_type(response: httpx.Response) -> str:
 
 def _image_type(response: httpx.Response) -> None:
     if response.status_code == 200 and _mime_type(response) not in MIME_TYPES:
-        raise ToolError(f"it is {_mime_type(response) or 'of no stated type'}, not one of {', '.join(MIME_TYPES)}")
+        raise FetchRefused(f"it is {_mime_type(response) or 'of no stated type'}, not one of {', '.join(MIME_TYPES)}")

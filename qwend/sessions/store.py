@@ -12,7 +12,6 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
 
 from qwend.errors import ResponseNotFound, SessionNotFound
@@ -230,14 +229,3 @@ class SessionStore(Protocol):
     async def close(self) -> None:
         """Release the store's resources; it cannot be used afterwards."""
         ...
-
-
-def open_store(database: str | Path, *, pool_size: int = 10) -> SessionStore:
-    """The store for `database`: a postgresql:// URL (several daemons may share it) or a SQLite file's path."""
-    if isinstance(database, str) and database.startswith(("postgresql://", "postgres://")):
-        from qwend.sessions.postgres import PostgresSessionStore  # psycopg loads only when chosen
-
-        return PostgresSessionStore(database, pool_size=pool_size)
-    from qwend.sessions.sqlite import SqliteSessionStore
-
-    return SqliteSessionStore(Path(database))

@@ -18,7 +18,8 @@ import pytest
 from qwend.errors import InvalidRequest, QwendError, ResponseNotFound, SessionNotFound
 from qwend.sessions import sqlite as sqlite_store
 from qwend.sessions.sqlite import SqliteSessionStore
-from qwend.sessions.store import StoredMessage, StoredResponse, open_store
+from qwend.sessions.database import open_store
+from qwend.sessions.store import StoredMessage, StoredResponse
 from qwend.types import ToolCall
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -255,7 +256,8 @@ async def test_concurrent_appends_never_interleave(store):
 CRASH_CHILD = """
 import asyncio, sys
 from pathlib import Path
-from qwend.sessions.store import StoredMessage, StoredResponse, open_store
+from qwend.sessions.database import open_store
+from qwend.sessions.store import StoredMessage, StoredResponse
 
 async def main():
     database = sys.argv[1] if "://" in sys.argv[1] else Path(sys.argv[1])

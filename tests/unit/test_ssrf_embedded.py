@@ -7,9 +7,9 @@ import pytest
 
 from qwend.chat.images import with_fetched_images
 from qwend.errors import InvalidRequest
+from qwend.net import embedded_ipv4, is_public
 from qwend.runtime import Runtime
 from qwend.settings import Settings
-from qwend.tools.web_fetch import embedded_ipv4, is_public
 from qwend.types import Image, Message
 
 REFUSED = [
