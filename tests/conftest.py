@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from qwend.cli.local_server import free_port
 from qwend.engine.manager import LoadedModel
 from qwend.engine.scheduler import Scheduler
-from qwend.local_server import free_port
 from qwend.models.store import LocalModel
 from qwend.runtime import Runtime
 from qwend.settings import DEFAULT_MODEL, Settings
@@ -100,7 +100,7 @@ def tiny_vision_gguf_dir(hf_model_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     """A real PostgreSQL server (Debian's package, a cluster of its own on a loopback port) for the session."""
-    from qwend.local_server import postgres_server
+    from qwend.cli.local_server import postgres_server
 
     with postgres_server() as url:
         yield url

@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from qwend.local_server import llama_cpp_server, serve_in_thread
+from qwend.cli.local_server import llama_cpp_server, serve_in_thread
 from qwend.runtime import Runtime
 from qwend.settings import DEFAULT_MODEL, Settings
 

@@ -175,7 +175,7 @@ def test_an_unreadable_image_is_refused_as_a_bad_request(backend):
 
 
 def test_an_image_streams_through_the_openai_api(backend, tiny_vl, tmp_path):
-    from qwend.local_server import serve_in_thread
+    from qwend.cli.local_server import serve_in_thread
 
     settings = Settings(_env_file=None, data_dir=tmp_path, models_dir=tiny_vl, model=MODEL_FILE,
                         context_length=1024, threads=2)

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from qwend.cli.local_server import free_port
 from qwend.errors import InvalidToolArguments
-from qwend.local_server import free_port
 from qwend.runtime import Runtime
 from qwend.settings import Settings
 

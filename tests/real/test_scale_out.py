@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from qwend.local_server import llama_cpp_server
+from qwend.cli.local_server import llama_cpp_server
 from qwend.settings import DEFAULT_MODEL
 from tests.conftest import Daemon
 
@@ -21,7 +21,7 @@ TERSE = 'name = "terse"\ndescription = "No tools."\nsystem_prompt = "You are a h
 @pytest.fixture(scope="module")
 def two_daemons(model_path, tmp_path_factory):
     """Daemons a and b (base URLs) in front of one upstream, sharing a database and a profiles folder."""
-    from qwend.local_server import postgres_server
+    from qwend.cli.local_server import postgres_server
 
     workdir = tmp_path_factory.mktemp("scale-out")
     profiles = workdir / "profiles"

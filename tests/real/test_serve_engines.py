@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from qwend.local_server import free_port, llama_cpp_server
+from qwend.cli.local_server import free_port, llama_cpp_server
 from qwend.settings import DEFAULT_MODEL
 from tests.conftest import Daemon
 

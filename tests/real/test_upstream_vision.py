@@ -12,7 +12,7 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
-from qwend.local_server import llama_cpp_server, serve_in_thread
+from qwend.cli.local_server import llama_cpp_server, serve_in_thread
 from qwend.runtime import Runtime
 from qwend.settings import Settings
 from tests.tiny_vision import MMPROJ_FILE, MODEL_FILE, png

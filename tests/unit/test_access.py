@@ -146,7 +146,7 @@ def test_the_key_file_keeps_digests_only(tmp_path):
 
 
 def test_keys_cli_creates_lists_and_removes(tmp_path):
-    from qwend.cli import app
+    from qwend.cli.main import app
 
     runner = CliRunner()
     created = runner.invoke(app, ["keys", "create", "ci", "--data-dir", str(tmp_path)])
@@ -168,7 +168,7 @@ def test_serving_beyond_loopback_needs_a_key_or_the_insecure_flag(tmp_path):
 
 
 def test_serve_refuses_before_loading_anything(tmp_path):
-    from qwend.cli import app
+    from qwend.cli.main import app
 
     result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)])
     assert result.exit_code == 2 and "refusing to serve on 0.0.0.0" in result.output

@@ -1,4 +1,4 @@
-from qwend.evals.tools import CATEGORIES, _matches, load_cases
+from qwend.cli.evals.tools import CATEGORIES, _matches, load_cases
 
 
 def test_cases_cover_every_category_with_at_least_80_in_all():

@@ -7,8 +7,8 @@ import asyncio
 import psycopg
 import pytest
 
+from qwend.cli.local_server import free_port
 from qwend.errors import DatabaseUnavailable, QwendError
-from qwend.local_server import free_port
 from qwend.sessions import postgres
 from qwend.sessions.postgres import PostgresSessionStore, describe
 from qwend.sessions.store import StoredMessage

@@ -203,7 +203,7 @@ def test_operator_keys_come_from_the_key_file_or_the_environment(tmp_path):
 
 
 def test_keys_cli_makes_and_lists_operator_keys(tmp_path):
-    from qwend.cli import app
+    from qwend.cli.main import app
 
     runner = CliRunner()
     made = runner.invoke(app, ["keys", "create", "ops", "--operator", "--data-dir", str(tmp_path)])

@@ -13,12 +13,12 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from qwend import terminal_chat
-from qwend.cli import app
+from qwend.cli import terminal_chat
+from qwend.cli.local_server import free_port, serve_in_thread
+from qwend.cli.main import app
+from qwend.cli.terminal_chat import ChatRepl, DaemonClient, in_process_daemon, run_chat, sse_events
+from qwend.cli.terminal_view import TurnView
 from qwend.engine import manager
-from qwend.local_server import free_port, serve_in_thread
-from qwend.terminal_chat import ChatRepl, DaemonClient, in_process_daemon, run_chat, sse_events
-from qwend.terminal_view import TurnView
 from tests.conftest import fake_runtime
 from tests.fakes import FakeBackend
 

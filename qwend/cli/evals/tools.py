@@ -29,7 +29,7 @@ class Outcome:
 
 
 def load_cases() -> dict[str, Any]:
-    return json.loads(resources.files("qwend.evals").joinpath("tool_cases.json").read_text())
+    return json.loads(resources.files("qwend.cli.evals").joinpath("tool_cases.json").read_text())
 
 
 def run_case(client: httpx.Client, base: str, case: dict, tools: dict, extra: dict) -> Outcome:
@@ -130,7 +130,7 @@ def run_tools_eval(
     """qwend with and without constrained decoding, then llama-cpp-python's server, on the same model."""
     from rich.table import Table
 
-    from qwend.local_server import llama_cpp_server, serve_in_thread
+    from qwend.cli.local_server import llama_cpp_server, serve_in_thread
     from qwend.runtime import Runtime
 
     runtime = Runtime.create(settings)

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from qwend.cli.terminal_view import TurnView, short, show_history
 from qwend.settings import Settings
-from qwend.terminal_view import TurnView, short, show_history
 
 PROMPT = "you> "
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -267,7 +267,7 @@ def in_process_daemon(settings: Settings) -> AbstractContextManager[str]:
     """The daemon's app served in a background thread on a free loopback port; yields its base URL, and stops
     it (unloading its models) on exit. Its start model loads while it already answers."""
     from qwend.app import create_app
-    from qwend.local_server import serve_app_in_thread
+    from qwend.cli.local_server import serve_app_in_thread
 
     return serve_app_in_thread(create_app(settings.model_copy(update={"host": "127.0.0.1"})))
 

@@ -26,8 +26,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from qwend.bench_serving import TOPICS, _history, stream_chat
-from qwend.local_server import free_port, llama_cpp_server, postgres_server
+from qwend.cli.bench_serving import TOPICS, _history, stream_chat
+from qwend.cli.local_server import free_port, llama_cpp_server, postgres_server
 from qwend.settings import Settings
 
 PROFILE = 'name = "bench"\ndescription = "No tools."\nsystem_prompt = "You are a helpful assistant."\n'

@@ -17,8 +17,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from qwend.bench_serving import stream_chat
-from qwend.local_server import llama_cpp_server, serve_in_thread
+from qwend.cli.bench_serving import stream_chat
+from qwend.cli.local_server import llama_cpp_server, serve_in_thread
 from qwend.models.store import ModelStore
 from qwend.runtime import Runtime
 from qwend.settings import Settings

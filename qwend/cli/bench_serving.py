@@ -21,7 +21,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from qwend.local_server import llama_cpp_server, serve_in_thread
+from qwend.cli.local_server import llama_cpp_server, serve_in_thread
 from qwend.runtime import Runtime
 from qwend.settings import Settings
 

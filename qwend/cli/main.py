@@ -201,7 +201,7 @@ def bench_stream(
     data_dir: DataDir = None,
 ) -> None:
     """Time to first token and decode tokens/s: the streaming HTTP API vs its engine called directly."""
-    from qwend.bench import run_stream_bench
+    from qwend.cli.bench import run_stream_bench
 
     settings = _settings(model=model, data_dir=data_dir, backend=backend, upstream_url=upstream_url)
     run_stream_bench(settings, max_tokens=max_tokens, rounds=rounds, console=Console())
@@ -216,7 +216,7 @@ def bench_concurrent(
     data_dir: DataDir = None,
 ) -> None:
     """Several clients at once: aggregate tokens/s and time to first token, qwend vs llama_cpp.server."""
-    from qwend.bench_serving import run_concurrency_bench
+    from qwend.cli.bench_serving import run_concurrency_bench
 
     run_concurrency_bench(_settings(model=model, data_dir=data_dir), streams=sorted(streams),
                           max_tokens=max_tokens, baseline=baseline, console=Console())
@@ -237,7 +237,7 @@ def bench_sessions(
     data_dir: DataDir = None,
 ) -> None:
     """Interleaved conversations with long histories: time to first token per turn, with and without the cache."""
-    from qwend.bench_serving import run_sessions_bench
+    from qwend.cli.bench_serving import run_sessions_bench
 
     settings = _settings(model=model, data_dir=data_dir, context_length=context_length, kv_ram_mb=kv_ram_mb)
     run_sessions_bench(settings, sessions=sessions, turns=turns, history_words=history_words, max_tokens=max_tokens,
@@ -253,7 +253,7 @@ def bench_restart(
     data_dir: DataDir = None,
 ) -> None:
     """A conversation's next turn after the daemon restarted (KV state from disk) vs reading it all again."""
-    from qwend.bench_serving import run_restart_bench
+    from qwend.cli.bench_serving import run_restart_bench
 
     run_restart_bench(_settings(model=model, data_dir=data_dir), sessions=sessions, history_words=history_words,
                       max_tokens=max_tokens, console=Console())
@@ -269,7 +269,7 @@ def bench_scale(
     data_dir: DataDir = None,
 ) -> None:
     """Sessions through one and two daemons sharing PostgreSQL, in front of one upstream and on their own models."""
-    from qwend.bench_scale import run_scale_bench
+    from qwend.cli.bench_scale import run_scale_bench
 
     run_scale_bench(_settings(model=model, data_dir=data_dir), sessions=sessions, turns=turns,
                     history_words=history_words, max_tokens=max_tokens, console=Console())
@@ -288,7 +288,7 @@ def eval_tools(
     data_dir: DataDir = None,
 ) -> None:
     """Tool-calling accuracy per category: qwend with and without grammar, and llama_cpp.server."""
-    from qwend.evals.tools import CATEGORIES, run_tools_eval
+    from qwend.cli.evals.tools import CATEGORIES, run_tools_eval
 
     unknown = set(category or ()) - set(CATEGORIES)
     if unknown:
@@ -312,7 +312,7 @@ def chat(
     data_dir: DataDir = None,
 ) -> None:
     """Chat in the terminal through a daemon's session API: streamed answers, tool calls, slash commands."""
-    from qwend.terminal_chat import run_chat
+    from qwend.cli.terminal_chat import run_chat
 
     settings = _settings(data_dir=data_dir, model=model)
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
