@@ -3,8 +3,8 @@ several runtimes in one process keep separate counts).
 
 Counts and latencies are recorded where things happen: HTTP requests by the ASGI middleware
 (`observe_request`), generations by the chat pipeline (`generation`), tool calls by the tool registry
-(`tool_call`). What is state (queue depth, loaded models, memory, sessions) is read from the runtime when a
-scrape comes (`render`), so it can never drift from the truth.
+(`tool_call`). What is state (queue depth, loaded models, memory, sessions) is read from the model manager
+and the session count when a scrape comes (`render`), so it can never drift from the truth.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from prometheus_client import (
 )
 
 if TYPE_CHECKING:
-    from qwend.runtime import Runtime
+    from qwend.engine.manager import ModelManager
 
 # what OutputParser.outcomes counts (qwend/chat/parser.py); listed so each shows as 0 before it first happens
 PARSE_OUTCOMES = ("parsed", "repaired", "fell_back", "truncated", "invalid", "dropped")
@@ -98,12 +98,10 @@ class Metrics:
         """Count one tool invocation (the tool registry reports each one, with its outcome)."""
         self.tool_calls.labels(tool, outcome).inc()
 
-    async def render(self, runtime: Runtime) -> bytes:
-        """Read the runtime's state into the gauges and return the exposition text."""
-        sessions = await runtime.sessions.count()
-        # from here on nothing awaits, so a concurrent scrape cannot render a half-refreshed state
+    def render(self, models: ModelManager, sessions: int) -> bytes:
+        """Read the models' state and the number of sessions into the gauges and return the exposition text (no
+        await in between, so a concurrent scrape cannot render a half-refreshed state)."""
         self.sessions.set(sessions)
-        models = runtime.models
         for gauge in (self.queue_depth, self.model_loaded, self.model_memory):
             gauge.clear()  # models unloaded since the last scrape must vanish, not keep their last value
         for name, loaded in models.loaded.items():

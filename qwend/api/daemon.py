@@ -44,7 +44,8 @@ async def health(runtime: RuntimeDep):
 @router.get("/metrics", include_in_schema=False)
 async def metrics(runtime: RuntimeDep):
     """Prometheus text format; the families are listed in docs/operations.md."""
-    return Response(await runtime.metrics.render(runtime), media_type=CONTENT_TYPE_LATEST)
+    sessions = await runtime.sessions.count()
+    return Response(runtime.metrics.render(runtime.models, sessions), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/", summary="Name, version and status (seeds 000, 001 and 004)")

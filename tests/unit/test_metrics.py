@@ -124,5 +124,5 @@ async def test_runtimes_keep_separate_counts(tmp_path):
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     first, second = fake_runtime(tmp_path / "a", FakeBackend()), fake_runtime(tmp_path / "b", FakeBackend())
     first.metrics.observe_request("/health", "GET", 200, 0.001)
-    assert "qwend_http_requests_total" in parse((await first.metrics.render(first)).decode())
-    assert "qwend_http_requests_total" not in parse((await second.metrics.render(second)).decode())
+    assert "qwend_http_requests_total" in parse(first.metrics.render(first.models, 0).decode())
+    assert "qwend_http_requests_total" not in parse(second.metrics.render(second.models, 0).decode())
