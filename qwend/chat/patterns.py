@@ -123,12 +123,12 @@ def schema_validator(schema: dict[str, Any]) -> Draft202012Validator:
     return _Re2Validator(schema or {"type": "object"})
 
 
-def _search(pattern: str, text: str) -> bool:
-    return compile_pattern(pattern, param="pattern").search(text) is not None
+def _compiled(pattern: str) -> re2._Regexp:
+    return compile_pattern(pattern, param="pattern")
 
 
 def _pattern(validator: Any, pattern: str, instance: Any, schema: dict) -> Iterator[ValidationError]:
-    if validator.is_type(instance, "string") and not _search(pattern, instance):
+    if validator.is_type(instance, "string") and _compiled(pattern).search(instance) is None:
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
@@ -136,8 +136,9 @@ def _pattern_properties(validator: Any, patterns: dict, instance: Any, schema: d
     if not validator.is_type(instance, "object"):
         return
     for pattern, subschema in patterns.items():
+        compiled = _compiled(pattern)
         for key, value in instance.items():
-            if _search(pattern, key):
+            if compiled.search(key) is not None:
                 yield from validator.descend(value, subschema, path=key, schema_path=pattern)
 
 
@@ -145,8 +146,8 @@ def _additional_properties(validator: Any, extra: Any, instance: Any, schema: di
     if not validator.is_type(instance, "object"):
         return
     known = schema.get("properties", {})
-    patterns = list(schema.get("patternProperties", {}))
-    unknown = [key for key in instance if key not in known and not any(_search(p, key) for p in patterns)]
+    patterns = [_compiled(p) for p in schema.get("patternProperties", {})]
+    unknown = [key for key in instance if key not in known and not any(p.search(key) is not None for p in patterns)]
     if validator.is_type(extra, "object"):
         for key in unknown:
             yield from validator.descend(instance[key], extra, path=key)

@@ -67,12 +67,9 @@ def _check_keywords(schema: Any, *, param: str) -> None:
             count = node.get(key)
             if _is_number(count) and count > MAX_REPEAT:
                 raise InvalidRequest(f"{key} is {count:g}; at most {MAX_REPEAT} can be enforced", param=param)
-        patterns = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
-        if isinstance(node.get("patternProperties"), dict):
-            patterns += list(node["patternProperties"])
-            if "unevaluatedProperties" in node:
-                raise InvalidRequest("unevaluatedProperties beside patternProperties is not supported", param=param)
-        for pattern in patterns:
+        if isinstance(node.get("patternProperties"), dict) and "unevaluatedProperties" in node:
+            raise InvalidRequest("unevaluatedProperties beside patternProperties is not supported", param=param)
+        for pattern in _patterns(node):
             compile_pattern(pattern, param=param)
 
 
@@ -82,11 +79,16 @@ def grammar_weight(schema: Any) -> int:
     weight = 0
     for node in subschemas(schema):
         weight += 1 + sum(max(int(node[key]), 0) for key in COUNTS if _is_number(node.get(key)))
-        patterns = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
-        if isinstance(node.get("patternProperties"), dict):
-            patterns += list(node["patternProperties"])
-        weight += sum(pattern_shape(pattern).weight for pattern in patterns)
+        weight += sum(pattern_shape(pattern).weight for pattern in _patterns(node))
     return weight
+
+
+def _patterns(node: dict[str, Any]) -> list[str]:
+    """The regular expressions a schema object holds: its `pattern` and its `patternProperties` keys."""
+    patterns = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+    if isinstance(node.get("patternProperties"), dict):
+        patterns += list(node["patternProperties"])
+    return patterns
 
 
 def check_grammar_weight(weight: int, *, param: str) -> None:

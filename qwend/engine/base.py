@@ -36,7 +36,7 @@ class ModelInfo:
     logprobs: bool = False  # reports tokens' log probabilities (Piece.logprob)
     # the model's fill-in-the-middle markers (prefix, suffix, middle), when it was trained with them
     fill_in_middle: tuple[str, str, str] | None = None
-    longest_token: int = 0  # bytes in the vocabulary's longest token (0: unknown); bounds a prompt's length
+    longest_token: int = 0  # most characters one token stands for (bytes, for llama.cpp; 0: unknown): past_window
 
 
 @dataclass(frozen=True)
@@ -129,9 +129,12 @@ class TemplatedPrompts:
     controls: ControlTexts
 
     def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
-        """The template's text for the assistant turn, with control-token texts from the conversation masked."""
+        """The template's text for the assistant turn, with control-token texts from the conversation masked;
+        a ContextOverflow, before anything tokenizes it, for a text that cannot fit the window."""
         masked = self.controls.mask_messages(messages)
-        return self.template.render(masked, self.controls.mask_tools(tools), add_generation_prompt=True)
+        rendered = self.template.render(masked, self.controls.mask_tools(tools), add_generation_prompt=True)
+        self.check_length(rendered)
+        return rendered
 
     def tokens(self, rendered: str, *, bos: bool = True) -> list[int]:
         """The ids of a `render()`ed text (or a piece of one)."""
@@ -139,7 +142,6 @@ class TemplatedPrompts:
 
     def prompt(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> Prompt:
         rendered = self.render(messages, tools)
-        self.check_length(rendered)
         return Prompt(tuple(self.tokens(rendered)), self.controls.unmask(rendered))
 
     def text_prompt(self, text: str, suffix: str | None = None) -> Prompt:
@@ -155,12 +157,17 @@ class TemplatedPrompts:
         return Prompt(tuple(self.tokenize(text)), text)
 
     def check_length(self, text: str) -> None:
-        """A ContextOverflow, before tokenizing, for a text that cannot fit the window: no token holds more than
-        `info.longest_token` bytes, so a text longer than that many characters per position is too long."""
+        """A ContextOverflow, before tokenizing, for a text that cannot fit the window (`past_window`)."""
         longest, window = self.info.longest_token, self.info.context_length
-        if longest and len(text) > window * longest:
+        if past_window(text, window, longest):
             raise ContextOverflow(f"the prompt is {len(text)} characters, more than the model's context window of "
                                   f"{window} tokens can hold (at most {longest} characters a token)", param="messages")
+
+
+def past_window(text: str, window: int, longest_token: int) -> bool:
+    """Whether `text` cannot fit `window` tokens whatever it says: no token stands for more than `longest_token`
+    characters (ModelInfo.longest_token; 0, unknown, bounds nothing)."""
+    return bool(longest_token) and len(text) > window * longest_token
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

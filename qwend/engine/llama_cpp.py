@@ -23,7 +23,7 @@ from qwend.chat.parser import call_intent, called_name
 from qwend.engine import grammar
 from qwend.engine.base import (
     MAX_DEFAULT_CONTEXT, Embedded, Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts,
-    answer_limit,
+    answer_limit, past_window,
 )
 from qwend.engine.kv_tiers import KvTiers, model_key
 from qwend.engine.llama_batch import BatchDecoder, TokenStream
@@ -73,7 +73,7 @@ class LlamaCppBackend(TemplatedPrompts):
             embeddings=embedder is not None,
             logprobs=decoder is not None,
             fill_in_middle=self._fim_markers(),
-            longest_token=max([longest_token, *(len(text.encode()) for text in self.controls.texts)]),
+            longest_token=longest_token,
         )
 
     @classmethod
@@ -128,9 +128,8 @@ class LlamaCppBackend(TemplatedPrompts):
 
     async def embed(self, texts: Sequence[str]) -> Embedded:
         # a text longer than the window could hold is refused before it is tokenized (a 30 MB one took 15 s)
-        most = self.embedder.n_ctx * self.info.longest_token
         for index, text in enumerate(texts):
-            if len(text) > most:
+            if past_window(text, self.embedder.n_ctx, self.info.longest_token):
                 raise ContextOverflow(f"input {index} is {len(text)} characters, more than the {self.embedder.n_ctx} "
                                       "tokens this model embeds at a time can hold", param="input")
         return await asyncio.to_thread(self.embedder.embed, texts)
@@ -141,13 +140,16 @@ class LlamaCppBackend(TemplatedPrompts):
         past that the request is a 400, never a failed generation."""
         for loose in (False, True):
             rules = grammar.for_constraint(constraint, loose=loose)
-            parsed = self._lib.llama_sampler_init_grammar(self._vocab, rules.encode(), b"root") if rules else None
-            if not rules or parsed:
-                if parsed:
-                    self._lib.llama_sampler_free(parsed)
+            if not rules or self._parses(rules):
                 return rules
         raise InvalidRequest("llama.cpp cannot parse the grammar this schema becomes; simplify its patterns and "
                              "formats", param="response_format" if constraint.json_schema is not None else "tools")
+
+    def _parses(self, rules: str) -> bool:
+        sampler = self._lib.llama_sampler_init_grammar(self._vocab, rules.encode(), b"root")
+        if sampler:
+            self._lib.llama_sampler_free(sampler)
+        return bool(sampler)
 
     def tokenize(self, text: str, special: bool = True, bos: bool = True) -> list[int]:
         """`text`'s ids, control tokens parsed when `special`; a BOS first if the model wants one and `bos`."""
@@ -161,8 +163,8 @@ class LlamaCppBackend(TemplatedPrompts):
         for token in range(model.n_vocab()):
             if lib.llama_vocab_get_attr(vocab, token) & lib.LLAMA_TOKEN_ATTR_CONTROL:
                 controls.append(model.token_get_text(token))
-            else:  # the piece's length in bytes (negated when it is longer than the buffer)
-                longest = max(longest, abs(lib.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, True)))
+            # the piece's length in bytes (negated when it is longer than the buffer), control tokens' included
+            longest = max(longest, abs(lib.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, True)))
         return ControlTexts(controls), longest
 
     def generate(
