@@ -40,6 +40,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.response_jobs.stop()  # running responses: stopped, then stored as cancelled
             if owned:  # after uvicorn let running requests finish (or cancelled them): sessions are stored per turn
                 log.info("shutting down: unloading models, saving KV states, closing the session store")
                 await app.state.runtime.close()
@@ -51,6 +52,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         description="A local daemon for Qwen models.",
         lifespan=lifespan,
     )
+    app.state.response_jobs = responses.ResponseJobs()  # the API's own jobs, not the Runtime's
     install_error_handlers(app)
     # the last added runs first: every answer is labelled with this daemon's name (refusals too), a request is
     # logged (and given its id), then CORS answers preflights and labels answers, then the guard decides

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal, TypeVar
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
 Priority = Literal["interactive", "batch"]  # the scheduler admits every waiting interactive job before any batch one
+AskedBy = TypeVar("AskedBy")  # a request with client, priority and affinity fields (Requester.attach)
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ class ToolSpec:
 
 @dataclass(frozen=True)
 class OutputConstraint:
-    """What shape the answer must take; backends enforce it as they can (llama.cpp: a grammar).
+    """What shape the answer must take. Engines that enforce grammars (llama.cpp) generate under `grammar`
+    alone, as the chat pipeline chose it; the others take the rest as a hint (an upstream's tool_choice).
 
     calls: "none" (text only), "optional" (text, or calls to `tools`), "required" (one or more calls).
     json_schema: the answer is one JSON value valid against it ({} for any JSON object).
@@ -56,8 +58,8 @@ class OutputConstraint:
     calls: Literal["none", "optional", "required"] = "none"
     parallel: bool = True
     json_schema: dict[str, Any] | None = None
-    calls_prompt: tuple[int, ...] = ()  # the prompt to generate calls from, where it differs from the request's
     grammar: str = ""  # the GBNF that enforces it, for engines that read one (built before the job is queued)
+    grammar_tokens: int | None = None  # the grammar shapes only the answer's first this-many tokens (None: all)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,23 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class SamplingOverrides:
+    """What a request sets over a profile's sampling defaults (agents/profiles.py): None keeps the profile's.
+    The knobs are those the profile-driven protocols (seed 000's chat, seed 003's generate) let clients set."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repeat_penalty: float | None = None
+    seed: int | None = None
+    max_tokens: int | None = None
+
+    def over(self, defaults: SamplingParams) -> SamplingParams:
+        given = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        return replace(defaults, **given)
+
+
+@dataclass(frozen=True)
 class TokenLogprob:
     """One generated token's log probability under the model (before penalties, grammar and temperature),
     with the most likely alternatives at that place: (token, logprob, bytes) each."""
@@ -86,6 +105,22 @@ class TokenLogprob:
     logprob: float
     bytes: tuple[int, ...]
     top: tuple[tuple[str, float, tuple[int, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asks, the one value the scheduler queues a request by: the client it takes turns between (None: the
+    request is a client of its own), the priority asked for (None: none was, the request's own stands), and
+    the conversation continued, for an upstream's load balancer (api/affinity.py)."""
+
+    client: str | None = None
+    priority: Priority | None = None
+    affinity: str | None = None
+
+    def attach(self, request: AskedBy) -> AskedBy:
+        """`request` with these set; the priority asked for here wins over the request's own."""
+        return replace(request, client=self.client, priority=self.priority or request.priority,
+                       affinity=self.affinity)
 
 
 @dataclass(frozen=True)
@@ -102,11 +137,12 @@ class ChatRequest:
     json_schema: dict[str, Any] | None = None  # structured output; {} for any JSON object
     constrained: bool = True  # enforce tools and JSON by grammar where the backend can
     keep_alive: float | None = None  # seconds the model stays loaded after this request (-1: until unloaded)
-    # who asks: the scheduler takes turns between clients (None: this request is a client of its own)
+    # who asks (Requester.attach sets these three): the scheduler takes turns between clients (None: this
+    # request is a client of its own); affinity is the conversation it continues, for an upstream's balancer
     client: str | None = None
     priority: Priority = "interactive"
+    affinity: str | None = None
     pin_prompt: bool = False  # keep the prompt's KV state for good, where the engine saves states (/restore_cache)
-    affinity: str | None = None  # the conversation it continues, for an upstream's load balancer (api/affinity.py)
     # a text completion (OpenAI's /v1/completions): this text is the prompt as it is, no chat template, and the
     # answer comes back as plain text; with `suffix`, the model fills in between the two (fill-in-the-middle)
     text_prompt: str | None = None

@@ -52,10 +52,9 @@ class Profile:
     tool_chaining: bool  # may call again after successful results (else: answer from them)
     source: str  # "builtin" or the file's path
 
-    def sampling_params(self, **overrides: Any) -> SamplingParams:
-        """The profile's sampling defaults, then any non-None request overrides."""
-        values = {**self.sampling, **{k: v for k, v in overrides.items() if v is not None}}
-        return SamplingParams(**values)
+    def sampling_params(self) -> SamplingParams:
+        """The profile's sampling defaults (a request's SamplingOverrides go over them)."""
+        return SamplingParams(**self.sampling)
 
     def public(self) -> dict[str, Any]:
         return {

@@ -1,7 +1,8 @@
 """Seed 001's ReAct agent: Thought / Action / Action Input / Observation until the action `finish`.
 
-Each iteration is one generation through the chat pipeline, stopped before the model can invent an
-observation. The transcript goes back as alternating assistant (the step) and user (its observation)
+Each iteration is one step of the one tool loop (agents/loop.py), which holds the guards; this module
+brings its dialect (`ReactSteps`: the prompt, reading an action from the text, observations as user turns).
+A step is stopped before the model can invent an observation. The transcript goes back as alternating assistant (the step) and user (its observation)
 turns that never change once written, so the backend's prefix KV reuse re-reads only the new turn.
 `run` yields the steps as they happen and the result last: the streaming and JSON endpoints share it.
 """
@@ -12,18 +13,20 @@ import ast
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from qwend.agents.loop import Reading, Refusal, StepDone, ToolResultEvent, run_tool_loop
 from qwend.agents.react_prompt import FINISH, format_help, observation_message, observation_text, opening, \
     parameter_lines, plan_messages, repeated
-from qwend.chat.service import chat, complete
-from qwend.errors import InvalidRequest, QwendError
+from qwend.chat.service import Completion, chat, complete
+from qwend.errors import InvalidRequest
 from qwend.runtime import Runtime
-from qwend.tools.base import Tool
-from qwend.types import ChatRequest, Message, SamplingParams
+from qwend.tools.base import Tool, ToolResult
+from qwend.types import ChatRequest, Message, Requester, SamplingParams, ToolCall
 
 # Low temperature: the format matters more than variety. The bound keeps a rambling step cheap while leaving
 # room for a python_repl program; the stops end the step where the tool's real observation belongs.
@@ -80,31 +83,37 @@ class ParsedStep:
 
 async def run(
     runtime: Runtime, goal: str, *, max_iterations: int | None = None, model: str | None = None,
-    context: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None, who: Requester = Requester(),
 ) -> AsyncIterator[AgentEvent]:
     """AgentStarted, one Step per iteration, then the AgentResult. Errors that refuse the run (an empty goal,
-    an unknown model) are raised before the first event; closing the iterator cancels the generation."""
+    an unknown model) are raised before the first event; closing the iterator cancels the generation. `who`
+    asks: the steps queue in the scheduler as its."""
     asked, goal = goal, goal.strip()
     if not goal:
         raise InvalidRequest("goal must not be empty", param="goal")
     # the operator's cap on tool rounds holds for agent runs too: a request may ask for fewer, not more
     limit = min(max_iterations or runtime.settings.max_agent_iterations, runtime.settings.max_tool_steps)
     loaded = await runtime.models.get(model)
-    tools = {t.name: t for t in runtime.tools.all() if t.enabled}
-    messages = opening(tools.values(), goal, context)
+    dialect = ReactSteps({t.name: t for t in runtime.tools.all() if t.enabled})
     started = time.monotonic()
     yield AgentStarted(loaded.name, goal, limit)
     steps: list[Step] = []
-    done_calls: dict[str, str] = {}  # each call made (name and arguments) -> its observation
-    for number in range(1, limit + 1):
-        reply = await complete(chat(runtime, ChatRequest(tuple(messages), model=model, sampling=STEP_SAMPLING)))
-        parsed = parse_step(reply.text, {name: t.parameters for name, t in tools.items()})
-        step = await _act(runtime, number, parsed, tools, done_calls)
-        steps.append(step)
-        yield step
-        if step.status == "completed":
-            break
-        messages += [Message("assistant", parsed.text), Message("user", observation_message(step.observation or ""))]
+    loop = run_tool_loop(runtime, opening(dialect.tools.values(), goal, context), tools=(), model=model,
+                         sampling=STEP_SAMPLING, max_steps=limit, chain=True, client=who.client,
+                         priority=who.priority or "interactive", affinity=who.affinity, dialect=dialect)
+    async with aclosing(loop) as events:
+        async for event in events:
+            if isinstance(event, StepDone):
+                reading = event.reading
+                if reading.calls:
+                    continue  # its Step comes with the call's outcome
+                step = dialect.step(len(steps) + 1, reading)  # finish, or a reply it cannot act on
+            elif isinstance(event, ToolResultEvent):
+                step = dialect.step(len(steps) + 1, reading, event)
+            else:
+                continue
+            steps.append(step)
+            yield step
     finished = bool(steps) and steps[-1].status == "completed"
     metadata = {
         "iterations": len(steps), "goal": asked, "model": loaded.name, "max_iterations": limit,
@@ -124,47 +133,79 @@ async def collect(events: AsyncIterator[AgentEvent]) -> AgentResult:
     raise AssertionError("an agent run ended without its result")
 
 
-async def plan(runtime: Runtime, goal: str, *, model: str | None = None) -> str:
+async def plan(runtime: Runtime, goal: str, *, model: str | None = None, who: Requester = Requester()) -> str:
     """A numbered plan, written by the model, naming the enabled tools; nothing is executed."""
     goal = goal.strip()
     if not goal:
         raise InvalidRequest("goal must not be empty", param="goal")
     tools = [t for t in runtime.tools.all() if t.enabled]
     messages = plan_messages(tools, goal)
-    reply = await complete(chat(runtime, ChatRequest(messages, model=model, sampling=PLAN_SAMPLING)))
+    request = who.attach(ChatRequest(messages, model=model, sampling=PLAN_SAMPLING))
+    reply = await complete(chat(runtime, request))
     return reply.text.strip()
 
 
-# -- acting on one step
+# -- the ReAct dialect of the tool loop
 
 
-async def _act(
-    runtime: Runtime, number: int, parsed: ParsedStep, tools: Mapping[str, Tool], done_calls: dict[str, str]
-) -> Step:
-    def failed(observation: str, action_input: Any = parsed.action_input) -> Step:
-        return Step(number, parsed.thought, parsed.action, action_input, f"Error: {observation}", "error")
+@dataclass(frozen=True)
+class ReactSteps:
+    """Seed 001's text format as a dialect of the tool loop: one action per reply, read from the text; its
+    observation goes back as the next user turn. The tools are in the prompt, so there is no step that
+    answers without them: at the limit the run ends."""
 
-    if parsed.action is None:
-        return failed(parsed.problem or format_help(tools))
-    if parsed.action == FINISH:
-        answer = finish_answer(parsed.action_input)
-        if answer is None:
-            return failed('finish needs an answer, as in Action Input: {"answer": "1024"}')
-        return Step(number, parsed.thought, FINISH, {"answer": answer}, None, "completed")
-    tool = tools.get(parsed.action)
-    if tool is None:
-        return failed(f"{parsed.action!r} is not a tool. Valid actions: {', '.join([*tools, FINISH])}.")
-    arguments = tool_arguments(parsed.action_input, tool.parameters)
-    key = json.dumps([tool.name, arguments], sort_keys=True, default=str)
-    if key in done_calls:  # small models loop on a call they have made; running it again cannot help
-        return failed(repeated(tool.name, done_calls[key]), arguments)
-    try:
-        result = await runtime.tools.invoke(tool.name, arguments)
-    except QwendError as exc:  # bad arguments: said back to the model, which can correct them
-        hint = "; ".join(parameter_lines(tool.parameters)) or "none"
-        return failed(f"{exc.message}. Parameters of {tool.name}: {hint}", arguments)
-    observation = done_calls[key] = observation_text(result)
-    return Step(number, parsed.thought, tool.name, arguments, observation, "observing" if result.success else "error")
+    tools: Mapping[str, Tool]  # the enabled tools, by name
+    answers_after_limit: bool = False
+
+    def request(self, base: ChatRequest, step: int, may_call: bool) -> ChatRequest:
+        return base
+
+    def read(self, completion: Completion) -> Reading:
+        parsed = parse_step(completion.text, {name: t.parameters for name, t in self.tools.items()})
+        reply = Message("assistant", parsed.text)
+
+        def problem(text: str) -> Reading:
+            return Reading(reply, problem=text, detail=parsed)
+
+        if parsed.action is None:
+            return problem(parsed.problem or format_help(self.tools))
+        if parsed.action == FINISH:
+            if finish_answer(parsed.action_input) is None:
+                return problem('finish needs an answer, as in Action Input: {"answer": "1024"}')
+            return Reading(reply, detail=parsed)
+        tool = self.tools.get(parsed.action)
+        if tool is None:
+            return problem(f"{parsed.action!r} is not a tool. Valid actions: {', '.join([*self.tools, FINISH])}.")
+        arguments = tool_arguments(parsed.action_input, tool.parameters)
+        text = json.dumps(arguments, ensure_ascii=False, default=str)
+        return Reading(reply, (ToolCall(f"call_{uuid.uuid4().hex[:12]}", tool.name, text),), detail=parsed)
+
+    def repeated(self, call: ToolCall, earlier: str) -> str:
+        return repeated(call.name, earlier)
+
+    def observation(self, call: ToolCall, result: ToolResult, refused: Refusal | None) -> str:
+        if refused == "repeated":
+            return f"Error: {result.error}"
+        if refused is not None:  # bad arguments: the model can correct them, knowing the parameters
+            hint = "; ".join(parameter_lines(self.tools[call.name].parameters)) or "none"
+            return f"Error: {result.error}. Parameters of {call.name}: {hint}"
+        return observation_text(result)
+
+    def feedback(self, reading: Reading, results: Sequence[ToolResultEvent]) -> tuple[Message, ...]:
+        observation = f"Error: {reading.problem}" if reading.problem else results[0].observation
+        return (Message("user", observation_message(observation)),)
+
+    def step(self, number: int, reading: Reading, result: ToolResultEvent | None = None) -> Step:
+        """Seed 001's shape of one iteration: its reading, and the call's outcome when it made one."""
+        parsed: ParsedStep = reading.detail
+        if result is not None:
+            status = "observing" if result.refused is None and result.result.success else "error"
+            return Step(number, parsed.thought, result.call.name, json.loads(result.call.arguments),
+                        result.observation, status)
+        if reading.problem is not None:
+            return Step(number, parsed.thought, parsed.action, parsed.action_input, f"Error: {reading.problem}",
+                        "error")
+        return Step(number, parsed.thought, FINISH, {"answer": finish_answer(parsed.action_input)}, None, "completed")
 
 
 def tool_arguments(value: Any, schema: Mapping[str, Any]) -> Any:

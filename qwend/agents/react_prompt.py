@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from qwend.agents.loop import bounded
 from qwend.tools.base import Tool, ToolResult
 from qwend.types import Message
 
@@ -172,9 +173,7 @@ def observation_text(result: ToolResult) -> str:
         value = result.result
         value = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
         text = f"Success: {value.strip()}"
-    if len(text) > MAX_OBSERVATION_CHARS:
-        text = text[:MAX_OBSERVATION_CHARS] + f" ... [truncated, {len(text)} characters in all]"
-    return text
+    return bounded(text, MAX_OBSERVATION_CHARS)
 
 
 def repeated(tool: str, earlier: str) -> str:

@@ -1,55 +1,54 @@
 """One turn of a profile chat (seed 000's `/v1/chat` and session chats): the second entry point besides
-`chat.service.chat`. It resolves the profile and model, waits its turn in the session, fits the history
-into the window, runs the tool loop, and stores the whole turn in one transaction once it is complete.
+`chat.service.chat`. It resolves the profile and the model once (the loaded model goes to the window fitting
+and to every step of the loop), waits its turn in the session, fits the history into the window, runs the tool
+loop, and stores the whole turn in one transaction once it is complete. The route that read the session hands
+it over, so a turn reads it no second time.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, replace
-from typing import Any
+from functools import partial
 
 from qwend.agents.loop import LoopEvent, StepDone, ToolExecutor, TurnEnd, run_tool_loop
 from qwend.engine.manager import LoadingModel
 from qwend.errors import InvalidRequest
 from qwend.runtime import Runtime
 from qwend.sessions.context import fit_session
-from qwend.sessions.store import StoredMessage
-from qwend.types import Message, Priority, Queued, ToolSpec
+from qwend.sessions.store import SessionRecord, StoredMessage
+from qwend.types import Message, Queued, Requester, SamplingOverrides, ToolSpec
 
 
 @dataclass(frozen=True)
-class TurnRequest:
-    """One turn. The fields after `max_tokens` let a protocol with client-side tools (seed 003) reuse the
-    turn as is: its own tools and executor, system prompt, sampling, or a conversation it sends whole."""
+class Turn:
+    """One turn: the user's message, who asks, and what the asker sets over the profile (a session's own
+    profile wins). The fields after `sampling` let a protocol with client-side tools (seed 003) reuse the turn
+    as is: its own tools and executor, system prompt, or a conversation it sends whole."""
 
     message: str
-    profile: str | None = None  # a session's own profile wins
-    session_id: str | None = None  # None: stateless
+    requester: Requester = Requester()  # a session route's is the session (client and affinity)
+    profile: str | None = None
+    session: SessionRecord | None = None  # the session it continues, as the route found it (None: stateless)
     model: str | None = None
     model_size: str | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
+    sampling: SamplingOverrides = SamplingOverrides()
     tools: tuple[ToolSpec, ...] | None = None  # replace the profile's tools (() for none)
     execute: ToolExecutor | None = None  # runs the calls instead of the tool registry
     system_prompt: str | None = None  # replaces the profile's ("" for none)
-    sampling: Mapping[str, Any] | None = None  # more SamplingParams overrides (None values are ignored)
     # stateless only: the conversation to answer, with `message` (when not empty) appended as the user's
     history: tuple[Message, ...] | None = None
-    client: str | None = None  # who asks, for the scheduler (ChatRequest.client)
-    priority: Priority = "interactive"
-    affinity: str | None = None  # ChatRequest.affinity; a session's turns default to the session id
 
 
-async def run_turn(runtime: Runtime, request: TurnRequest) -> AsyncIterator[LoopEvent | Queued]:
+async def run_turn(runtime: Runtime, request: Turn) -> AsyncIterator[LoopEvent | Queued]:
     """Events of one turn: Queued (while its model loads, or the session is busy), then the loop's events,
     ending with TurnEnd (yielded once the turn is stored)."""
-    if request.history is not None and request.session_id:
-        raise ValueError("a turn with a given history is stateless; it takes no session_id")
+    if request.history is not None and request.session:
+        raise ValueError("a turn with a given history is stateless; it continues no session")
     if not request.message.strip() and not request.history:
         raise InvalidRequest("message is empty", param="message")
-    session = await runtime.sessions.get(request.session_id) if request.session_id else None
+    session, who = request.session, request.requester
     profile = runtime.profiles.get(session.profile if session else request.profile)
     model = request.model or (session.model if session else None) or profile.model
     model = model or runtime.settings.model_for_size(request.model_size or profile.model_size)
@@ -60,9 +59,7 @@ async def run_turn(runtime: Runtime, request: TurnRequest) -> AsyncIterator[Loop
     model = loaded.name
     # every generation is bounded (a small model can repeat itself to the end of a 32k window), and the
     # session's history is fitted to leave exactly that much room
-    explicit = {"temperature": request.temperature, "max_tokens": request.max_tokens}
-    overrides = {**(request.sampling or {}), **{k: v for k, v in explicit.items() if v is not None}}
-    sampling = profile.sampling_params(**overrides)
+    sampling = request.sampling.over(profile.sampling_params())
     sampling = replace(sampling, max_tokens=sampling.max_tokens or runtime.settings.reply_reserve)
     if request.tools is not None:
         tools = request.tools
@@ -75,8 +72,8 @@ async def run_turn(runtime: Runtime, request: TurnRequest) -> AsyncIterator[Loop
 
     def loop(view: list[Message]) -> AsyncIterator[LoopEvent]:
         return run_tool_loop(runtime, view, tools=tools, model=model, sampling=sampling, max_steps=max_steps,
-                             chain=profile.tool_chaining, execute=request.execute, client=request.client,
-                             priority=request.priority, affinity=request.affinity or (session and session.id))
+                             chain=profile.tool_chaining, execute=request.execute, client=who.client,
+                             priority=who.priority or "interactive", affinity=who.affinity, loaded=loaded)
 
     if session is None:
         system = [Message("system", system_prompt)] if system_prompt else []
@@ -92,9 +89,13 @@ async def run_turn(runtime: Runtime, request: TurnRequest) -> AsyncIterator[Loop
         yield Queued(ahead)
     # one turn of a session at a time: in this daemon (in arrival order), then among daemons sharing the database
     async with runtime.session_turns.hold(session.id), runtime.sessions.turn_lock(session.id):
-        budget = loaded.backend.info.context_length - sampling.max_tokens
-        view = await fit_session(runtime, runtime.sessions, session.id, model=model,
-                                 system_prompt=system_prompt, new_message=user, tools=tools, budget=budget)
+        length = loaded.backend.info.context_length
+        # a summary of folded turns is queued as the session's turn
+        summarize = partial(runtime.generate, model=model, client=session.id, affinity=session.id)
+        view = await fit_session(runtime.sessions, session.id, system_prompt=system_prompt, new_message=user,
+                                 tools=tools, budget=length - sampling.max_tokens, context_length=length,
+                                 prompt=loaded.backend.prompt, summarize=summarize,
+                                 overflow=runtime.settings.context_overflow)
         steps: list[StepDone] = []
         async with aclosing(loop(view)) as events:
             async for event in events:

@@ -3,35 +3,37 @@ one ChatRequest with a text prompt through the one pipeline, the choices of a re
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
-from sse_starlette import EventSourceResponse
 
+from qwend.api.answer import answer
 from qwend.api.deps import RequesterDep, RuntimeDep
 from qwend.api.jsonbody import JsonRoute
-from qwend.api.streaming import merged, open_streams, unless_disconnected
+from qwend.api.streaming import fold_choices, merged, open_streams
 from qwend.api.wire import completions as wire
-from qwend.api.wire.openai import error_body, finish_reason
-from qwend.chat.service import complete
-from qwend.errors import QwendError
+from qwend.api.wire.openai import OPENAI, finish_reason
 from qwend.types import ChatEvent, ChatRequest, Done, Started, Token, Usage
 
-router = APIRouter(route_class=JsonRoute, prefix="/v1", tags=["OpenAI"])
+router = APIRouter(route_class=JsonRoute.answering(OPENAI), prefix="/v1", tags=["OpenAI"])
 
 
 @router.post("/completions", summary="Create a text completion (OpenAI): prompt(s), suffix (fill-in-the-middle), "
              "echo, stop, n, stream")
 async def create_completion(body: wire.CompletionBody, request: Request, runtime: RuntimeDep, who: RequesterDep):
     choices = [who.attach(r) for r in wire.to_chat_requests(body, runtime.settings.max_choices)]
-    streams = await open_streams(runtime, choices)
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return EventSourceResponse(_sse(streams, choices, body, include_usage), sep="\n", ping=15)
-    results = await unless_disconnected(request, asyncio.gather(*(complete(s) for s in streams)))
+    streams = await open_streams(runtime, choices)  # every choice, so that one that fails closes the others
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return await answer(request, OPENAI, merged(streams), stream=body.stream,
+                        frames=lambda pairs: _chunks(pairs, choices, body, include_usage),
+                        fold=lambda pairs: _completion(pairs, choices, body))
+
+
+async def _completion(pairs: AsyncIterator[tuple[int, ChatEvent]], choices: list[ChatRequest],
+                      body: wire.CompletionBody) -> dict[str, Any]:
+    results = await fold_choices(pairs, len(choices))
     bodies = [wire.choice_body(i, _echoed(choices[i], body.echo) + r.text, finish_reason(r.finish_reason),
                                None if body.logprobs is None else wire.logprobs_body(r.logprobs))
               for i, r in enumerate(results)]
@@ -49,32 +51,28 @@ def _usage(choices: list[ChatRequest], usages: list[Usage]) -> Usage:
     return Usage(sum(by_prompt.values()), sum(u.completion_tokens for u in usages))
 
 
-async def _sse(streams: list[AsyncIterator[ChatEvent]], choices: list[ChatRequest], body: wire.CompletionBody,
-               include_usage: bool) -> AsyncIterator[str]:
+async def _chunks(pairs: AsyncIterator[tuple[int, ChatEvent]], choices: list[ChatRequest],
+                  body: wire.CompletionBody, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
     cid, created, model = wire.completion_id(), int(time.time()), ""
-    usages: list[Usage] = [Usage(0, 0)] * len(streams)
-    written = [0] * len(streams)  # characters of each choice's text sent so far (logprobs' text_offset)
+    usages: list[Usage] = [Usage(0, 0)] * len(choices)
+    written = [0] * len(choices)  # characters of each choice's text sent so far (logprobs' text_offset)
 
-    def chunk(index: int, text: str, finish: str | None = None, logprobs=None) -> str:
+    def chunk(index: int, text: str, finish: str | None = None, logprobs=None) -> dict[str, Any]:
         written[index] += len(text)
         choice = wire.choice_body(index, text, finish, logprobs)
-        return json.dumps(wire.completion_body(cid, model, [choice], None, created))
+        return wire.completion_body(cid, model, [choice], None, created)
 
-    try:
-        async for index, event in merged(streams):
-            match event:
-                case Started(name, _):
-                    model = name
-                    if body.echo:
-                        yield chunk(index, choices[index].text_prompt)
-                case Token(text, logprobs):
-                    offsets = None if body.logprobs is None else wire.logprobs_body(logprobs, written[index])
-                    yield chunk(index, text, logprobs=offsets)
-                case Done(reason, usage):
-                    usages[index] = usage
-                    yield chunk(index, "", finish_reason(reason))
-        if include_usage:
-            yield json.dumps(wire.completion_body(cid, model, [], _usage(choices, usages), created))
-    except QwendError as exc:  # after the 200 has gone out, errors travel in the stream, as OpenAI does
-        yield json.dumps(error_body(exc.message, exc.type, exc.code, exc.param))
-    yield "[DONE]"
+    async for index, event in pairs:
+        match event:
+            case Started(name, _):
+                model = name
+                if body.echo:
+                    yield chunk(index, choices[index].text_prompt)
+            case Token(text, logprobs):
+                offsets = None if body.logprobs is None else wire.logprobs_body(logprobs, written[index])
+                yield chunk(index, text, logprobs=offsets)
+            case Done(reason, usage):
+                usages[index] = usage
+                yield chunk(index, "", finish_reason(reason))
+    if include_usage:
+        yield wire.completion_body(cid, model, [], _usage(choices, usages), created)

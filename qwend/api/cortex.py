@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
-from sse_starlette import EventSourceResponse
 
 from qwend.agents import react
+from qwend.api.answer import answer
 from qwend.api.deps import RequesterDep, RuntimeDep, requester
 from qwend.api.jsonbody import JsonRoute, loads
-from qwend.api.streaming import open_stream, unless_disconnected
+from qwend.api.streaming import unless_disconnected
 from qwend.api.wire import cortex as wire
-from qwend.api.wire.agents import AgentExecuteBody, PlanBody, info_body, result_body, step_body
+from qwend.api.wire.agents import AGENTS, AgentExecuteBody, PlanBody, info_body, result_body, step_body
 from qwend.api.wire.openai import completion_id, to_chat_request
 from qwend.api.wire.tools import ExecuteBody, cortex_tool, openai_definition
 from qwend.chat.service import chat, complete
@@ -27,7 +27,7 @@ from qwend.models.facts import read_all_facts
 from qwend.runtime import Runtime
 from qwend.types import ChatEvent
 
-router = APIRouter(route_class=JsonRoute, prefix="/api", tags=["cortex (seed 001)"])
+router = APIRouter(route_class=JsonRoute.answering(wire.CORTEX), prefix="/api", tags=["cortex (seed 001)"])
 
 
 # -- chat
@@ -35,28 +35,25 @@ router = APIRouter(route_class=JsonRoute, prefix="/api", tags=["cortex (seed 001
 
 @router.post("/chat/completions", summary="A chat completion; the answer is at message.content (SSE with stream)")
 async def chat_completion(body: wire.CortexChatRequest, request: Request, runtime: RuntimeDep, who: RequesterDep):
-    events = await open_stream(chat(runtime, who.attach(to_chat_request(body))))
-    if body.stream:
-        return EventSourceResponse(_frames_sse(events), sep="\n", ping=15)
-    result = await unless_disconnected(request, complete(events))
-    return wire.chat_body(completion_id(), result)
+    events = chat(runtime, who.attach(to_chat_request(body)))
+    return await answer(request, wire.CORTEX, events, stream=body.stream, frames=_frames, fold=_answered)
 
 
 @router.post("/chat/completions/stream", summary="A streaming chat completion (SSE frames: start, token, done)")
-async def chat_completion_stream(body: wire.CortexChatRequest, runtime: RuntimeDep, who: RequesterDep):
-    events = await open_stream(chat(runtime, who.attach(to_chat_request(body))))
-    return EventSourceResponse(_frames_sse(events), sep="\n", ping=15)
+async def chat_completion_stream(body: wire.CortexChatRequest, request: Request, runtime: RuntimeDep,
+                                 who: RequesterDep):
+    events = chat(runtime, who.attach(to_chat_request(body)))
+    return await answer(request, wire.CORTEX, events, stream=True, frames=_frames, fold=_answered)
 
 
-async def _frames_sse(events: AsyncIterator[ChatEvent]) -> AsyncIterator[dict[str, str]]:
-    try:
-        async for event in events:
-            if (frame := wire.frame(event)) is not None:
-                yield {"event": frame["type"], "data": json.dumps(frame, ensure_ascii=False)}
-    except QwendError as exc:  # after the 200 has gone out, errors travel in the stream
-        yield {"event": "error", "data": json.dumps(wire.error_frame(exc.message))}
-    finally:
-        await events.aclose()
+async def _answered(events: AsyncIterator[ChatEvent]) -> dict[str, Any]:
+    return wire.chat_body(completion_id(), await complete(events))
+
+
+async def _frames(events: AsyncIterator[ChatEvent]) -> AsyncIterator[dict[str, Any]]:
+    async for event in events:
+        if (frame := wire.frame(event)) is not None:
+            yield frame
 
 
 @router.websocket("/chat/ws")
@@ -188,35 +185,32 @@ AGENTS_ON = [Depends(_agents_enabled)]
 
 
 @router.post("/agents/plan", dependencies=AGENTS_ON, summary="A numbered plan for a goal, written by the model")
-async def agent_plan(body: PlanBody, request: Request, runtime: RuntimeDep):
-    plan = await unless_disconnected(request, react.plan(runtime, body.goal))
+async def agent_plan(body: PlanBody, request: Request, runtime: RuntimeDep, who: RequesterDep):
+    plan = await unless_disconnected(request, react.plan(runtime, body.goal, who=who))
     return {"plan": plan, "goal": body.goal}
 
 
 @router.post("/agents/execute", dependencies=AGENTS_ON, summary="Run the ReAct agent (JSON, or SSE with stream)")
-async def agent_execute(body: AgentExecuteBody, request: Request, runtime: RuntimeDep):
+async def agent_execute(body: AgentExecuteBody, request: Request, runtime: RuntimeDep, who: RequesterDep):
     verbose = runtime.settings.default_agent_verbose if body.verbose is None else body.verbose
-    events = await open_stream(react.run(
-        runtime, body.goal, max_iterations=body.max_iterations, model=body.model, context=body.context
-    ))
-    if body.stream:
-        return EventSourceResponse(_agent_sse(events, verbose), sep="\n", ping=15)
-    result = await unless_disconnected(request, react.collect(events))
-    return result_body(result, verbose)
+    events = react.run(
+        runtime, body.goal, max_iterations=body.max_iterations, model=body.model, context=body.context, who=who
+    )
+    return await answer(request, AGENTS, events, stream=body.stream, frames=lambda opened: _steps(opened, verbose),
+                        fold=lambda opened: _agent_answer(opened, verbose))
 
 
-async def _agent_sse(events: AsyncIterator[react.AgentEvent], verbose: bool) -> AsyncIterator[dict[str, str]]:
-    # sse-starlette cancels this generator when the client goes; closing `events` then cancels the generation
-    try:
-        async for event in events:
-            if isinstance(event, react.Step):
-                yield {"event": "step", "data": json.dumps(step_body(event), ensure_ascii=False)}
-            elif isinstance(event, react.AgentResult):
-                yield {"event": "done", "data": json.dumps(result_body(event, verbose), ensure_ascii=False)}
-    except QwendError as exc:  # after the 200 has gone out, errors travel in the stream
-        yield {"event": "error", "data": json.dumps({"detail": exc.message})}
-    finally:
-        await events.aclose()
+async def _agent_answer(events: AsyncIterator[react.AgentEvent], verbose: bool) -> dict[str, Any]:
+    return result_body(await react.collect(events), verbose)
+
+
+async def _steps(events: AsyncIterator[react.AgentEvent], verbose: bool
+                 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    async for event in events:
+        if isinstance(event, react.Step):
+            yield "step", step_body(event)
+        elif isinstance(event, react.AgentResult):
+            yield "done", result_body(event, verbose)
 
 
 @router.get("/agents/info", dependencies=AGENTS_ON, summary="The agents this daemon offers")

@@ -4,8 +4,7 @@ from (what the scheduler queues it by), and whose sessions it reaches (its API k
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
-from typing import Annotated, TypeVar, get_args
+from typing import Annotated, get_args
 
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
@@ -15,9 +14,7 @@ from qwend.api.affinity import affinity_key
 from qwend.errors import InvalidRequest
 from qwend.runtime import Runtime
 from qwend.sessions.store import Caller
-from qwend.types import Priority
-
-T = TypeVar("T")
+from qwend.types import Priority, Requester
 
 
 def _runtime(request: Request) -> Runtime:
@@ -27,25 +24,10 @@ def _runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 
 
-@dataclass(frozen=True)
-class Requester:
-    """Who a request is from, the priority its headers ask for (None: they name none), and the conversation
-    it continues as far as a load balancer can tell (qwend.api.affinity)."""
-
-    client: str | None
-    priority: Priority | None = None
-    affinity: str | None = None
-
-    def attach(self, request: T) -> T:
-        """`request` (a ChatRequest or TurnRequest) with these set; the header's priority wins over the body's."""
-        return replace(request, client=self.client, priority=self.priority or request.priority,
-                       affinity=self.affinity)
-
-
 def requester(connection: HTTPConnection) -> Requester:
-    """The client is the session for session routes (their `{session_id}`), else the `X-Qwend-Client` header,
-    else the API key (`Authorization: Bearer`, `x-api-key`), else the remote address. The priority is the
-    `X-Qwend-Priority` header: interactive or batch."""
+    """Who asks, from the path and headers alone. The client is the session for session routes (their
+    `{session_id}`), else the `X-Qwend-Client` header, else the API key (`Authorization: Bearer`, `x-api-key`),
+    else the remote address. The priority is the `X-Qwend-Priority` header: interactive or batch."""
     headers = connection.headers
     priority = headers.get("x-qwend-priority", "").strip().lower() or None
     if priority is not None and priority not in get_args(Priority):

@@ -1,9 +1,12 @@
-"""Maps the exception tree (and FastAPI's own errors) to each protocol's error shape, once, by path:
+"""Maps the exception tree (and FastAPI's own errors) to an error body, once: the route a request matched
+shapes it, by the codec its router's route class carries (api/jsonbody.py's `JsonRoute`), so each protocol's
+clients read their own shape:
 
-- OpenAI (`/v1/...`, seed 004's `/chat/completions`): `{"error": {"message", "type", "param", "code"}}`
+- OpenAI (`/v1/chat/completions`, `/v1/completions`, `/v1/responses`, ..., seed 004's `/chat/completions`):
+  `{"error": {"message", "type", "param", "code"}}`
 - Anthropic (`/v1/messages`): `{"type": "error", "error": {"type", "message"}}`
 - Ollama (`/api/chat`, `/api/generate`, ...): `{"error": message}`
-- seed 000's own `/v1` routes and every other path: the FastAPI-style `{"detail": message}` seed clients read.
+- the seeds' own routes, and every other path: the FastAPI-style `{"detail": message}` seed clients read.
 """
 
 from __future__ import annotations
@@ -13,10 +16,15 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute
+from starlette.types import Scope
 
 from qwend.api.streaming import ClientGone
-from qwend.api.wire.openai import error_body
+from qwend.api.wire.anthropic import ANTHROPIC
+from qwend.api.wire.codec import DETAIL, ErrorShape, Failure, Refusal
+from qwend.api.wire.openai import OPENAI
 from qwend.errors import Busy, QwendError
 
 log = logging.getLogger(__name__)
@@ -26,28 +34,39 @@ def error_response(
     request: Request, status: int, message: str, *, type_: str = "invalid_request_error",
     code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    path = request.url.path
+    return _failure_response(request.scope, Refusal(status, message, type_, code, param), headers)
+
+
+def _failure_response(scope: Scope, failure: Failure, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(_shape(scope).error_body(failure), status_code=failure.status, headers=headers)
+
+
+def _shape(scope: Scope) -> ErrorShape:
+    route = scope.get("route") or _route_for(scope)
+    if route is not None:
+        return getattr(route, "codec", DETAIL)  # FastAPI's documentation, the UI's files, WebSockets: DETAIL
+    # No route takes the path (a 404). An SDK pointed at /v1 reads its own shape for a path it got wrong, as
+    # OpenAI and Anthropic answer paths they do not serve; seed 000's own /v1 families keep FastAPI's.
+    path = scope["path"]
     if path.startswith("/v1/messages"):
-        body = {"type": "error", "error": {"type": ANTHROPIC_TYPES.get(status, "api_error"), "message": message}}
-    elif path in OLLAMA_PATHS:
-        body = {"error": message}
-    elif _is_openai_path(path):
-        body = error_body(message, type_, code, param)
-    else:
-        body = {"detail": message}
-    return JSONResponse(body, status_code=status, headers=headers)
+        return ANTHROPIC
+    if path.startswith("/v1/") and not path.startswith(("/v1/sessions", "/v1/tools", "/v1/profiles")):
+        return OPENAI
+    return DETAIL
 
 
-OLLAMA_PATHS = frozenset(f"/api/{name}" for name in ("chat", "generate", "embed", "tags", "ps", "show", "pull",
-                                                      "delete"))
-ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                   404: "not_found_error", 413: "request_too_large", 415: "invalid_request_error",
-                   429: "rate_limit_error", 503: "overloaded_error"}
-
-
-def _is_openai_path(path: str) -> bool:
-    native = path == "/v1/chat" or path.startswith(("/v1/sessions", "/v1/tools", "/v1/profiles"))
-    return (path.startswith("/v1/") and not native) or path == "/chat/completions"
+def _route_for(scope: Scope) -> BaseRoute | None:
+    """The route the router picks for a request (the first that takes its path and method, else the first that
+    takes its path: a 405): the router sets `scope["route"]` only once it ran, and the guard refuses before."""
+    app = scope.get("app")
+    if app is None:
+        return None
+    by_path = [c for c in iter_route_contexts(app.routes)
+               if (regex := getattr(c, "path_regex", None)) is not None and regex.match(scope["path"])]
+    for context in by_path:
+        if not context.methods or scope.get("method") in context.methods:
+            return context.original_route
+    return by_path[0].original_route if by_path else None
 
 
 def _not_json(exc: RequestValidationError) -> bool:
@@ -75,9 +94,7 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Busy) else None
         if exc.status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-        return error_response(
-            request, exc.status, exc.message, type_=exc.type, code=exc.code, param=exc.param, headers=headers
-        )
+        return _failure_response(request.scope, exc, headers)
 
     @app.exception_handler(ClientGone)
     async def client_gone(request: Request, exc: ClientGone) -> Response:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
+
+from qwend.api.wire.codec import DETAIL, ErrorShape
 
 LARGE_BODY = 1 << 20  # bytes past which a body is decoded in a worker thread
 
@@ -53,7 +55,15 @@ class JsonRequest(Request):
 
 
 class JsonRoute(APIRoute):
-    """The route class of every router: FastAPI reads bodies through the request's `json()`."""
+    """The route class of every router: FastAPI reads bodies through the request's `json()`, and `codec`
+    shapes the errors of the route's protocol (api/errors.py reads it off the route a request matched)."""
+
+    codec: ClassVar[ErrorShape] = DETAIL
+
+    @classmethod
+    def answering(cls, codec: ErrorShape) -> type[JsonRoute]:
+        """The route class of a protocol's router, whose errors take `codec`'s shape."""
+        return type(cls.__name__, (cls,), {"codec": codec})
 
     def get_route_handler(self):
         handler = super().get_route_handler()

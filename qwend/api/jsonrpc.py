@@ -18,7 +18,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from qwend.agents.loop import TurnEnd
-from qwend.agents.turns import TurnRequest, run_turn
+from qwend.agents.turns import Turn, run_turn
 from qwend.api.deps import CallerDep, RuntimeDep, caller, requester
 from qwend.api.jsonbody import JsonRoute
 from qwend.api.wire import jsonrpc as wire
@@ -136,12 +136,12 @@ class Connection:
         async def execute(tool_call: ToolCall, arguments: dict[str, Any]) -> ToolResult:
             return await self.ask_client(generation, tool_call, arguments)
 
-        turn = requester(self.websocket).attach(wire.to_turn_request(params, session, execute))
+        turn = wire.to_turn(params, session, execute, requester(self.websocket))
         self.generation = generation
         await self.reply(call, {"status": "processing"})
         generation.task = asyncio.create_task(self.run(generation, turn))
 
-    async def run(self, generation: Generation, turn: TurnRequest) -> None:
+    async def run(self, generation: Generation, turn: Turn) -> None:
         """The generation's task: its notifications, then `end` (a cancel sends that itself)."""
         try:
             try:
@@ -159,7 +159,7 @@ class Connection:
         except WebSocketDisconnect:
             pass  # the socket is gone; serve() cancels what is left
 
-    async def forward(self, generation: Generation, turn: TurnRequest) -> None:
+    async def forward(self, generation: Generation, turn: Turn) -> None:
         events = run_turn(self.runtime, turn)
         try:
             async for event in events:

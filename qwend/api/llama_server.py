@@ -20,6 +20,7 @@ router = APIRouter(route_class=JsonRoute, tags=["llama.cpp server (seed 004)"])
 router.add_api_route(
     "/chat/completions", openai.create_chat_completion, methods=["POST"],
     summary="Create a chat completion (OpenAI, as at /v1/chat/completions)",
+    route_class_override=openai.router.route_class,  # OpenAI's errors, as at /v1
 )
 
 

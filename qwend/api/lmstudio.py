@@ -6,20 +6,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 
+from qwend.api.answer import answer
 from qwend.api.deps import Requester, RequesterDep, RuntimeDep
 from qwend.api.jsonbody import JsonRoute
-from qwend.api.streaming import NdjsonResponse, open_stream, unless_disconnected
 from qwend.api.wire import lmstudio as wire
 from qwend.chat.service import chat, complete
 from qwend.errors import BackendError, ModelNotFound, QwendError, UpstreamError
 from qwend.runtime import Runtime
 from qwend.types import ChatEvent, Done, Started, Token
 
-router = APIRouter(route_class=JsonRoute, tags=["LM Studio proxy (seed 002)"])
+router = APIRouter(route_class=JsonRoute.answering(wire.LMSTUDIO), tags=["LM Studio proxy (seed 002)"])
 
 
 @router.get("/help", summary="API documentation: every route of this daemon, grouped by protocol")
@@ -82,31 +83,26 @@ async def _answer(
 ):
     chat_request = who.attach(wire.to_chat_request(body, default_model=default_model, images_allowed=images_allowed))
     try:
-        events = await open_stream(chat(runtime, chat_request))
-        if stream:
-            return NdjsonResponse(_ndjson(events))
-        result = await unless_disconnected(request, complete(events))
+        return await answer(request, wire.LMSTUDIO, chat(runtime, chat_request), stream=stream, frames=_fragments,
+                            fold=_answered)
     except UpstreamError:
         raise  # the seed's own words for an upstream that is not there: {"detail": "Could not connect to …"}
     except (ModelNotFound, BackendError) as exc:
         # the seed's answer when its upstream has no such model or cannot run it
         raise HTTPException(503, f"Chat service unavailable: {exc.message}") from exc
-    return wire.response_body(result)
 
 
-async def _ndjson(events: AsyncIterator[ChatEvent]) -> AsyncIterator[str]:
-    # closing this generator (the client left) closes `events`, which cancels the generation
+async def _answered(events: AsyncIterator[ChatEvent]) -> dict[str, Any]:
+    return wire.response_body(await complete(events))
+
+
+async def _fragments(events: AsyncIterator[ChatEvent]) -> AsyncIterator[dict[str, Any]]:
     model = ""
-    try:
-        async for event in events:
-            match event:
-                case Started(name, _):
-                    model = name
-                case Token(text) if text:
-                    yield wire.fragment_line(text)
-                case Done(reason, usage):
-                    yield wire.done_line(model, reason, usage)
-    except QwendError as exc:  # after the 200 has gone out, errors travel in the stream
-        yield wire.error_line(exc.message)
-    finally:
-        await events.aclose()
+    async for event in events:
+        match event:
+            case Started(name, _):
+                model = name
+            case Token(text) if text:
+                yield wire.fragment(text)
+            case Done(reason, usage):
+                yield wire.done(model, reason, usage)

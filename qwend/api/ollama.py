@@ -1,14 +1,13 @@
 """Ollama: /api/chat, /api/generate, /api/embed, /api/tags, /api/ps, /api/show, /api/pull, /api/delete. A translator, nothing more.
 
 Answers stream as NDJSON by default (`"stream": false` for one object); errors are `{"error": message}`, in
-the body before the stream starts (qwend.api.errors) and as the last line after. What Ollama reports about a
-model (family, quantization, template, model_info) comes from the GGUF header, read here.
+the body before the stream starts and as the last line after (its codec, wire.OLLAMA). What Ollama reports
+about a model (family, quantization, template, model_info) comes from the GGUF header, read here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,23 +16,23 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from qwend.api.deps import Requester, RequesterDep, RuntimeDep
+from qwend.api.answer import answer, streamed
+from qwend.api.deps import RequesterDep, RuntimeDep
 from qwend.api.jsonbody import JsonRoute
-from qwend.api.streaming import NdjsonResponse, open_stream, unless_disconnected
 from qwend.api.wire import ollama as wire
 from qwend.api.wire.embeddings import OllamaEmbedBody, texts_of
 from qwend.chat.embeddings import EmbeddingRequest, embed
 from qwend.api.wire.ollama_models import ps_body, show_body, tag_body
-from qwend.chat.service import Completion, CompletionBuilder, chat
+from qwend.chat.service import CompletionBuilder, chat
 from qwend.engine.manager import LoadedModel
-from qwend.errors import InvalidRequest, ModelNotFound, QwendError
+from qwend.errors import InvalidRequest, ModelFetchError, ModelNotFound
 from qwend.models.facts import read_all_facts, read_facts
 from qwend.models.store import LocalModel
 from qwend.runtime import Runtime
-from qwend.types import ChatEvent, ChatRequest, Done
+from qwend.types import ChatEvent, ChatRequest, Done, Requester
 
 log = logging.getLogger(__name__)
-router = APIRouter(route_class=JsonRoute, prefix="/api", tags=["Ollama"])
+router = APIRouter(route_class=JsonRoute.answering(wire.OLLAMA), prefix="/api", tags=["Ollama"])
 
 
 @router.post("/chat", summary="Chat with a model (Ollama; NDJSON stream unless stream is false)")
@@ -63,10 +62,31 @@ async def _answer(
         return JSONResponse(_final_chunk(loaded.name, generate, final))
     timings = wire.Timings(load_ns, started)
     think = body.think is not False  # the model may still reason; `think: false` leaves it out of the answer
-    events = await open_stream(chat(runtime, who.attach(chat_request)))
-    if body.stream:
-        return NdjsonResponse(_ndjson(events, timings, loaded.name, generate, think))
-    result = await unless_disconnected(request, _fold(events, timings))
+    events = chat(runtime, who.attach(chat_request), loaded=loaded)
+    return await answer(request, wire.OLLAMA, events, stream=body.stream,
+                        frames=lambda opened: _chunks(opened, timings, loaded.name, generate, think),
+                        fold=lambda opened: _answered(opened, timings, generate, think))
+
+
+async def _chunks(
+    events: AsyncIterator[ChatEvent], timings: wire.Timings, model: str, generate: bool, think: bool
+) -> AsyncIterator[dict[str, Any]]:
+    async for event in events:
+        timings.observe(event)
+        if isinstance(event, Done):
+            final = {"done_reason": wire.done_reason(event.finish_reason), **timings.metrics(event.usage)}
+            yield _final_chunk(model, generate, final)
+        elif (chunk := wire.event_chunk(event, model, generate, think)) is not None:
+            yield chunk
+
+
+async def _answered(events: AsyncIterator[ChatEvent], timings: wire.Timings, generate: bool, think: bool
+                    ) -> dict[str, Any]:
+    builder = CompletionBuilder()
+    async for event in events:
+        timings.observe(event)
+        builder.add(event)
+    result = builder.completion()
     final = {"done_reason": wire.done_reason(result.finish_reason), **timings.metrics(result.usage)}
     thinking = result.reasoning if think else ""
     if generate:
@@ -74,40 +94,8 @@ async def _answer(
     return wire.chat_chunk(result.model, wire.message_body(result.text, thinking, result.tool_calls), **final)
 
 
-async def _ndjson(
-    events: AsyncIterator[ChatEvent], timings: wire.Timings, model: str, generate: bool, think: bool
-) -> AsyncIterator[bytes]:
-    try:
-        async for event in events:
-            timings.observe(event)
-            if isinstance(event, Done):
-                final = {"done_reason": wire.done_reason(event.finish_reason), **timings.metrics(event.usage)}
-                yield _line(_final_chunk(model, generate, final))
-            elif (chunk := wire.event_chunk(event, model, generate, think)) is not None:
-                yield _line(chunk)
-    except QwendError as exc:  # the 200 has gone out: the error is the last line, as Ollama sends it
-        yield _line({"error": exc.message})
-    finally:
-        await events.aclose()
-
-
-async def _fold(events: AsyncIterator[ChatEvent], timings: wire.Timings) -> Completion:
-    builder = CompletionBuilder()
-    try:
-        async for event in events:
-            timings.observe(event)
-            builder.add(event)
-    finally:
-        await events.aclose()
-    return builder.completion()
-
-
 def _final_chunk(model: str, generate: bool, final: dict[str, Any]) -> dict[str, Any]:
     return wire.generate_chunk(model, "", **final) if generate else wire.chat_chunk(model, wire.message_body(), **final)
-
-
-def _line(body: dict[str, Any]) -> bytes:
-    return (json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
 def _local_model(runtime: Runtime, name: str | None) -> LocalModel:
@@ -192,20 +180,20 @@ async def pull(body: wire.PullBody, runtime: RuntimeDep):
     if not body.stream:
         await asyncio.to_thread(runtime.store.pull, model.name if model.entry else name)
         return {"status": "success"}
-    return NdjsonResponse(_pull_lines(runtime, model, name))
+    return streamed(wire.OLLAMA, _pull_progress(runtime, model, name))
 
 
-async def _pull_lines(runtime: Runtime, model: LocalModel, name: str) -> AsyncIterator[bytes]:
+async def _pull_progress(runtime: Runtime, model: LocalModel, name: str) -> AsyncIterator[dict[str, Any]]:
     entry = model.entry
     label, digest = (entry.sha256[:12], f"sha256:{entry.sha256}") if entry else (model.name, model.name)
     progress = _Progress(asyncio.get_running_loop())
-    yield _line({"status": "pulling manifest"})
+    yield {"status": "pulling manifest"}
     # the pull runs on in its thread if the client goes: a finished file is still worth having (and an
     # unfinished download is kept, for the next pull to resume)
     task = asyncio.ensure_future(asyncio.to_thread(runtime.store.pull, entry.name if entry else name,
                                                    progress.update))
     task.add_done_callback(_log_failure)
-    yield _line(wire.pull_progress(label, digest, None, 0))  # the total comes with the first bytes
+    yield wire.pull_progress(label, digest, None, 0)  # the total comes with the first bytes
     reported = 0
     while not task.done():
         changed = asyncio.ensure_future(progress.changed.wait())
@@ -214,18 +202,14 @@ async def _pull_lines(runtime: Runtime, model: LocalModel, name: str) -> AsyncIt
         progress.changed.clear()
         if progress.done != reported:
             reported = progress.done
-            yield _line(wire.pull_progress(label, digest, progress.total, reported))
+            yield wire.pull_progress(label, digest, progress.total, reported)
     try:
-        task.result()
-    except QwendError as exc:
-        yield _line({"error": exc.message})
-        return
+        task.result()  # a QwendError is the stream's last line
     except OSError as exc:  # a full disk, a store that cannot be written
-        yield _line({"error": f"could not write {model.name}: {exc}"})
-        return
+        raise ModelFetchError(f"could not write {model.name}: {exc}") from exc
     if entry:  # the file was checked against the catalog's sha256 as it was written
-        yield _line({"status": "verifying sha256 digest"})
-    yield _line({"status": "success"})
+        yield {"status": "verifying sha256 digest"}
+    yield {"status": "success"}
 
 
 @router.delete("/delete", summary="Delete a model from disk (Ollama)")

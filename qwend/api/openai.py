@@ -4,28 +4,25 @@ translator, nothing more."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import aclosing
+from typing import Any
 
 from fastapi import APIRouter, Request
-from sse_starlette import EventSourceResponse
 
+from qwend.api.answer import answer
 from qwend.api.deps import RequesterDep, RuntimeDep
 from qwend.api.jsonbody import JsonRoute
-from qwend.api.streaming import merged, open_streams, unless_disconnected
+from qwend.api.streaming import fold_choices, merged, open_streams
 from qwend.api.wire import openai as wire
 from qwend.api.wire.embeddings import EmbeddingsBody, embeddings_body, to_embedding_request
 from qwend.chat.embeddings import embed
-from qwend.chat.service import complete
-from qwend.errors import QwendError
 from qwend.models.facts import read_all_facts
 from qwend.types import ChatEvent, Done, Reasoning, Started, Token, ToolCallDelta, ToolCallStart, Usage
 
 log = logging.getLogger(__name__)
-router = APIRouter(route_class=JsonRoute, prefix="/v1", tags=["OpenAI"])
+router = APIRouter(route_class=JsonRoute.answering(wire.OPENAI), prefix="/v1", tags=["OpenAI"])
 
 
 @router.post("/chat/completions", summary="Create a chat completion (OpenAI)")
@@ -33,14 +30,17 @@ async def create_chat_completion(
     body: wire.ChatCompletionRequest, request: Request, runtime: RuntimeDep, who: RequesterDep
 ):
     choices = [who.attach(r) for r in wire.choice_requests(body, runtime.settings.max_choices)]
-    streams = await open_streams(runtime, choices)
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return EventSourceResponse(_sse(merged(streams), len(streams), include_usage, body.logprobs), sep="\n",
-                                   ping=15)
-    results = await unless_disconnected(request, asyncio.gather(*(complete(s) for s in streams)))
+    streams = await open_streams(runtime, choices)  # every choice, so that one that fails closes the others
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return await answer(request, wire.OPENAI, merged(streams), stream=body.stream,
+                        frames=lambda pairs: _chunks(pairs, len(streams), include_usage, body.logprobs),
+                        fold=lambda pairs: _completion(pairs, len(streams), body.logprobs))
+
+
+async def _completion(pairs: AsyncIterator[tuple[int, ChatEvent]], n: int, logprobs: bool) -> dict[str, Any]:
+    results = await fold_choices(pairs, n)
     bodies = [wire.choice_body(i, r.text, wire.finish_reason(r.finish_reason), r.tool_calls, r.reasoning,
-                               r.logprobs if body.logprobs else None) for i, r in enumerate(results)]
+                               r.logprobs if logprobs else None) for i, r in enumerate(results)]
     return wire.choices_body(wire.completion_id(), results[0].model, bodies, _usage([r.usage for r in results]))
 
 
@@ -49,41 +49,35 @@ def _usage(usages: list[Usage]) -> Usage:
     return Usage(usages[0].prompt_tokens, sum(u.completion_tokens for u in usages), usages[0].cached_tokens)
 
 
-async def _sse(pairs: AsyncIterator[tuple[int, ChatEvent]], n: int, include_usage: bool, logprobs: bool
-               ) -> AsyncIterator[str]:
+async def _chunks(pairs: AsyncIterator[tuple[int, ChatEvent]], n: int, include_usage: bool, logprobs: bool
+                  ) -> AsyncIterator[dict[str, Any]]:
     cid, created, model = wire.completion_id(), int(time.time()), ""
     usages: list[Usage] = []
 
-    def chunk(index: int, delta, finish=None, usage=None, token_logprobs=None) -> str:
-        return json.dumps(wire.chunk_body(cid, created, model, delta, finish, usage, include_usage, index,
-                                          token_logprobs))
+    def chunk(index: int, delta, finish=None, usage=None, token_logprobs=None) -> dict[str, Any]:
+        return wire.chunk_body(cid, created, model, delta, finish, usage, include_usage, index, token_logprobs)
 
-    try:
-        async with aclosing(pairs):
-            async for index, event in pairs:
-                match event:
-                    case Started(name, _):
-                        model = name
-                        yield chunk(index, {"role": "assistant", "content": ""})
-                    case Token(text, token_logprobs):
-                        yield chunk(index, {"content": text}, token_logprobs=token_logprobs if logprobs else None)
-                    case Reasoning(text):
-                        yield chunk(index, {"reasoning_content": text})
-                    case ToolCallStart(call_index, call_id, name):
-                        call = {"index": call_index, "id": call_id, "type": "function",
-                                "function": {"name": name, "arguments": ""}}
-                        yield chunk(index, {"tool_calls": [call]})
-                    case ToolCallDelta(call_index, arguments):
-                        delta = {"index": call_index, "function": {"arguments": arguments}}
-                        yield chunk(index, {"tool_calls": [delta]})
-                    case Done(reason, usage):
-                        usages.append(usage)
-                        yield chunk(index, {}, wire.finish_reason(reason))
-        if include_usage and len(usages) == n:
-            yield chunk(0, None, usage=_usage(usages))
-    except QwendError as exc:  # after the 200 has gone out, errors travel in the stream, as OpenAI does
-        yield json.dumps(wire.error_body(exc.message, exc.type, exc.code, exc.param))
-    yield "[DONE]"
+    async for index, event in pairs:
+        match event:
+            case Started(name, _):
+                model = name
+                yield chunk(index, {"role": "assistant", "content": ""})
+            case Token(text, token_logprobs):
+                yield chunk(index, {"content": text}, token_logprobs=token_logprobs if logprobs else None)
+            case Reasoning(text):
+                yield chunk(index, {"reasoning_content": text})
+            case ToolCallStart(call_index, call_id, name):
+                call = {"index": call_index, "id": call_id, "type": "function",
+                        "function": {"name": name, "arguments": ""}}
+                yield chunk(index, {"tool_calls": [call]})
+            case ToolCallDelta(call_index, arguments):
+                delta = {"index": call_index, "function": {"arguments": arguments}}
+                yield chunk(index, {"tool_calls": [delta]})
+            case Done(reason, usage):
+                usages.append(usage)
+                yield chunk(index, {}, wire.finish_reason(reason))
+    if include_usage and len(usages) == n:
+        yield chunk(0, None, usage=_usage(usages))
 
 
 @router.post("/embeddings", summary="Create embeddings (OpenAI): unit-length vectors, float or base64")

@@ -1,43 +1,65 @@
 """OpenAI's Responses API: `POST /v1/responses` (JSON, SSE, or in the background), `GET`, `DELETE` and
-`POST .../cancel` by id. The conversation logic is chat/responses.py; this module runs each response as a
-task of its own (so that a cancel, or a client leaving, stops it in one place), stores it, and encodes its
-events as the API's named SSE events."""
+`POST .../cancel` by id. The conversation logic is agents/responses.py; this module runs each response as a
+task of its own (so that a cancel, or a client leaving, stops it in one place), keeps the running ones
+(ResponseJobs, the app's: stopped at shutdown), stores them, and encodes their events as the API's named SSE
+events."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
-from sse_starlette import EventSourceResponse
+from fastapi import APIRouter, Depends, Request
 
+from qwend.api.answer import streamed
 from qwend.api.deps import CallerDep, RequesterDep, RuntimeDep
 from qwend.api.jsonbody import JsonRoute
 from qwend.api.streaming import ClientGone, open_stream, unless_disconnected
 from qwend.api.wire import responses as wire
-from qwend.chat.responses import ItemDone, ItemStarted, ResponseEnd, chain_items, respond
+from qwend.agents.responses import ItemDone, ItemStarted, ResponseEnd, chain_items, respond
 from qwend.errors import QwendError
 from qwend.runtime import Runtime
-from qwend.sessions.store import Caller, StoredResponse, response_for, response_not_found
+from qwend.sessions.responses import StoredResponse, response_for, response_not_found
+from qwend.sessions.store import Caller
 from qwend.types import Started, Token, ToolCallDelta, ToolCallStart, Usage
 
-router = APIRouter(route_class=JsonRoute, prefix="/v1", tags=["OpenAI"])
+router = APIRouter(route_class=JsonRoute.answering(wire.RESPONSES), prefix="/v1", tags=["OpenAI"])
+
+
+class ResponseJobs:
+    """The responses running in this daemon, by id: what GET and cancel find while one runs, and what
+    shutdown stops (each is then stored as cancelled)."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, ResponseJob] = {}
+
+    async def stop(self) -> None:
+        tasks = [job.task for job in self.running.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _jobs(request: Request) -> ResponseJobs:
+    return request.app.state.response_jobs
+
+
+JobsDep = Annotated[ResponseJobs, Depends(_jobs)]
 
 
 @router.post("/responses", summary="Create a response (OpenAI Responses API): stored and continued by "
              "previous_response_id; stream or background")
 async def create_response(body: wire.ResponsesBody, request: Request, runtime: RuntimeDep, who: RequesterDep,
-                          caller: CallerDep):
-    job = ResponseJob(runtime, body, who.attach(wire.to_response_request(body)), caller)
+                          caller: CallerDep, jobs: JobsDep):
+    job = ResponseJob(runtime, jobs, body, who.attach(wire.to_response_request(body)), caller)
     await job.open()  # what makes it fail at once (an unknown model or previous response) is an HTTP error
     if body.background:
         return job.body()
     if body.stream:
-        return EventSourceResponse(job.sse(), sep="\n", ping=15)
+        return streamed(wire.RESPONSES, job.streamed_events())
     try:
         await unless_disconnected(request, asyncio.shield(job.task))
     except ClientGone:
@@ -47,32 +69,32 @@ async def create_response(body: wire.ResponsesBody, request: Request, runtime: R
 
 
 @router.get("/responses/{response_id}", summary="A response: in progress, or as stored")
-async def get_response(response_id: str, runtime: RuntimeDep, caller: CallerDep):
-    if (job := _running(runtime, response_id, caller)) is not None:
+async def get_response(response_id: str, runtime: RuntimeDep, caller: CallerDep, jobs: JobsDep):
+    if (job := _running(jobs, response_id, caller)) is not None:
         return job.body()
-    return (await response_for(runtime.sessions, response_id, caller)).body
+    return (await response_for(runtime.database.responses, response_id, caller)).body
 
 
 @router.delete("/responses/{response_id}", summary="Delete a stored response")
 async def delete_response(response_id: str, runtime: RuntimeDep, caller: CallerDep):
-    await response_for(runtime.sessions, response_id, caller)
-    await runtime.sessions.delete_response(response_id)
+    await response_for(runtime.database.responses, response_id, caller)
+    await runtime.database.responses.delete(response_id)
     return {"id": response_id, "object": "response.deleted", "deleted": True}
 
 
 @router.post("/responses/{response_id}/cancel", summary="Cancel a response in progress (its state: cancelled)")
-async def cancel_response(response_id: str, runtime: RuntimeDep, caller: CallerDep):
-    job = _running(runtime, response_id, caller)
+async def cancel_response(response_id: str, runtime: RuntimeDep, caller: CallerDep, jobs: JobsDep):
+    job = _running(jobs, response_id, caller)
     if job is None:
-        return (await response_for(runtime.sessions, response_id, caller)).body  # already over: as it ended
+        return (await response_for(runtime.database.responses, response_id, caller)).body  # already over: as it ended
     job.task.cancel()
     await asyncio.wait([job.task])
     return job.body()
 
 
-def _running(runtime: Runtime, response_id: str, caller: Caller) -> ResponseJob | None:
+def _running(jobs: ResponseJobs, response_id: str, caller: Caller) -> ResponseJob | None:
     """The response running here under that id; another key's is answered as an unknown one (404)."""
-    job = runtime.responses.get(response_id)
+    job = jobs.running.get(response_id)
     if job is not None and not caller.sees(job.caller.owner):
         raise response_not_found(response_id)
     return job
@@ -82,8 +104,9 @@ class ResponseJob:
     """One response: runs `respond` in a task of its own, keeps the response object up to date, stores it
     (when `store`) as its caller's, and hands streamed events to `sse()`."""
 
-    def __init__(self, runtime: Runtime, body: wire.ResponsesBody, request, caller: Caller) -> None:
-        self.runtime, self.asked, self.request = runtime, body, request
+    def __init__(self, runtime: Runtime, jobs: ResponseJobs, body: wire.ResponsesBody, request, caller: Caller
+                 ) -> None:
+        self.runtime, self.jobs, self.asked, self.request = runtime, jobs, body, request
         self.caller = caller  # whose it is: stored as its owner; only keys that see that owner reach it
         self.id = f"resp_{uuid.uuid4().hex}"
         self.created_at = time.time()
@@ -101,9 +124,9 @@ class ResponseJob:
                                   output=self.output, usage=self.usage, error=self.error)
 
     async def open(self) -> None:
-        history = await chain_items(self.runtime.sessions, self.request.previous_response_id, self.caller)
+        history = await chain_items(self.runtime.database.responses, self.request.previous_response_id, self.caller)
         events = await open_stream(respond(self.runtime, self.request, history))
-        self.runtime.responses[self.id] = self
+        self.jobs.running[self.id] = self
         if self.asked.background and self.asked.store:
             await self._store()  # GET answers while it runs, also from another daemon
         self.task = asyncio.create_task(self._run(events), name=f"response {self.id}")
@@ -111,7 +134,7 @@ class ResponseJob:
 
     def _ended(self, task: asyncio.Task) -> None:
         """Also for a task cancelled before it ran a line (then `_run`'s own cleanup never ran)."""
-        self.runtime.responses.pop(self.id, None)
+        self.jobs.running.pop(self.id, None)
         if task.cancelled() and self.status == "in_progress":
             self.status = "cancelled"
 
@@ -185,14 +208,15 @@ class ResponseJob:
 
     async def _store(self) -> None:
         items = [*self.request.items, *(i for i in self.output if i.get("status") == "completed")]
-        await self.runtime.sessions.save_response(StoredResponse(
+        await self.runtime.database.responses.save(StoredResponse(
             self.id, self.request.previous_response_id, self.body(), items, self.created_at, self.caller.owner))
 
-    async def sse(self) -> AsyncIterator[dict[str, str]]:
-        """The named events of the API's stream; a client that leaves cancels the response."""
+    async def streamed_events(self) -> AsyncIterator[dict[str, Any]]:
+        """The events of the API's stream (named by their type: wire.RESPONSES); a client that leaves cancels
+        the response."""
         try:
             while (event := await self.events.get()) is not None:
-                yield {"event": event["type"], "data": json.dumps(event, ensure_ascii=False)}
+                yield event
         finally:
             if not self.task.done():
                 self.task.cancel()

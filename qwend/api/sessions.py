@@ -3,30 +3,28 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
-from sse_starlette import EventSourceResponse
 
 from qwend.agents.loop import ToolResultEvent, TurnEnd
-from qwend.agents.turns import TurnRequest, run_turn
+from qwend.agents.turns import Turn, run_turn
+from qwend.api.answer import answer
 from qwend.api.deps import CallerDep, RequesterDep, RuntimeDep
 from qwend.api.jsonbody import JsonRoute
-from qwend.api.streaming import open_stream, unless_disconnected
 from qwend.api.wire import daemon as wire
-from qwend.errors import QwendError
 from qwend.runtime import Runtime
 from qwend.sessions.store import session_for
-from qwend.types import Queued, Reasoning, Started, Token, ToolCallEnd
+from qwend.types import Queued, Reasoning, SamplingOverrides, Started, Token, ToolCallEnd
 
-router = APIRouter(route_class=JsonRoute, prefix="/v1", tags=["qwend"])
+router = APIRouter(route_class=JsonRoute.answering(wire.NATIVE), prefix="/v1", tags=["qwend"])
 
 
 @router.post("/chat", summary="One stateless turn with a profile (its tools run server-side)")
 async def stateless_chat(body: wire.ChatBody, request: Request, runtime: RuntimeDep, who: RequesterDep):
-    turn = who.attach(TurnRequest(body.message, profile=body.profile, model=body.model, model_size=body.model_size,
-                                  temperature=body.temperature, max_tokens=body.max_tokens))
+    turn = Turn(body.message, who, profile=body.profile, model=body.model, model_size=body.model_size,
+                sampling=SamplingOverrides(temperature=body.temperature, max_tokens=body.max_tokens))
     return await _answer(runtime, request, turn, body.stream, body.profile)
 
 
@@ -70,56 +68,49 @@ async def session_chat(
     caller: CallerDep,
 ):
     session = await session_for(runtime.sessions, session_id, caller)
-    turn = who.attach(TurnRequest(body.message, session_id=session_id, model=body.model, model_size=body.model_size,
-                                  temperature=body.temperature, max_tokens=body.max_tokens))
+    turn = Turn(body.message, who, session=session, model=body.model, model_size=body.model_size,
+                sampling=SamplingOverrides(temperature=body.temperature, max_tokens=body.max_tokens))
     return await _answer(runtime, request, turn, body.stream, session.profile)
 
 
-async def _answer(runtime: Runtime, request: Request, turn: TurnRequest, stream: bool, profile: str):
-    events = await open_stream(run_turn(runtime, turn))
-    if stream:
-        return EventSourceResponse(_progress(events, turn.session_id), sep="\n", ping=15)
-    end, model = await unless_disconnected(request, _fold(events))
-    return wire.turn_body(end, model=model, profile=profile, session_id=turn.session_id)
+async def _answer(runtime: Runtime, request: Request, turn: Turn, stream: bool, profile: str):
+    session_id = turn.session.id if turn.session else None
+    return await answer(request, wire.NATIVE, run_turn(runtime, turn), stream=stream,
+                        frames=lambda events: _progress(events, session_id),
+                        fold=lambda events: _answered(events, profile, session_id))
 
 
-async def _fold(events: AsyncIterator) -> tuple[TurnEnd, str]:
+async def _answered(events: AsyncIterator, profile: str, session_id: str | None) -> dict[str, Any]:
     model = ""
     async for event in events:
         if isinstance(event, Started):
             model = event.model
         elif isinstance(event, TurnEnd):
-            return event, model
+            return wire.turn_body(event, model=model, profile=profile, session_id=session_id)
     raise AssertionError("a turn ended without TurnEnd")
 
 
-async def _progress(events: AsyncIterator, session_id: str | None) -> AsyncIterator[dict]:
-    """The native event vocabulary: queued, started, reasoning, token, tool_call, tool_result, usage, done, error."""
-
-    def sse(name: str, data: dict) -> dict:
-        return {"event": name, "data": json.dumps(data, ensure_ascii=False)}
-
+async def _progress(events: AsyncIterator, session_id: str | None) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """The native event vocabulary: queued, started, reasoning, token, tool_call, tool_result, usage, done (and
+    error: wire.NATIVE)."""
     started = False
-    try:
-        async for event in events:
-            match event:
-                case Queued(position, None):
-                    yield sse("queued", {"position": position})
-                case Queued(position, model):
-                    yield sse("queued", {"position": position, "loading": model})
-                case Started(model, prompt_tokens) if not started:
-                    started = True
-                    yield sse("started", {"model": model, "prompt_tokens": prompt_tokens, "session_id": session_id})
-                case Reasoning(text):
-                    yield sse("reasoning", {"text": text})
-                case Token(text):
-                    yield sse("token", {"text": text})
-                case ToolCallEnd(_, call):
-                    yield sse("tool_call", wire.call_body(call))
-                case ToolResultEvent():
-                    yield sse("tool_result", wire.tool_result_body(event))
-                case TurnEnd(_, reason, usage, steps):
-                    yield sse("usage", wire.usage_body(usage, steps))
-                    yield sse("done", {"finish_reason": reason, "session_id": session_id, "response": event.answer})
-    except QwendError as exc:  # after the 200 has gone out, errors travel in the stream
-        yield sse("error", {"detail": exc.message, "code": exc.code})
+    async for event in events:
+        match event:
+            case Queued(position, None):
+                yield "queued", {"position": position}
+            case Queued(position, model):
+                yield "queued", {"position": position, "loading": model}
+            case Started(model, prompt_tokens) if not started:
+                started = True
+                yield "started", {"model": model, "prompt_tokens": prompt_tokens, "session_id": session_id}
+            case Reasoning(text):
+                yield "reasoning", {"text": text}
+            case Token(text):
+                yield "token", {"text": text}
+            case ToolCallEnd(_, call):
+                yield "tool_call", wire.call_body(call)
+            case ToolResultEvent():
+                yield "tool_result", wire.tool_result_body(event)
+            case TurnEnd(_, reason, usage, steps):
+                yield "usage", wire.usage_body(usage, steps)
+                yield "done", {"finish_reason": reason, "session_id": session_id, "response": event.answer}

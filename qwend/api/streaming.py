@@ -9,9 +9,8 @@ from contextlib import aclosing
 from typing import TypeVar
 
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
 
-from qwend.chat.service import chat
+from qwend.chat.service import Completion, CompletionBuilder, chat
 from qwend.runtime import Runtime
 from qwend.types import ChatEvent, ChatRequest
 
@@ -72,19 +71,6 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
 
 
-class NdjsonResponse(StreamingResponse):
-    """Closes its iterator however the response ends: a client that leaves while a line is being sent
-    would otherwise leave the generation running until the iterator is garbage-collected."""
-
-    media_type = "application/x-ndjson"
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.body_iterator.aclose()
-
-
 async def merged(streams: Sequence[AsyncIterator[T]]) -> AsyncIterator[tuple[int, T]]:
     """The items of several streams as they come, each with its stream's index (several choices of one
     request). An error in one ends them all; closing this closes every stream."""
@@ -120,3 +106,12 @@ async def merged(streams: Sequence[AsyncIterator[T]]) -> AsyncIterator[tuple[int
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def fold_choices(pairs: AsyncIterator[tuple[int, ChatEvent]], n: int) -> list[Completion]:
+    """The answers of a request's `n` choices, folded from their `merged` events."""
+    builders = [CompletionBuilder() for _ in range(n)]
+    async with aclosing(pairs):
+        async for index, event in pairs:
+            builders[index].add(event)
+    return [builder.completion() for builder in builders]

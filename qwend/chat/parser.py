@@ -20,9 +20,9 @@ from typing import Any
 
 from jsonschema.exceptions import SchemaError
 
-from qwend.chat.patterns import schema_validator
 from qwend.chat.stops import partial_suffix
 from qwend.errors import InvalidRequest
+from qwend.patterns import schema_validator
 from qwend.types import ChatEvent, Reasoning, Token, ToolCall, ToolCallDelta, ToolCallEnd, ToolCallStart, ToolSpec
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"

@@ -15,8 +15,8 @@ from typing import Any
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError
 
-from qwend.chat.patterns import MAX_REPEAT, compile_pattern, pattern_shape
 from qwend.errors import InvalidRequest
+from qwend.patterns import MAX_REPEAT, compile_pattern, pattern_shape
 
 MAX_REF_EXPANSIONS = 64
 MAX_DEPTH = 64  # nested objects and lists; jsonschema and the grammar builder recurse per level

@@ -9,19 +9,22 @@ the loaded model can tell (the prompt does not fit, it reads no images) comes in
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, replace
+from typing import Protocol
 
+from qwend.chat.decide import Generation, generation
 from qwend.chat.images import with_fetched_images
 from qwend.chat.parser import OutputParser, PlainText
 from qwend.chat.schemas import check_grammar_weight, grammar_weight
 from qwend.chat.stops import StopMatcher
 from qwend.engine.base import Finished, Piece, Prefill, Prompt
-from qwend.engine.manager import LoadedModel, LoadingModel
+from qwend.engine.manager import LoadedModel, LoadingModel, ModelManager
 from qwend.engine.scheduler import Admitted, Waiting
 from qwend.errors import BackendError, ContextOverflow, InvalidRequest
-from qwend.runtime import Runtime
+from qwend.metrics import Metrics
 from qwend.settings import Settings
 from qwend.types import (
     ChatEvent, ChatRequest, Done, FinishReason, Message, OutputConstraint, Queued, Reasoning, SamplingParams, Started,
@@ -29,22 +32,35 @@ from qwend.types import (
 )
 
 
-async def chat(runtime: Runtime, request: ChatRequest) -> AsyncIterator[ChatEvent]:
-    """The events of one answer (order in qwend.types). Closing the iterator cancels the job wherever it is."""
+class Daemon(Protocol):
+    """What the pipeline reads of the daemon: the Runtime, which imports this module (its `generate`, the model
+    for tools and session summaries, is this pipeline), so it is named here by what it offers."""
+
+    settings: Settings
+    models: ModelManager
+    metrics: Metrics
+
+
+async def chat(
+    runtime: Daemon, request: ChatRequest, *, loaded: LoadedModel | None = None
+) -> AsyncIterator[ChatEvent]:
+    """The events of one answer (order in qwend.types). Closing the iterator cancels the job wherever it is.
+    `loaded` is the request's model where the caller resolved it already (its keep-alive is then the caller's)."""
     request = _within_limits(request, runtime.settings)
-    loaded = await runtime.models.request(request.model, keep_alive=request.keep_alive)
-    if isinstance(loaded, LoadingModel):  # say so before the wait (what forbids the load was raised already)
-        yield Queued(0, loading=loaded.name)
-        loaded = await loaded.ready()
+    if loaded is None:
+        found = await runtime.models.request(request.model, keep_alive=request.keep_alive)
+        if isinstance(found, LoadingModel):  # say so before the wait (what forbids the load was raised already)
+            yield Queued(0, loading=found.name)
+        loaded = found if isinstance(found, LoadedModel) else await found.ready()
     if loaded.backend.info.vision:
         request = replace(request, messages=await with_fetched_images(request.messages, runtime.settings))
     # rendering and tokenizing take time in proportion to the prompt (30 MB: 38 s): off the event loop
-    prompt, constraint, parser = await asyncio.to_thread(_prepare, loaded, runtime, request)
+    prompt, generation, parser = await asyncio.to_thread(_prepare, loaded, runtime, request)
     stops = StopMatcher(request.sampling.stop)
     completion_tokens, cached_tokens, prompt_length = 0, 0, prompt.length
     finish: FinishReason = "stop"
     logprobs = _LogprobsToText()
-    job = loaded.scheduler.run(prompt, request.sampling, constraint, client=request.client, priority=request.priority)
+    job = loaded.scheduler.run_work(generation, client=request.client, priority=request.priority)
     timer = runtime.metrics.generation(loaded.name)  # queue wait, time to first token, decode rate
     async with aclosing(job):
         async for item in job:
@@ -113,10 +129,10 @@ def _within_limits(request: ChatRequest, settings: Settings) -> ChatRequest:
 
 
 def _prepare(
-    loaded: LoadedModel, runtime: Runtime, request: ChatRequest
-) -> tuple[Prompt, OutputConstraint | None, OutputParser | PlainText]:
+    loaded: LoadedModel, runtime: Daemon, request: ChatRequest
+) -> tuple[Prompt, Generation, OutputParser | PlainText]:
     """Everything that can refuse the request, before it is queued: the prompt and whether it fits, the
-    output constraint and the parser for it."""
+    output constraint; then what the job generates (chat/decide.py) and the parser for it."""
     if request.sampling.logprobs is not None and not loaded.backend.info.logprobs:
         raise InvalidRequest(f"model {loaded.name!r} cannot report log probabilities on the "
                              f"{loaded.backend.info.engine} engine", param="logprobs")
@@ -124,7 +140,7 @@ def _prepare(
         prompt = loaded.backend.text_prompt(request.text_prompt, request.suffix)
         prompt = replace(prompt, affinity=request.affinity, suffix=request.suffix)
         check_fits(prompt.length, request.sampling, loaded.backend.info.context_length)
-        return prompt, None, PlainText()
+        return prompt, generation(loaded.backend, prompt, request.sampling, None), PlainText()
     if request.tool_choice == "auto" and request.messages[-1].role == "tool" and runtime.settings.answer_after_tool_results:
         request = replace(request, tool_choice="text")  # see ANSWER_NOTE
     tools, constraint = tool_plan(request)
@@ -145,11 +161,13 @@ def _prepare(
         if constraint.tools:  # each schema is bounded; the call grammar holds them all
             check_grammar_weight(sum(grammar_weight(t.parameters) for t in constraint.tools), param="tools")
         constraint = replace(constraint, grammar=backend.grammar_for(constraint))
+    generated, calls_prompt = prompt, None
     if enforced and constraint.tools and constraint.parallel:
         # once calls are decided on, ask for one per item (irrelevance is settled by then; see PARALLEL_HINT)
-        calls_prompt = build_prompt(backend, request.messages, tools, hint=PARALLEL_HINT)
-        check_fits(calls_prompt.length, request.sampling, backend.info.context_length)
-        constraint = replace(constraint, calls_prompt=calls_prompt.tokens)
+        calls_prompt = functools.partial(_calls_prompt, backend, request, tools)
+        if constraint.calls == "required":  # decided already: rendered now, and refused here if it does not fit
+            generated = replace(build_prompt(backend, request.messages, tools, hint=PARALLEL_HINT), pin=prompt.pin)
+            check_fits(generated.length, request.sampling, backend.info.context_length)
     callable_tools = () if request.tool_choice == "text" else tools  # shown, but never called
     parser = OutputParser(
         callable_tools,
@@ -158,7 +176,18 @@ def _prepare(
         in_reasoning=prompt.text.rstrip().endswith("<think>"),
         max_calls=None if request.parallel_tool_calls else 1,
     )
-    return prompt, constraint, parser
+    return prompt, generation(backend, generated, request.sampling, constraint, calls_prompt), parser
+
+
+def _calls_prompt(backend, request: ChatRequest, tools: tuple[ToolSpec, ...]) -> Prompt | None:
+    """The prompt that decided calls are generated from (rendered only once they are: in the job); None where
+    it would not fit the window, and the calls come from the request's own prompt."""
+    calls = build_prompt(backend, request.messages, tools, hint=PARALLEL_HINT)
+    try:
+        check_fits(calls.length, request.sampling, backend.info.context_length)
+    except ContextOverflow:
+        return None
+    return calls
 
 
 # Small models answer a follow-up from the tool results already in the conversation (inventing the new

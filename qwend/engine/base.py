@@ -108,7 +108,10 @@ class Backend(Protocol):
     def generate(
         self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None
     ) -> AsyncIterator[Generated]:
-        """Prefill, Pieces, then one Finished. Closing the iterator stops generation before the next token."""
+        """Prefill, Pieces, then one Finished. Closing the iterator stops generation before the next token.
+        Backends whose ModelInfo.grammar is True generate exactly under `constraint.grammar` (its first
+        `grammar_tokens` tokens only, where set; free text without one) and read nothing else of it: what to
+        generate under is the caller's choice (chat/decide.py). The others take the constraint as a hint."""
 
     def close(self) -> None:
         """Free the model's memory. The backend is unusable afterwards."""

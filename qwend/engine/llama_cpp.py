@@ -1,9 +1,10 @@
 """The llama.cpp backend (llama-cpp-python): GGUF models on CPU or GPU.
 
 Text models generate through one BatchDecoder (engine/llama_batch.py): several answers at once in one
-context, each conversation's KV cells kept for its next turn. Each answer's own logic (watching the first
-tokens for a tool call, switching grammars) runs in a worker thread that reads its sequence's tokens; it
-checks a stop flag between tokens so a closed stream frees its sequence at once.
+context, each conversation's KV cells kept for its next turn. A model with a multimodal projector reads
+images through the LlamaCppImages it holds (engine/llama_cpp_vision.py). Each answer is read by a worker
+thread, under the grammar it was given (whether an answer is calls or text is the chat pipeline's decision:
+chat/decide.py); it checks a stop flag between tokens so a closed stream frees its sequence at once.
 """
 
 from __future__ import annotations
@@ -19,37 +20,38 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from qwend.chat.parser import call_intent, called_name
 from qwend.engine import grammar
 from qwend.engine.base import (
     MAX_DEFAULT_CONTEXT, Embedded, Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts,
     answer_limit, past_window,
 )
 from qwend.engine.kv_tiers import KvTiers, model_key
-from qwend.engine.llama_batch import BatchDecoder, TokenStream
+from qwend.engine.llama_batch import BatchDecoder
+from qwend.engine.llama_cpp_vision import LlamaCppImages
 from qwend.engine.llama_embeddings import LlamaEmbedder
 from qwend.engine.specials import ControlTexts
 from qwend.engine.template import ChatTemplate
 from qwend.engine.threads import stream_from_thread
 from qwend.errors import BackendError, ContextOverflow, InvalidRequest
+from qwend.models.mmproj import find_mmproj
 from qwend.models.store import LocalModel
 from qwend.settings import Settings
-from qwend.types import OutputConstraint, SamplingParams, TokenLogprob
+from qwend.types import Message, OutputConstraint, SamplingParams, ToolSpec
 
-MAX_HELD_TOKENS = 6  # an answer's intent (call or text) shows within its first few tokens
-MAX_NAME_TOKENS = 24  # and a call's tool name within these
 TOKENIZER_CONTEXT = 256  # the Llama object's own context, when the batch decoder's serves instead
 
 
 class LlamaCppBackend(TemplatedPrompts):
     def __init__(self, llama, path: Path, decoder: BatchDecoder | None = None,
-                 embedder: LlamaEmbedder | None = None) -> None:
+                 embedder: LlamaEmbedder | None = None, images: LlamaCppImages | None = None) -> None:
+        """Text models generate through `decoder`; a model that reads images through its projector, `images`."""
         import llama_cpp
 
         self._lib = llama_cpp
         self.llama = llama  # the model, its vocabulary and metadata (its own context: see load)
         self.decoder = decoder
         self.embedder = embedder
+        self.images = images
         # one reader thread per answer running: the default executor (a few threads, shared) would queue some
         self._readers = ThreadPoolExecutor(decoder.parallel if decoder else 1, thread_name_prefix="llama.cpp answer")
         model = llama._model
@@ -65,9 +67,10 @@ class LlamaCppBackend(TemplatedPrompts):
             trained_context_length=model.n_ctx_train(),
             vocab_size=llama.n_vocab(),
             parameters=model.n_params(),
-            file_size=path.stat().st_size,
+            file_size=path.stat().st_size + (images.mmproj.stat().st_size if images else 0),
             chat_template=template is not None,
             grammar=True,
+            vision=images is not None,
             parallel=decoder.parallel if decoder else 1,
             pins_prompts=decoder is not None and decoder.saved is not None,
             embeddings=embedder is not None,
@@ -84,8 +87,6 @@ class LlamaCppBackend(TemplatedPrompts):
         loaded, and models loaded on demand may have none."""
         import llama_cpp
 
-        from qwend.engine.llama_cpp_vision import LlamaCppVisionBackend, find_mmproj
-
         path = model.path
         if not path.is_file():
             raise BackendError(f"{model.name} is a model folder; llama.cpp loads .gguf files (serve folders with "
@@ -99,10 +100,12 @@ class LlamaCppBackend(TemplatedPrompts):
         if mmproj is not None:
             llama = _open_llama(path, settings, threads, n_ctx=n_ctx, n_batch=settings.batch_size)
             try:
-                return LlamaCppVisionBackend(llama, path, mmproj, settings)
+                images = LlamaCppImages(llama, path, mmproj, settings)
             except BackendError as exc:
                 logging.getLogger(__name__).warning("%s; serving %s without vision", exc, path.name)
                 llama.close()
+            else:
+                return cls(llama, path, images=images)
         # the batch decoder's context holds the KV cache; the Llama's own one is left as small as it can be
         llama = _open_llama(path, settings, threads, n_ctx=TOKENIZER_CONTEXT, n_batch=TOKENIZER_CONTEXT)
         try:
@@ -179,97 +182,56 @@ class LlamaCppBackend(TemplatedPrompts):
         self, request: Prompt, params: SamplingParams, constraint: OutputConstraint | None, stop: threading.Event,
     ) -> Iterator[Generated]:
         llama = self.llama
-        prompt, rules, deciding = _plan(request.tokens, constraint)
         limit = answer_limit(request.length, params, self.info.context_length)
         if limit <= 0:
             yield Prefill(0)
             yield Finished("length")
             return
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-        def piece(token: int, logprob: TokenLogprob | None) -> Piece:
-            return Piece(decoder.decode(llama.detokenize([token], special=False)), logprob=logprob)
-
-        tokens = self._open(list(prompt), params, rules, pin=request.pin)
-        held: list[int] = []  # while deciding: the answer's first tokens, until they show call or text
-        held_logprobs: list[TokenLogprob | None] = []
+        prompt = list(request.tokens)
+        rules = constraint.grammar if constraint else ""
+        # a grammar over the answer's first tokens only: past them the answer is generated on, unconstrained
+        # (a grammar over all of it would cost ~35% speed), from the prompt and those tokens (cached)
+        shaped = constraint.grammar_tokens if rules and constraint.grammar_tokens else None
+        tokens = self._open(list(prompt), params, rules or None, pin=request.pin)
         count, reason = 0, "length"
         try:
             yield Prefill(tokens.cached)
             while (token := next(tokens, None)) is not None:
-                # (an answer restarted under a grammar reads plain tokens: it reports no log probabilities)
-                logprob = tokens.take_logprob() if isinstance(tokens, TokenStream) else None
+                logprob = tokens.take_logprob()
                 if stop.is_set():
                     reason = "cancelled"
                     break
                 if self._lib.llama_vocab_is_eog(self._vocab, token):
                     reason = "stop"
                     break
-                if deciding:
-                    held.append(token)
-                    held_logprobs.append(logprob)
-                    choice = self._decide(llama.detokenize(held, special=False), constraint, len(held))
-                    if choice is None:
-                        continue
-                    deciding = False
-                    if choice != "text":
-                        # generate again from the (cached) prompt: the calls under the call grammar, or
-                        # (the model reached for a tool that was not offered) a text answer
-                        tokens.close()
-                        held, held_logprobs = [], []
-                        tokens = self._restart(list(prompt), params, choice, constraint)
-                        continue
-                released = list(zip(held, held_logprobs)) or [(token, logprob)]
-                for released_token, released_logprob in released[: limit - count]:
-                    count += 1
-                    yield piece(released_token, released_logprob)
-                held, held_logprobs = [], []
+                count += 1
+                yield Piece(decoder.decode(llama.detokenize([token], special=False)), logprob=logprob)
                 if count >= limit:
                     break
-            for released, released_logprob in list(zip(held, held_logprobs))[: limit - count]:
-                count += 1  # the answer ended while still ambiguous: it was text
-                yield piece(released, released_logprob)
+                if shaped is not None:
+                    prompt.append(token)
+                    if count == shaped:
+                        tokens.close()
+                        tokens, shaped = self._open(list(prompt), params, None), None
         finally:
             tokens.close()
         if tail := decoder.decode(b"", final=True):
             yield Piece(tail, tokens=0)
         yield Finished(reason)
 
-    @staticmethod
-    def _decide(held: bytes, constraint: OutputConstraint, count: int) -> str | None:
-        """From an answer's first tokens: "text" (go on as it is), "calls", "text_again", or None (unclear)."""
-        text = held.decode("utf-8", "ignore")
-        intent = call_intent(text)
-        if intent is None:
-            return None if count < MAX_HELD_TOKENS else "text"
-        if not intent:
-            return "text"
-        if constraint.calls == "none":  # tools shown for context only: a call-shaped start is redone as text
-            return "text_again"
-        name = called_name(text)
-        if name is None:
-            return None if count < MAX_NAME_TOKENS else "calls"
-        return "calls" if any(t.name == name for t in constraint.tools) else "text_again"
-
-    def _restart(
-        self, prompt: list[int], params: SamplingParams, choice: str, constraint: OutputConstraint
-    ) -> Iterator[int]:
-        if choice == "calls":
-            calls_prompt, rules = _calls(prompt, constraint)
-            yield from self._open(list(calls_prompt), params, rules)
-            return
-        # only the first token needs steering away from a call; the rest runs at full speed
-        first_tokens = self._open(prompt, params, grammar.TEXT_ONLY_START)
-        first = next(first_tokens, None)
-        first_tokens.close()
-        if first is not None:
-            yield first
-            yield from self._open(prompt + [first], params, None)
-
-    def _open(self, prompt: list[int], params: SamplingParams, rules: str | None, pin: bool = False) -> TokenStream:
+    def _open(self, prompt: list[int], params: SamplingParams, rules: str | None, pin: bool = False):
         """The tokens sampled after `prompt` (under the GBNF `rules` when given); `.cached` says how many
-        prompt tokens were already in the KV cache. `pin` keeps the prompt's KV state for good."""
+        prompt tokens were already in the KV cache. `pin` keeps the prompt's KV state for good. A prompt with
+        images is generated from by the image reader (engine/llama_cpp_vision.py)."""
+        if self.images is not None:
+            return self.images.open(prompt, params, rules)
         return self.decoder.open(prompt, params, rules, pin)
+
+    def prompt(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> Prompt:
+        if self.images is not None and any(m.images for m in messages):
+            return self.images.prompt(self, messages, tools)
+        return super().prompt(messages, tools)
 
     def close(self) -> None:
         self._readers.shutdown(wait=True)
@@ -277,39 +239,9 @@ class LlamaCppBackend(TemplatedPrompts):
             self.embedder.close()
         if self.decoder:
             self.decoder.close()
+        if self.images:
+            self.images.close()
         self.llama.close()
-
-
-def _plan(
-    prompt: Sequence[int], constraint: OutputConstraint | None
-) -> tuple[Sequence[int], str | None, bool]:
-    """The prompt and grammar to start with, and whether the answer's first tokens must first show call or
-    text.
-
-    Optional calls start unconstrained: a grammar over free text costs ~35% speed, and steering the
-    model's first token away from its own way of starting a call (bare or fenced JSON) loses the call.
-    Text-only answers with tools shown ("none") are watched the same way, and redone if they start as a call.
-    """
-    if constraint is None:
-        return prompt, None, False
-    if constraint.json_schema is not None:
-        return prompt, _rules(constraint), False
-    if not constraint.tools:
-        return prompt, None, False
-    if constraint.calls == "required":
-        return (*_calls(prompt, constraint), False)
-    return prompt, None, True
-
-
-def _calls(prompt: Sequence[int], constraint: OutputConstraint) -> tuple[Sequence[int], str]:
-    """The prompt and grammar that tool calls are generated from."""
-    return constraint.calls_prompt or prompt, _rules(constraint)
-
-
-def _rules(constraint: OutputConstraint) -> str:
-    """The constraint's grammar, as the chat pipeline built it before queueing (or built here for callers of
-    the engine itself)."""
-    return constraint.grammar or grammar.for_constraint(constraint)
 
 
 def _open_llama(path: Path, settings: Settings, threads: int, *, n_ctx: int, n_batch: int, **options):

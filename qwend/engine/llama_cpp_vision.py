@@ -1,5 +1,5 @@
 """Images on the llama.cpp backend: a GGUF model plus its multimodal projector (an mmproj GGUF), read through
-libmtmd, as llama-server does.
+libmtmd, as llama-server does. LlamaCppImages is the part a LlamaCppBackend holds when its model reads images.
 
 An image in a prompt becomes a run of placeholder slots in the token list, one per position it takes (for
 M-RoPE models such as Qwen2-VL fewer than its tokens: max(columns, rows)). A placeholder is negative, so it is
@@ -20,34 +20,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from qwend.engine.base import Prompt, common_prefix
-from qwend.engine.llama_cpp import LlamaCppBackend
+from qwend.engine.base import Prompt, TemplatedPrompts, common_prefix
 from qwend.engine.llama_sampler import RANDOM_SEED
 from qwend.errors import BackendError, InvalidRequest
 from qwend.types import Image, Message, SamplingParams, ToolSpec
 
 # Formats stb_image (inside libmtmd) decodes; WebP is not one of them
 READABLE_TYPES = "JPEG, PNG, BMP, GIF, TGA, PSD, HDR, PIC or PNM"
-
-
-def find_mmproj(model: Path) -> Path | None:
-    """The projector beside a GGUF model: `mmproj*.gguf` named after the model (`mmproj-<model>[-<quant>].gguf`,
-    as Hugging Face repositories publish them), or the only one in a folder that holds just this model (LM
-    Studio's layout). None when there is none, or when it is unclear which model a projector belongs to."""
-    projectors = sorted(p for p in model.parent.glob("*.gguf") if p.name.lower().startswith("mmproj"))
-    base = _base_name(model.stem)
-    named = [p for p in projectors if _base_name(p.stem.lower().removeprefix("mmproj").lstrip("-_.")) == base]
-    if len(named) == 1:
-        return named[0]
-    models = [p for p in model.parent.glob("*.gguf") if not p.name.lower().startswith("mmproj")]
-    return projectors[0] if len(projectors) == 1 and models == [model] else None
-
-
-def _base_name(stem: str) -> str:
-    """A GGUF file's name without its quantisation suffix, dots as dashes: "Qwen2.5-VL-3B-Q4_K_M" -> "qwen2-5-vl-3b"."""
-    head, sep, last = stem.lower().replace(".", "-").rpartition("-")
-    quantised = last.startswith(("q", "iq", "f", "bf")) and any(c.isdigit() for c in last) and "b" not in last[1:]
-    return head if sep and quantised else stem.lower().replace(".", "-")
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,15 +59,16 @@ class VisionPrompt(Prompt):
         return len(self.tokens) + sum(i.tokens - i.positions for i in self.images)
 
 
-class LlamaCppVisionBackend(LlamaCppBackend):
-    """The llama.cpp backend with an mmproj loaded: `info.vision` is True and user messages' images are read."""
+class LlamaCppImages:
+    """A loaded projector: it turns a prompt's pictures into placeholder runs, and generates from prompts that
+    hold them in the Llama's own context. Raises BackendError when the projector does not fit the model."""
 
-    def __init__(self, llama, path: Path, mmproj: Path, settings) -> None:
-        super().__init__(llama, path)
+    def __init__(self, llama, model: Path, mmproj: Path, settings) -> None:
         from llama_cpp import mtmd_cpp
         from llama_cpp._logger import llama_log_callback
 
         self._mtmd = mtmd_cpp
+        self.llama = llama
         # mtmd's and clip's log lines through llama-cpp-python's logger, shown only when debugging qwend
         mtmd_cpp.mtmd_log_set(llama_log_callback, ctypes.c_void_p(0))
         mtmd_cpp.mtmd_helper_log_set(llama_log_callback, ctypes.c_void_p(0))
@@ -98,38 +78,36 @@ class LlamaCppVisionBackend(LlamaCppBackend):
         params.n_threads = llama.n_threads
         self._context = mtmd_cpp.mtmd_init_from_file(str(mmproj).encode(), llama._model.model, params)
         if not self._context:
-            raise BackendError(f"llama.cpp could not load the projector {mmproj.name} for {path.name} (a projector "
+            raise BackendError(f"llama.cpp could not load the projector {mmproj.name} for {model.name} (a projector "
                                "made for another model, or not an mmproj GGUF; run with --log-level debug to see why)")
         if not mtmd_cpp.mtmd_support_vision(self._context):
             mtmd_cpp.mtmd_free(self._context)
             raise BackendError(f"{mmproj.name} has no vision encoder (an audio-only projector)")
         self.mmproj = mmproj
-        self.info = replace(self.info, vision=True, file_size=self.info.file_size + mmproj.stat().st_size)
         # where images go in the rendered template: a nonce, so no message text can pose as one
         self._marker = f"<|qwend-image-{secrets.token_hex(8)}|>"
         # images of prompts not yet generated from, by placeholder (each prompt holds its own alive)
         self._images: weakref.WeakValueDictionary[int, ImageChunk] = weakref.WeakValueDictionary()
         self._images_lock = threading.Lock()  # prompt() runs on the event loop, generation in a worker
 
-    def prompt(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> Prompt:
-        if not any(m.images for m in messages):
-            return super().prompt(messages, tools)
+    def prompt(self, templated: TemplatedPrompts, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> Prompt:
+        """The prompt for a conversation with pictures, rendered by the backend `templated`."""
         pictures = [image for m in messages for image in m.images]
         # the template sees text: a marker for each image, before the message's text (as llama-server does)
         marked = [replace(m, images=(), content=self._marker * len(m.images) + m.content) if m.images else m
                   for m in messages]
-        text = self.render(marked, tools)
+        text = templated.render(marked, tools)
         pieces = text.split(self._marker)
         if len(pieces) != len(pictures) + 1:
             raise BackendError("the model's chat template dropped or repeated an image")
-        tokens = self.tokens(pieces[0])
+        tokens = templated.tokens(pieces[0])
         chunks = []
         for picture, piece in zip(pictures, pieces[1:]):
             chunk = self._image(picture)
             chunks.append(chunk)
             tokens += [*chunk.before, *[chunk.placeholder] * chunk.positions, *chunk.after]
-            tokens += self.tokens(piece, bos=False)
-        shown = self.controls.unmask(text).replace(self._marker, self._mtmd.mtmd_default_marker().decode())
+            tokens += templated.tokens(piece, bos=False)
+        shown = templated.controls.unmask(text).replace(self._marker, self._mtmd.mtmd_default_marker().decode())
         return VisionPrompt(tuple(tokens), shown, images=tuple(chunks))
 
     def _image(self, picture: Image) -> ImageChunk:
@@ -179,9 +157,10 @@ class LlamaCppVisionBackend(LlamaCppBackend):
             mtmd.mtmd_input_chunks_free(chunks)
             mtmd.mtmd_bitmap_free(bitmap)
 
-    def _open(self, prompt: list[int], params: SamplingParams, rules: str | None, pin: bool = False) -> _LlamaTokens:
-        """Images go through libmtmd, which evaluates into the Llama's own single-sequence context; so this
-        backend generates with llama.generate there rather than through the batch decoder."""
+    def open(self, prompt: list[int], params: SamplingParams, rules: str | None) -> _LlamaTokens:
+        """The tokens sampled after `prompt`, as BatchDecoder.open. Images go through libmtmd, which evaluates
+        into the Llama's own single-sequence context; so a model that reads images generates with
+        llama.generate there rather than through the batch decoder."""
         from llama_cpp import LlamaGrammar
 
         llama = self.llama
@@ -255,7 +234,6 @@ class LlamaCppVisionBackend(LlamaCppBackend):
         if self._context:
             self._mtmd.mtmd_free(self._context)
             self._context = None
-        super().close()
 
 
 class _LlamaTokens:
@@ -269,6 +247,10 @@ class _LlamaTokens:
 
     def __next__(self) -> int:
         return next(self._tokens)
+
+    def take_logprob(self) -> None:
+        """llama.generate reports no log probabilities."""
+        return None
 
     def close(self) -> None:
         self._tokens.close()

@@ -3,7 +3,7 @@
 Our own token loop rather than `model.generate`: it checks the stop flag between tokens, keeps the KV cache of
 the last sequence so a new prompt re-reads only what differs from it, and samples with a per-job generator.
 Every forward pass runs on one thread the backend owns, so jobs never overlap on the model. Qwen2-VL and
-Qwen2.5-VL folders load as VisionTransformersBackend (transformers_vision.py): the same loop, with images.
+Qwen2.5-VL folders load with a TransformersImages (transformers_vision.py): the same loop, with images.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,10 +22,11 @@ from qwend.engine.base import (
 from qwend.engine.hf import HuggingFaceTokens, end_of_turn_ids, model_folder, read_vocabulary
 from qwend.engine.template import ChatTemplate
 from qwend.engine.threads import stream_from_thread
+from qwend.engine.transformers_vision import PromptImage, TransformersImages, VisionPrompt, image_cut
 from qwend.errors import BackendError
 from qwend.models.store import LocalModel
 from qwend.settings import Settings
-from qwend.types import OutputConstraint, SamplingParams
+from qwend.types import Message, OutputConstraint, SamplingParams, ToolSpec
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,12 @@ PREFILL_CHUNK = 512  # prompt tokens per forward pass: bounds attention memory, 
 
 
 class TransformersBackend(HuggingFaceTokens, TemplatedPrompts):
-    def __init__(self, model, tokenizer, path: Path, settings: Settings, device: str) -> None:
+    def __init__(self, model, tokenizer, path: Path, settings: Settings, device: str,
+                 images: TransformersImages | None = None) -> None:
+        if images is not None and images.chat_template:
+            tokenizer.chat_template = images.chat_template
         self.model = model
+        self.images = images  # a Qwen-VL folder's: it reads Message.images
         self.tokenizer = tokenizer
         self.device = device
         self._threads = settings.threads if device == "cpu" else None
@@ -58,12 +63,15 @@ class TransformersBackend(HuggingFaceTokens, TemplatedPrompts):
             file_size=sum(p.stat().st_size for p in path.glob("*.safetensors")),
             chat_template=tokenizer.chat_template is not None,
             grammar=False,
+            vision=images is not None,
             engine=ENGINE,
             longest_token=longest_token,
         )
-        # the sequence whose keys and values `_cache` holds, token for token
+        # the sequence whose keys and values `_cache` holds, token for token, and the pictures in it
         self._cache = None
         self._cached_ids: list[int] = []
+        self._cached_spans = ()
+        self._sequence = None  # a vision model's prompt being generated from (worker thread only)
 
     @classmethod
     def load(cls, model: LocalModel, settings: Settings) -> TransformersBackend:
@@ -82,34 +90,44 @@ class TransformersBackend(HuggingFaceTokens, TemplatedPrompts):
         if device == "cpu" and settings.threads:
             torch.set_num_threads(settings.threads)
         options = _load_options(device, settings)
-        # a vision folder (Qwen2-VL, Qwen2.5-VL) loads with its image processor; see transformers_vision.py
-        from qwend.engine.transformers_vision import VisionTransformersBackend, load_image_processor
-
-        image_processor = load_image_processor(path)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-            if image_processor is None:
-                hf_model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **options)
-            else:
-                hf_model = VisionTransformersBackend.load_model(path, options)
+            # a vision folder (Qwen2-VL, Qwen2.5-VL) loads with its image processor; see transformers_vision.py
+            vision = TransformersImages.load(path, options)
+            hf_model, images = vision or (AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
+                                                                               **options), None)
         except (OSError, ValueError, ImportError, KeyError) as exc:
             raise BackendError(f"transformers could not load {path.name}: {exc}") from exc
         if "device_map" not in options:  # CPU and MPS: loaded on the CPU, then moved
             hf_model.to(device)
         hf_model.eval()
-        if image_processor is not None:
-            return VisionTransformersBackend(hf_model, tokenizer, path, settings, device, image_processor)
-        return cls(hf_model, tokenizer, path, settings, device)
+        return cls(hf_model, tokenizer, path, settings, device, images)
+
+    def prompt(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> Prompt:
+        if self.images is not None and any(m.images for m in messages):
+            return self.images.prompt(self, messages, tools)
+        return super().prompt(messages, tools)
 
     def generate(
         self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None
     ) -> AsyncIterator[Generated]:
         # no grammar here: the constraint is a hint this engine cannot enforce (the parser reads calls)
-        produce = functools.partial(self._generate_blocking, list(prompt.tokens), params)
+        images = prompt.images if isinstance(prompt, VisionPrompt) else ()
+        produce = functools.partial(self._generate_blocking, list(prompt.tokens), params, images=images)
         return stream_from_thread(produce, ENGINE, self._executor)  # itself: closing it must reach the worker at once
 
-    def _generate_blocking(self, prompt: list[int], params: SamplingParams, stop: threading.Event
-                           ) -> Iterator[Generated]:
+    def _generate_blocking(self, prompt: list[int], params: SamplingParams, stop: threading.Event,
+                           images: Sequence[PromptImage] = ()) -> Iterator[Generated]:
+        if self.images is not None:
+            # set here, on the worker thread, for _reusable, _reuse and _inputs to read
+            self._sequence = self.images.sequence(self.model, prompt, images)
+        try:
+            yield from self._generate_tokens(prompt, params, stop)
+        finally:
+            self._sequence = None  # the pictures' features are large; the spans stay for reuse
+
+    def _generate_tokens(self, prompt: list[int], params: SamplingParams, stop: threading.Event
+                         ) -> Iterator[Generated]:
         import torch
 
         if not prompt:
@@ -152,6 +170,8 @@ class TransformersBackend(HuggingFaceTokens, TemplatedPrompts):
         from transformers.cache_utils import DynamicLayer
 
         cached = min(self._reusable(prompt), len(prompt) - 1)
+        # those within the kept prefix are the same pictures
+        self._cached_spans = self._sequence.spans if self._sequence is not None else ()
         cache = self._cache
         # only plain full-attention layers hold every position, so only they can be cropped to a prefix
         if cached and cache is not None and all(type(layer) is DynamicLayer for layer in cache.layers):
@@ -163,9 +183,10 @@ class TransformersBackend(HuggingFaceTokens, TemplatedPrompts):
         return 0
 
     def _reusable(self, prompt: list[int]) -> int:
-        """How many leading tokens of the cached sequence `prompt` could keep (the vision backend also compares
-        the pictures behind image placeholders)."""
-        return common_prefix(self._cached_ids, prompt)
+        """How many leading tokens of the cached sequence `prompt` could keep (on a vision model, up to the first
+        picture behind image placeholders that differs)."""
+        shared = common_prefix(self._cached_ids, prompt)
+        return shared if self._sequence is None else image_cut(self._cached_spans, self._sequence.spans, shared)
 
     def _forward(self, ids: list[int]):
         """Feed `ids` after the cached sequence; the next token's logits (float32, on the model's device)."""
@@ -177,10 +198,12 @@ class TransformersBackend(HuggingFaceTokens, TemplatedPrompts):
         return output.logits[0, -1].float()
 
     def _inputs(self, ids: list[int], start: int) -> dict:
-        """The model's inputs for `ids`, which sit at `start` in the sequence (the vision backend passes
-        embeddings with the images' features in them, and 3D positions)."""
+        """The model's inputs for `ids`, which sit at `start` in the sequence (a vision model's: embeddings with
+        the images' features in them, and 3D positions)."""
         import torch
 
+        if self._sequence is not None:
+            return self._sequence.inputs(ids, start)
         return {"input_ids": torch.tensor([ids], device=self.model.device)}
 
     def _set_threads(self) -> None:

@@ -1,6 +1,7 @@
 """Image input on the transformers backend: Qwen2-VL and Qwen2.5-VL model folders.
 
-The token loop is TransformersBackend's; this adds what images need around it:
+The token loop is TransformersBackend's; TransformersImages, which it holds for such a folder, adds what
+images need around it:
 - prompt(): the chat template emits one <|image_pad|> per picture; the folder's image processor (its PIL
   backend: no torchvision needed) turns each picture into patches, and the placeholder is expanded to one
   token per merged patch, so prompt lengths count the image.
@@ -14,23 +15,18 @@ The token loop is TransformersBackend's; this adds what images need around it:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import json
-import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from qwend.engine.base import Generated, Prompt
-from qwend.engine.threads import stream_from_thread
-from qwend.engine.transformers import ENGINE, TransformersBackend
+from qwend.engine.base import Prompt, TemplatedPrompts
 from qwend.errors import BackendError, InvalidRequest
-from qwend.settings import Settings
-from qwend.types import Image, Message, OutputConstraint, SamplingParams, ToolSpec
+from qwend.types import Image, Message, ToolSpec
 
 # config.json model types whose folders load as image-text models with a Qwen2-VL image processor
 VISION_MODEL_TYPES = frozenset({"qwen2_vl", "qwen2_5_vl"})
@@ -87,31 +83,33 @@ class VisionPrompt(Prompt):
     images: tuple[PromptImage, ...] = ()
 
 
-class VisionTransformersBackend(TransformersBackend):
-    def __init__(self, model, tokenizer, path: Path, settings: Settings, device: str, image_processor) -> None:
-        if template := processor_chat_template(path):
-            tokenizer.chat_template = template  # the one written for image content parts
-        super().__init__(model, tokenizer, path, settings, device)
-        self.image_processor = image_processor
-        self.info = replace(self.info, vision=True)
-        self._image_token = int(model.config.image_token_id)
-        self._merge = int(image_processor.merge_size) ** 2  # patches per placeholder token
-        self._cached_spans: tuple[ImageSpan, ...] = ()  # the pictures in the cached sequence
-        self._sequence: _Sequence | None = None  # the prompt being generated from (worker thread only)
+class TransformersImages:
+    """What a TransformersBackend holds when its folder is a Qwen2-VL or Qwen2.5-VL model: the image processor,
+    the placeholder expansion of prompts, and each generation's pictures and positions (`sequence`)."""
 
-    @staticmethod
-    def load_model(path: Path, options: dict):
+    def __init__(self, processor, image_token: int, chat_template: str | None) -> None:
+        self.processor = processor
+        self.image_token = image_token
+        self.chat_template = chat_template  # the one written for image content parts, where the folder has it
+        self._merge = int(processor.merge_size) ** 2  # patches per placeholder token
+
+    @classmethod
+    def load(cls, path: Path, options: dict):
+        """(the model, its images) for a vision folder, or None for another; blocking."""
+        processor = load_image_processor(path)
+        if processor is None:
+            return None
         from transformers import AutoModelForImageTextToText
 
-        return AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, **options)
+        model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, **options)
+        return model, cls(processor, int(model.config.image_token_id), processor_chat_template(path))
 
-    def prompt(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> Prompt:
+    def prompt(self, templated: TemplatedPrompts, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> Prompt:
+        """The prompt for a conversation with pictures, rendered and tokenized by the backend `templated`."""
         pictures = [image for message in messages for image in message.images]
-        if not pictures:
-            return super().prompt(messages, tools)
-        text = self.render(messages, tools)
-        ids = self.tokens(text)
-        places = [i for i, token in enumerate(ids) if token == self._image_token]
+        text = templated.render(messages, tools)
+        ids = templated.tokens(text)
+        places = [i for i, token in enumerate(ids) if token == self.image_token]
         if len(places) != len(pictures):  # (an <|image_pad|> in a message's text is text: never one of these)
             raise InvalidRequest(f"the prompt has {len(places)} image placeholders for {len(pictures)} images",
                                  param="messages")
@@ -124,10 +122,10 @@ class VisionTransformersBackend(TransformersBackend):
             patches = int(grid.prod())
             span = ImageSpan(len(expanded), patches // self._merge, hashlib.sha256(picture.data).digest())
             images.append(PromptImage(span, pixels[row:row + patches], grid))
-            expanded.extend([self._image_token] * span.length)
+            expanded.extend([self.image_token] * span.length)
             done, row = place + 1, row + patches
         expanded.extend(ids[done:])
-        return VisionPrompt(tuple(expanded), self.controls.unmask(text), images=tuple(images))
+        return VisionPrompt(tuple(expanded), templated.controls.unmask(text), images=tuple(images))
 
     def _pixels(self, pictures: Sequence[Image]):
         """The processor's pixel_values (patch rows of every picture, in order) and image_grid_thw."""
@@ -142,44 +140,18 @@ class VisionTransformersBackend(TransformersBackend):
                 raise InvalidRequest(f"image {number} ({picture.mime_type}) could not be read: {exc}",
                                      param="messages") from exc
         try:
-            out = self.image_processor(images=decoded, return_tensors="pt")
+            out = self.processor(images=decoded, return_tensors="pt")
         except ValueError as exc:  # e.g. an aspect ratio past 200:1
             raise InvalidRequest(f"the images could not be prepared for the model: {exc}", param="messages") from exc
         return out["pixel_values"], out["image_grid_thw"]
 
-    def generate(
-        self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None
-    ) -> AsyncIterator[Generated]:
-        images = prompt.images if isinstance(prompt, VisionPrompt) else ()
-        produce = functools.partial(self._generate_blocking, list(prompt.tokens), params, images=images)
-        return stream_from_thread(produce, ENGINE, self._executor)
-
-    def _generate_blocking(self, prompt: list[int], params: SamplingParams, stop: threading.Event,
-                           images: Sequence[PromptImage] = ()) -> Iterator[Generated]:
-        # set here, on the worker thread, for the shared loop's _reusable/_reuse/_inputs to read
-        self._sequence = _Sequence(self.model, prompt, tuple(images))
-        try:
-            yield from super()._generate_blocking(prompt, params, stop)
-        finally:
-            self._sequence = None  # the pictures' features are large; the spans stay for reuse
-
-    def _reusable(self, prompt: list[int]) -> int:
-        return _image_cut(self._cached_spans, self._sequence.spans, super()._reusable(prompt))
-
-    def _reuse(self, prompt: list[int]) -> int:
-        cached = super()._reuse(prompt)
-        self._cached_spans = self._sequence.spans  # those within the kept prefix are the same pictures
-        return cached
-
-    def _inputs(self, ids: list[int], start: int) -> dict:
-        import torch
-
-        embeds = self.model.get_input_embeddings()(torch.tensor([ids], device=self.model.device))
-        self._sequence.write_images(embeds, start)
-        return {"inputs_embeds": embeds, "position_ids": self._sequence.positions(start, len(ids))}
+    @staticmethod
+    def sequence(model, prompt: list[int], images: Sequence[PromptImage]) -> _Sequence:
+        """One generation's pictures and positions (on the worker thread: it runs the model's rope index)."""
+        return _Sequence(model, prompt, tuple(images))
 
 
-def _image_cut(cached: Sequence[ImageSpan], wanted: Sequence[ImageSpan], shared: int) -> int:
+def image_cut(cached: Sequence[ImageSpan], wanted: Sequence[ImageSpan], shared: int) -> int:
     """How much of `shared` (the tokens the cached sequence and the prompt have in common) can be kept: up to
     the first picture that differs between them, or that the cut would split (its features go in whole)."""
     for old, new in zip_longest(cached, wanted):
@@ -217,6 +189,15 @@ class _Sequence:
             image_grid_thw=torch.stack([image.grid for image in images]).to(device))
         self.prompt_positions = positions[:, 0]
         self.delta = int(deltas.flatten()[0])
+
+    def inputs(self, ids: list[int], start: int) -> dict:
+        """The model's inputs for `ids`, which sit at `start` in the sequence: embeddings with the pictures'
+        features in them, and 3D positions."""
+        import torch
+
+        embeds = self.model.get_input_embeddings()(torch.tensor([ids], device=self.model.device))
+        self.write_images(embeds, start)
+        return {"inputs_embeds": embeds, "position_ids": self.positions(start, len(ids))}
 
     def positions(self, start: int, count: int):
         """3D positions (3, 1, count) of the tokens at start .. start + count."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from qwend.models.gguf import FILE_TYPES, read_gguf_header
+from qwend.models.mmproj import find_mmproj
 from qwend.models.store import LocalModel
 
 MAX_CONFIG_BYTES = 1 << 20  # config.json files are a few kilobytes
@@ -71,8 +72,6 @@ def _capabilities(template: str, *, embedding: bool = False, vision: bool = Fals
 
 
 def _gguf_facts(path: Path, base: dict) -> ModelFacts:
-    from qwend.engine.llama_cpp_vision import find_mmproj
-
     header = read_gguf_header(path)
     if header.error is not None:
         return ModelFacts(**base, meta={}, error=f"{path.name} is not a usable GGUF file: {header.error}")

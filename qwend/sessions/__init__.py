@@ -1,1 +1,2 @@
-"""Sessions: persisted chat history behind the `SessionStore` protocol (SQLite, or PostgreSQL to share)."""
+"""Sessions and what else a daemon keeps in its database (tool switches, stored responses): one `Database`
+(database.py) with a narrow store for each, on SQLite or, to share between daemons, PostgreSQL."""

@@ -13,10 +13,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from qwend.chat.service import chat, complete
-from qwend.runtime import Runtime
+from qwend.engine.base import Prompt
 from qwend.sessions.store import SessionStore, StoredMessage
-from qwend.types import ChatRequest, Message, SamplingParams, ToolSpec
+from qwend.types import Message, SamplingParams, ToolSpec
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +25,11 @@ SUMMARIZE = (
     "Summarize the conversation below for the assistant who continues it. Keep every fact, name, number, "
     "decision and open question; drop pleasantries. At most 150 words, plain sentences."
 )
+
+# the backend's `prompt`: renders and tokenizes, which takes time with the history (run off the event loop)
+PromptOf = Callable[[Sequence[Message], Sequence[ToolSpec]], Prompt]
+# the model's answer to a summarizing request; the caller closes it over the chat pipeline (model, client)
+Summarize = Callable[[tuple[Message, ...], SamplingParams], Awaitable[str]]
 
 
 def model_view(system_prompt: str, stored: Sequence[StoredMessage]) -> list[Message]:
@@ -47,14 +51,15 @@ def as_message(stored: StoredMessage) -> Message:
 
 
 async def fit_session(
-    runtime: Runtime, store: SessionStore, session_id: str, *, model: str | None, system_prompt: str,
-    new_message: Message, tools: Sequence[ToolSpec], budget: int,
+    store: SessionStore, session_id: str, *, system_prompt: str, new_message: Message, tools: Sequence[ToolSpec],
+    budget: int, context_length: int, prompt: PromptOf, summarize: Summarize, overflow: str,
 ) -> list[Message]:
-    """The model's view of the session plus `new_message`, folding the oldest turns first if it is over `budget`."""
+    """The model's view of the session plus `new_message`, folding the oldest turns first if it is over `budget`
+    (prompt tokens, measured with `prompt`). Folded turns become the text of `summarize`, or with `overflow`
+    "drop" a note that they were dropped."""
     stored = await store.messages(session_id)
     view = model_view(system_prompt, stored) + [new_message]
-    loaded = await runtime.models.get(model)
-    count = _counter(loaded.backend, tools)
+    count = _counter(prompt, tools)
     if await count(view) <= budget:
         return view
     turns = _unfolded_turns(stored)
@@ -67,18 +72,21 @@ async def fit_session(
             break
     folded = [m for turn in turns[:k] for m in turn]
     previous = [m.content for m in stored if m.role == "summary" and not m.folded]
-    room = loaded.backend.info.context_length - SUMMARY_TOKENS
-    summary = await _summary(runtime, model, previous[-1] if previous else "", folded, _counter(loaded.backend, ()),
-                             room, client=session_id)
-    await store.fold(session_id, folded[-1].id, StoredMessage("summary", summary))
+    if overflow == "drop":
+        text = f"({len(folded)} earlier messages were dropped to fit the context window.)"
+    else:
+        room = context_length - SUMMARY_TOKENS
+        text = await _summary(summarize, previous[-1] if previous else "", folded, _counter(prompt, ()), room)
+    summary = await store.fold(session_id, folded[-1].id, StoredMessage("summary", text))
     log.info("session %s: folded %d messages (%d turns) into a summary", session_id, len(folded), k)
-    return model_view(system_prompt, await store.messages(session_id)) + [new_message]
+    # what the store now holds unfolded, without reading it again: the new summary, then the kept turns
+    return model_view(system_prompt, [summary, *kept]) + [new_message]
 
 
-def _counter(backend, tools: Sequence[ToolSpec]) -> Callable[[Sequence[Message]], Awaitable[int]]:
+def _counter(prompt: PromptOf, tools: Sequence[ToolSpec]) -> Callable[[Sequence[Message]], Awaitable[int]]:
     """Prompt lengths, measured off the event loop (rendering and tokenizing take time with the history)."""
     async def count(messages: Sequence[Message]) -> int:
-        return (await asyncio.to_thread(backend.prompt, tuple(messages), tuple(tools))).length
+        return (await asyncio.to_thread(prompt, tuple(messages), tuple(tools))).length
 
     return count
 
@@ -92,11 +100,9 @@ def _unfolded_turns(stored: Sequence[StoredMessage]) -> list[list[StoredMessage]
 
 
 async def _summary(
-    runtime: Runtime, model: str | None, previous: str, folded: Sequence[StoredMessage],
-    count: Callable[[Sequence[Message]], Awaitable[int]], room: int, *, client: str,
+    summarize: Summarize, previous: str, folded: Sequence[StoredMessage],
+    count: Callable[[Sequence[Message]], Awaitable[int]], room: int,
 ) -> str:
-    if runtime.settings.context_overflow == "drop":
-        return f"({len(folded)} earlier messages were dropped to fit the context window.)"
     lines = ([f"Earlier summary: {previous}"] if previous else []) + [
         f"{m.role}: {m.content}" for m in folded if m.content.strip()
     ]
@@ -106,6 +112,4 @@ async def _summary(
 
     while len(lines) > 1 and await count(messages()) > room:
         lines.pop(1 if previous and len(lines) > 2 else 0)  # keep the earlier summary; drop the oldest lines
-    request = ChatRequest(messages(), model=model, client=client, affinity=client,  # queued as the session's turn
-                          sampling=SamplingParams(temperature=0.2, max_tokens=SUMMARY_TOKENS - 50))
-    return (await complete(chat(runtime, request))).text.strip()
+    return (await summarize(messages(), SamplingParams(temperature=0.2, max_tokens=SUMMARY_TOKENS - 50))).strip()

@@ -1,20 +1,21 @@
 """The session store interface and its records.
 
-A session is persisted chat history, in SQLite (one daemon) or PostgreSQL (several daemons sharing it). Messages are written a whole turn at a time (`append_turn`), so a
-crash never leaves half a turn behind; `fold` replaces old messages with a summary in what the model sees
-while the history still shows them.
+A session is persisted chat history, in SQLite (one daemon) or PostgreSQL (several daemons sharing it); the
+database holding it (database.py) holds tool switches (switches.py) and stored responses (responses.py) too.
+Messages are written a whole turn at a time (`append_turn`), so a crash never leaves half a turn behind; `fold`
+replaces old messages with a summary in what the model sees while the history still shows them.
 """
 
 from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, get_args
 
-from qwend.errors import ResponseNotFound, SessionNotFound
+from qwend.errors import SessionNotFound
 from qwend.types import ToolCall
 
 StoredRole = Literal["system", "user", "assistant", "tool", "summary"]
@@ -62,20 +63,6 @@ class StoredMessage:
 
 
 @dataclass(frozen=True)
-class StoredResponse:
-    """One response of OpenAI's Responses API: its answer as the API shows it (`body`), and the items it
-    added to its conversation (its input items, then every item it produced, server-side tool calls and
-    their results included), which a later response with `previous_id` set to this one continues."""
-
-    id: str
-    previous_id: str | None
-    body: dict[str, Any]
-    items: list[dict[str, Any]]
-    created_at: float
-    owner: str | None = None  # as SessionRecord.owner
-
-
-@dataclass(frozen=True)
 class Caller:
     """Whose sessions and stored responses a request may reach. `owner` is its API key's id, recorded on
     what it creates; an operator's key reaches everyone's, and without keys (one user) so does everyone."""
@@ -94,21 +81,8 @@ class Caller:
         return None if self.operator else self.owner or ""
 
 
-ToolSwitches = Callable[[dict[str, bool]], None]  # told tool name -> enabled, for some or all tools
-
-
 def session_not_found(session_id: str) -> SessionNotFound:
     return SessionNotFound(f"session {session_id!r} does not exist", param="session_id")
-
-
-def response_not_found(response_id: str) -> ResponseNotFound:
-    return ResponseNotFound(f"response {response_id!r} does not exist (or was not stored: store false)",
-                            param="response_id")
-
-
-def response_from_row(row: Mapping[str, Any]) -> StoredResponse:
-    return StoredResponse(row["id"], row["previous_id"], json.loads(row["body"]), json.loads(row["items"]),
-                          row["created_at"], row["owner"])
 
 
 def record_from_row(row: Mapping[str, Any]) -> SessionRecord:
@@ -127,14 +101,6 @@ async def session_for(store: SessionStore, session_id: str, caller: Caller) -> S
     return session
 
 
-async def response_for(store: SessionStore, response_id: str, caller: Caller) -> StoredResponse:
-    """A stored response, if `caller` may reach it; else ResponseNotFound, as for an unknown id."""
-    response = await store.response(response_id)
-    if not caller.sees(response.owner):
-        raise response_not_found(response_id)
-    return response
-
-
 def message_from_row(row: Mapping[str, Any]) -> StoredMessage:
     """A messages row (sqlite3.Row or a psycopg dict row) as a StoredMessage."""
     calls = tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in json.loads(row["tool_calls"]))
@@ -150,17 +116,12 @@ def calls_json(message: StoredMessage) -> str:
 
 
 class SessionStore(Protocol):
-    """Where sessions, and the state daemons sharing the database share, live. Every session method raises
-    `SessionNotFound` for an unknown session id. Sessions and responses record their owner, but only `list`
-    filters by it: routes reach a session or response through `session_for` / `response_for`.
+    """Where sessions and their messages live. Every method raises `SessionNotFound` for an unknown session
+    id. Sessions record their owner, but only `list` filters by it: routes reach a session through
+    `session_for`.
 
     Implementations must make `append_turn` and `fold` atomic: all of it is stored, or none of it.
     """
-
-    async def start(self, tool_switches: ToolSwitches) -> None:
-        """Connect (where that needs the event loop) and bring the schema up to date; then tell
-        `tool_switches` every stored switch, and again whenever another daemon changes one."""
-        ...
 
     async def create(self, profile: str, model: str | None = None, title: str | None = None,
                      metadata: dict[str, Any] | None = None, owner: str | None = None) -> SessionRecord:
@@ -208,24 +169,4 @@ class SessionStore(Protocol):
     def turn_lock(self, session_id: str) -> AbstractAsyncContextManager[None]:
         """Held while a turn of the session runs, so that daemons sharing the database run a session's turns
         one at a time (within one daemon, `SessionTurns` already does)."""
-        ...
-
-    async def save_tool_switch(self, name: str, enabled: bool) -> None:
-        """Remember that a tool was switched on or off; every daemon sharing the database is told."""
-        ...
-
-    async def save_response(self, response: StoredResponse) -> None:
-        """Store a response, or replace it (a response in progress is stored again when it ends)."""
-        ...
-
-    async def response(self, response_id: str) -> StoredResponse:
-        """A stored response, whoever owns it (`response_for` checks); raises ResponseNotFound."""
-        ...
-
-    async def delete_response(self, response_id: str) -> None:
-        """Forget a response (responses that continue it keep their own items); raises ResponseNotFound."""
-        ...
-
-    async def close(self) -> None:
-        """Release the store's resources; it cannot be used afterwards."""
         ...

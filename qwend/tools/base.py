@@ -10,7 +10,7 @@
         '''
         return a + b
 
-A parameter annotated `ToolContext` is filled in by the registry (settings, the sandbox, the runtime for
+A parameter annotated `ToolContext` is filled in by the registry (settings, the sandbox, and `generate` for
 tools that call the model) and is not part of the schema. A tool returns any JSON value or raises
 `ToolError` with a message meant for the caller; the registry wraps both as `{success, result, error}`.
 """
@@ -28,13 +28,17 @@ import anyio
 from pydantic import ConfigDict, Field, ValidationError, create_model
 
 from qwend.errors import InvalidToolArguments
+from qwend.types import Message, SamplingParams
 
 if TYPE_CHECKING:
-    from qwend.runtime import Runtime
     from qwend.settings import Settings
     from qwend.tools.sandbox import Sandbox
 
 DEFAULT_TIMEOUT = 30.0
+
+# The model, for tools that call it: messages and sampling in, the answer's text out. Whoever builds the
+# registry closes it over the chat pipeline, which sits above tools.
+Generate = Callable[[tuple[Message, ...], SamplingParams], Awaitable[str]]
 
 
 class ToolError(Exception):
@@ -51,13 +55,13 @@ class ToolResult:
         return {"success": self.success, "result": self.result, "error": self.error}
 
 
-@dataclass
+@dataclass(frozen=True)
 class ToolContext:
     """What a tool may use besides its arguments."""
 
     settings: Settings
     sandbox: Sandbox
-    runtime: Runtime | None = None
+    generate: Generate | None = None  # None where no model is reachable
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from qwend.tools.base import ToolContext, ToolError, tool
-from qwend.types import ChatRequest, Message, SamplingParams
+from qwend.types import Message, SamplingParams
 
 SYSTEM = (
     "You are an expert {language} programmer. Write production-ready {language} code for the request: "
@@ -23,17 +23,14 @@ async def code_generator(request: str, context: ToolContext, language: str = "py
         request: What the code should do, for example "a function to calculate the factorial of a number".
         language: Programming language of the code (python, javascript, go, java, rust, ...).
     """
-    from qwend.chat.service import chat, complete
-
-    if context.runtime is None:
+    if context.generate is None:
         raise ToolError("code_generator needs a loaded model")
     messages = (
         Message("system", SYSTEM.format(language=language)),
         Message("user", request),
     )
     sampling = SamplingParams(temperature=0.3)  # as long as the code needs; the tool's timeout bounds it
-    answer = await complete(chat(context.runtime, ChatRequest(messages, sampling=sampling)))
-    return extract_code(answer.text)
+    return extract_code(await context.generate(messages, sampling))
 
 
 def extract_code(text: str) -> str:

@@ -20,8 +20,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from qwend.chat.patterns import schema_validator
 from qwend.errors import InvalidToolArguments
+from qwend.patterns import schema_validator
 from qwend.tools.base import Tool, ToolContext, ToolError
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,9 @@ import pytest
 
 from qwend.engine.base import Piece
 from qwend.engine.llama_cpp import LlamaCppBackend
-from qwend.engine.llama_cpp_vision import LlamaCppVisionBackend, find_mmproj
+from qwend.engine.llama_cpp_vision import LlamaCppImages
 from qwend.errors import InvalidRequest
+from qwend.models.mmproj import find_mmproj
 from qwend.models.store import LocalModel
 from qwend.runtime import Runtime
 from qwend.settings import Settings
@@ -57,9 +58,9 @@ def ask(backend, *images: Image, text: str = "What is this?") -> str:
 
 
 def test_the_projector_beside_the_model_gives_it_vision(backend, tiny_vl):
-    assert isinstance(backend, LlamaCppVisionBackend)
+    assert isinstance(backend.images, LlamaCppImages)
     assert backend.info.vision
-    assert backend.mmproj == tiny_vl / MMPROJ_FILE
+    assert backend.images.mmproj == tiny_vl / MMPROJ_FILE
 
 
 @pytest.mark.parametrize(("model", "beside", "found"), [
@@ -82,7 +83,7 @@ def test_a_projector_made_for_another_model_leaves_it_serving_text(model_path, t
     model = LocalModel(model_path.name, tmp_path / model_path.name)
     backend = LlamaCppBackend.load(model, Settings(_env_file=None, context_length=512, threads=2))
     try:
-        assert type(backend) is LlamaCppBackend and not backend.info.vision
+        assert backend.images is None and not backend.info.vision
         assert "without vision" in caplog.text
     finally:
         backend.close()
@@ -159,13 +160,14 @@ def test_text_prompts_keep_the_text_path(backend):
 
 
 def test_tool_calls_are_generated_from_a_prompt_with_images(backend):
-    """Required calls restart from another prompt (the parallel hint added): its images are found too."""
+    """Calls are generated from another prompt (the parallel hint added): its images are found too."""
     look = ToolSpec("look", "Look closer", {"type": "object", "properties": {}, "additionalProperties": False})
     messages = [Message("user", "Look at this.", images=(BLUE,))]
     prompt = backend.prompt(messages, (look,))
     calls = backend.prompt([*messages, Message("system", "One call per item.")], (look,))
-    constraint = OutputConstraint(tools=(look,), calls="required", parallel=False, calls_prompt=calls.tokens)
-    _, answer = generate(backend, prompt, SamplingParams(temperature=0, max_tokens=40), constraint)
+    constraint = OutputConstraint(tools=(look,), calls="required", parallel=False)
+    constraint = OutputConstraint(grammar=backend.grammar_for(constraint))
+    _, answer = generate(backend, calls, SamplingParams(temperature=0, max_tokens=40), constraint)
     assert answer.startswith('<tool_call>\n{') and '"look"' in answer
 
 

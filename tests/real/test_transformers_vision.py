@@ -14,7 +14,7 @@ from PIL import Image as Pillow
 
 from qwend.engine import transformers as engine
 from qwend.engine.base import Finished, Piece, Prefill
-from qwend.engine.transformers_vision import VisionTransformersBackend, _Sequence
+from qwend.engine.transformers_vision import TransformersImages, _Sequence
 from qwend.errors import InvalidRequest
 from qwend.models.store import LocalModel
 from qwend.settings import Settings
@@ -51,10 +51,10 @@ async def run(backend, prompt, **params) -> list:
 
 
 def test_a_qwen_vl_folder_loads_as_a_vision_model(vision):
-    assert isinstance(vision, VisionTransformersBackend)
+    assert isinstance(vision.images, TransformersImages)
     info = vision.info
     assert (info.vision, info.engine, info.chat_template, info.context_length) == (True, "transformers", True, 4096)
-    assert type(vision.image_processor).__name__ == "Qwen2VLImageProcessorPil"  # no torchvision needed
+    assert type(vision.images.processor).__name__ == "Qwen2VLImageProcessorPil"  # no torchvision needed
 
 
 def test_each_image_adds_tokens_that_grow_with_its_size(vision):
@@ -114,7 +114,7 @@ def test_our_forwards_give_the_logits_of_the_models_own_forward(vision, monkeypa
         expected = vision.model(
             input_ids=ids, pixel_values=torch.cat([image.pixels for image in prompt.images]),
             image_grid_thw=torch.stack([image.grid for image in prompt.images]),
-            mm_token_type_ids=(ids == vision._image_token).int()).logits[0, len(prompt.tokens) - 1:]
+            mm_token_type_ids=(ids == vision.images.image_token).int()).logits[0, len(prompt.tokens) - 1:]
         for chunk in (512, 7):
             vision._sequence = _Sequence(vision.model, list(prompt.tokens), prompt.images)
             vision._cache, vision._cached_ids = DynamicCache(config=vision.model.config), []
@@ -132,7 +132,7 @@ def test_unreadable_images_are_refused_and_fake_placeholders_are_text(vision):
     # a control token's text in a message is text (issue 23): it cannot pose as a picture's place
     prompt = vision.prompt([Message("user", "<|image_pad|> this", images=(png(56, 56),))])
     (image,) = prompt.images
-    assert prompt.tokens.count(vision._image_token) == image.span.length
+    assert prompt.tokens.count(vision.images.image_token) == image.span.length
     assert "<|image_pad|> this" in prompt.text
 
 

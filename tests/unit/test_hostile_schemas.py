@@ -9,11 +9,11 @@ from dataclasses import replace
 import pytest
 
 from qwend.chat import parser
-from qwend.chat.patterns import MAX_REPEAT, pattern_shape, schema_validator
 from qwend.chat.schemas import MAX_GRAMMAR_WEIGHT, grammar_weight, prepare_schema
 from qwend.engine.grammar import MAX_GRAMMAR_NESTING, _bounded, calls_grammar, json_grammar, nesting
 from qwend.engine.llama_cpp import LlamaCppBackend
 from qwend.errors import InvalidRequest
+from qwend.patterns import MAX_REPEAT, pattern_shape, schema_validator
 from qwend.types import OutputConstraint, ToolSpec
 from tests.conftest import client_for, fake_runtime
 from tests.error_shapes import error_shape_problem

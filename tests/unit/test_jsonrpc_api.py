@@ -379,13 +379,13 @@ def test_a_session_with_unreadable_tools_is_an_internal_error(make):
 @pytest.mark.parametrize("in_session", [False, True])
 async def test_closing_a_turn_between_events_stops_its_job_at_once(tmp_path, in_session):
     # a cancel can land while the socket sends a chunk, with the turn suspended at a yield, not an await
-    from qwend.agents.turns import TurnRequest, run_turn
+    from qwend.agents.turns import Turn, run_turn
     from qwend.types import Token
 
     backend = FakeBackend(LONG, delay=0.01, context_length=8192)
     runtime = fake_runtime(tmp_path, backend)
-    sid = (await runtime.sessions.create("general")).id if in_session else None
-    events = run_turn(runtime, TurnRequest("talk", profile="general", session_id=sid))
+    session = await runtime.sessions.create("general") if in_session else None
+    events = run_turn(runtime, Turn("talk", profile="general", session=session))
     async for event in events:
         if isinstance(event, Token):
             break

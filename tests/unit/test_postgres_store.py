@@ -9,17 +9,25 @@ import pytest
 
 from qwend.cli.local_server import free_port
 from qwend.errors import DatabaseUnavailable, QwendError
-from qwend.sessions import postgres
-from qwend.sessions.postgres import PostgresSessionStore, describe
+from qwend.sessions.postgres import connections
+from qwend.sessions.postgres import database as postgres
+from qwend.sessions.postgres.connections import describe
+from qwend.sessions.postgres.database import PostgresDatabase
 from qwend.sessions.store import StoredMessage
 
 
+async def started(db, told):
+    await db.start()
+    await db.switches.follow(told)
+    return db
+
+
 async def daemons(url, n, told=None):
-    """`n` stores on one database, started at once as daemons starting together would."""
+    """`n` databases on one, started at once as daemons starting together would."""
     told = {} if told is None else told
-    stores = [PostgresSessionStore(url) for _ in range(n)]
-    await asyncio.gather(*(s.start(told.setdefault(i, {}).update) for i, s in enumerate(stores)))
-    return stores
+    dbs = [PostgresDatabase(url) for _ in range(n)]
+    await asyncio.gather(*(started(db, told.setdefault(i, {}).update) for i, db in enumerate(dbs)))
+    return dbs
 
 
 def schema_version(url):
@@ -45,10 +53,10 @@ async def test_daemons_starting_together_migrate_once(postgres_database, monkeyp
         await db.execute("ALTER TABLE sessions ADD COLUMN pinned BOOLEAN NOT NULL DEFAULT FALSE")
 
     monkeypatch.setattr(postgres, "MIGRATIONS", (v1_counted, *later, next_pinned))
-    await stores[0].create("default", title="old")
+    await stores[0].sessions.create("default", title="old")
     upgraded = await daemons(postgres_database, 3)
     assert applied == [1, known + 1] and schema_version(postgres_database) == known + 1
-    assert [s.title for s in await upgraded[0].list()] == ["old"]
+    assert [s.title for s in await upgraded[0].sessions.list()] == ["old"]
     for store in stores + upgraded:
         await store.close()
 
@@ -74,7 +82,8 @@ async def test_a_failing_migration_is_rolled_back_and_a_newer_schema_refused(pos
 
 
 async def test_turns_written_by_two_daemons_never_interleave(postgres_database):
-    a, b = await daemons(postgres_database, 2)
+    a_db, b_db = await daemons(postgres_database, 2)
+    a, b = a_db.sessions, b_db.sessions
     session = await a.create("default")
 
     async def writer(store, name):
@@ -88,12 +97,13 @@ async def test_turns_written_by_two_daemons_never_interleave(postgres_database):
         messages = history[(turn - 1) * 5:turn * 5]
         assert {m.turn for m in messages} == {turn}
         assert len({m.content.rsplit("-", 1)[0] for m in messages}) == 1
-    await a.close()
-    await b.close()
+    await a_db.close()
+    await b_db.close()
 
 
 async def test_one_turn_of_a_session_at_a_time_across_daemons(postgres_database):
-    a, b = await daemons(postgres_database, 2)
+    a_db, b_db = await daemons(postgres_database, 2)
+    a, b = a_db.sessions, b_db.sessions
     first, other = await a.create("default"), await a.create("default")
     trace = []
 
@@ -120,14 +130,13 @@ async def test_one_turn_of_a_session_at_a_time_across_daemons(postgres_database)
     await asyncio.wait_for(turn(b, first, "B", 0), timeout=5)
 
     # a daemon that dies lets go of the turns it held
-    crashed = PostgresSessionStore(postgres_database)
-    await crashed.start(lambda switches: None)
-    held = crashed.turn_lock(first.id)
+    crashed = await started(PostgresDatabase(postgres_database), lambda switches: None)
+    held = crashed.sessions.turn_lock(first.id)
     await held.__aenter__()
     await crashed.close()  # its connections go, as they would with the process
     await asyncio.wait_for(turn(a, first, "A", 0), timeout=5)
-    await a.close()
-    await b.close()
+    await a_db.close()
+    await b_db.close()
 
 
 async def eventually(check) -> bool:
@@ -141,9 +150,9 @@ async def eventually(check) -> bool:
 async def test_tool_switches_reach_every_daemon(postgres_database):
     told = {}
     a, b = await daemons(postgres_database, 2, told)
-    await a.save_tool_switch("calculator", False)
+    await a.switches.save("calculator", False)
     assert await eventually(lambda: told[0].get("calculator") is False and told[1].get("calculator") is False)
-    await b.save_tool_switch("calculator", True)
+    await b.switches.save("calculator", True)
     assert await eventually(lambda: told[0]["calculator"] is True and told[1]["calculator"] is True)
     await a.close()
     await b.close()
@@ -151,8 +160,9 @@ async def test_tool_switches_reach_every_daemon(postgres_database):
 
 async def test_lost_connections_are_replaced_and_a_lost_database_is_a_503(postgres_database, postgres_url,
                                                                           monkeypatch):
-    monkeypatch.setattr(postgres, "CONNECT_TIMEOUT_S", 1.0)
-    [store] = await daemons(postgres_database, 1)
+    monkeypatch.setattr(connections, "CONNECT_TIMEOUT_S", 1.0)
+    [db] = await daemons(postgres_database, 1)
+    store = db.sessions
     session = await store.create("default")
     name = postgres_database.rsplit("/", 1)[1]
     with psycopg.connect(postgres_url, autocommit=True) as admin:  # as a restarted server would
@@ -167,13 +177,13 @@ async def test_lost_connections_are_replaced_and_a_lost_database_is_a_503(postgr
             assert raised.value.status == 503 and f"/{name} cannot be reached" in raised.value.message
         finally:
             admin.execute(f"CREATE DATABASE {name}")  # for the fixture to drop
-            await store.close()
+            await db.close()
 
 
 async def test_an_unreachable_database_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(postgres, "CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(connections, "CONNECT_TIMEOUT_S", 1.0)
     url = f"postgresql://qwend:secret@127.0.0.1:{free_port()}/qwend"
     with pytest.raises(QwendError) as raised:
-        await PostgresSessionStore(url).start(lambda switches: None)
+        await PostgresDatabase(url).start()
     assert "could not connect to the PostgreSQL database at 127.0.0.1:" in raised.value.message
     assert "secret" not in raised.value.message and describe(url).endswith("/qwend")

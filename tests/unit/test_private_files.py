@@ -15,7 +15,7 @@ from qwend.access import create_key
 from qwend.engine.kv_tiers import KvTiers
 from qwend.logs import configure_logging, redact
 from qwend.private_files import secure_data_dir
-from qwend.sessions.sqlite import SqliteSessionStore
+from qwend.sessions.sqlite.database import SqliteDatabase
 from qwend.sessions.store import StoredMessage
 from qwend.settings import Settings
 
@@ -104,14 +104,14 @@ def test_new_files_are_private(tmp_path, loose_umask):
 
 async def test_the_session_database_and_its_wal_files_are_private(tmp_path, loose_umask):
     path = tmp_path / "qwend.db"
-    store = SqliteSessionStore(path)
+    db = SqliteDatabase(path)
     try:
-        record = await store.create("default", title="private")
-        await store.append_turn(record.id, [StoredMessage("user", "my secret plans")])
+        record = await db.sessions.create("default", title="private")
+        await db.sessions.append_turn(record.id, [StoredMessage("user", "my secret plans")])
         files = [path, path.with_name("qwend.db-wal"), path.with_name("qwend.db-shm")]
         assert all(file.exists() and mode(file) == 0o600 for file in files)
     finally:
-        await store.close()
+        await db.close()
 
 
 def test_an_old_install_is_tightened_at_start(tmp_path):

@@ -285,3 +285,21 @@ async def test_disabled_tools_are_not_offered(tmp_path):
         body = (await client.post(EXECUTE, json={"goal": "2**10?"})).json()
     assert "- calculator:" not in backend.prompts[0] and "What is 3 factorial?" not in backend.prompts[0]
     assert "'calculator' is not a tool" in body["steps"][0]["observation"]
+
+
+async def test_agent_steps_queue_as_the_requester(tmp_path):
+    backend = FakeBackend(replies=["1. Provide final answer", CALC, FINISH], context_length=16384)
+    runtime = fake_runtime(tmp_path, backend)
+    scheduler, seen = runtime.models.loaded["fake.gguf"].scheduler, []
+    run_work = scheduler.run_work
+
+    def spy(*args, client=None, priority="interactive"):
+        seen.append((client, priority))
+        return run_work(*args, client=client, priority=priority)
+
+    scheduler.run_work = spy
+    headers = {"X-Qwend-Client": "bob", "X-Qwend-Priority": "batch"}
+    async with client_for(runtime) as client:
+        assert (await client.post("/api/agents/plan", json={"goal": "2**10?"}, headers=headers)).status_code == 200
+        body = (await client.post(EXECUTE, json={"goal": "2**10?"}, headers=headers)).json()
+    assert body["success"] is True and seen == [("bob", "batch")] * 3

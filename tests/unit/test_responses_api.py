@@ -98,7 +98,7 @@ async def test_background_then_cancel(tmp_path):
         cancelled = (await client.post(f"/v1/responses/{started['id']}/cancel")).json()
         assert cancelled["status"] == "cancelled"
         assert (await client.get(f"/v1/responses/{started['id']}")).json()["status"] == "cancelled"
-    assert backend.stopped_early == 1 and runtime.responses == {}
+    assert backend.stopped_early == 1 and client._transport.app.state.response_jobs.running == {}
 
 
 @pytest.mark.parametrize(("body", "status", "says"), [
@@ -117,3 +117,27 @@ async def test_refusals(tmp_path, body, status, says):
         assert says in json.dumps(reply.json())
         if not body.get("store", True):  # not stored: nothing to get or continue
             assert (await client.get(f"/v1/responses/{reply.json()['id']}")).status_code == 404
+
+
+async def test_a_repeated_builtin_call_is_not_run_again(tmp_path):
+    replies = [call("calculator", expression="6*7"), call("calculator", expression="6*7"), "6 times 7 is 42."]
+    backend = FakeBackend(replies=replies, context_length=8192)
+    runtime = fake_runtime(tmp_path, backend, answer_after_tool_results=False)  # so the model may call again
+    async with client_for(runtime) as client:
+        reply = (await client.post("/v1/responses", json={"input": "6*7?", "tools": [{"type": "calculator"}],
+                                                          "tool_choice": "required"})).json()
+    first, again, answer = reply["output"]
+    assert (first["output"], first["error"]) == ("42", None)
+    assert again["type"] == "mcp_call" and again["output"] is None and "already made" in again["error"]
+    assert answer["content"][0]["text"] == "6 times 7 is 42."
+
+
+async def test_a_call_for_the_client_ends_the_response_as_a_hand_off(tmp_path):
+    # the model calls a qwend tool and the client's function together: the client's turn comes first
+    both = call("calculator", expression="1+1") + "\n" + call("get_weather", city="Paris")
+    runtime, backend = runtime_for(tmp_path, both, "unused")
+    async with client_for(runtime) as client:
+        reply = (await client.post("/v1/responses", json={
+            "input": "x", "tools": [WEATHER, {"type": "calculator"}], "tool_choice": "required"})).json()
+    assert [(o["type"], o["name"]) for o in reply["output"]] == [("function_call", "get_weather")]
+    assert reply["status"] == "completed" and len(backend.prompts) == 1

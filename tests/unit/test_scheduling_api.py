@@ -22,13 +22,13 @@ def scheduler_of(runtime):
 def record_jobs(runtime) -> list[tuple[str | None, str]]:
     """(client, priority) of every job the model's scheduler is given from now on."""
     scheduler, seen = scheduler_of(runtime), []
-    run = scheduler.run
+    run_work = scheduler.run_work  # every job goes through it (chat jobs: chat/decide.py's generations)
 
     def spy(*args, client=None, priority="interactive"):
         seen.append((client, priority))
-        return run(*args, client=client, priority=priority)
+        return run_work(*args, client=client, priority=priority)
 
-    scheduler.run = spy
+    scheduler.run_work = spy
     return seen
 
 

@@ -16,10 +16,11 @@ import psycopg
 import pytest
 
 from qwend.errors import InvalidRequest, QwendError, ResponseNotFound, SessionNotFound
-from qwend.sessions import sqlite as sqlite_store
-from qwend.sessions.sqlite import SqliteSessionStore
-from qwend.sessions.database import open_store
-from qwend.sessions.store import StoredMessage, StoredResponse
+from qwend.sessions.database import open_database
+from qwend.sessions.responses import StoredResponse
+from qwend.sessions.sqlite import database as sqlite_store
+from qwend.sessions.sqlite.database import SqliteDatabase
+from qwend.sessions.store import StoredMessage
 from qwend.types import ToolCall
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,16 +35,21 @@ def database(request, tmp_path):
 
 
 async def opened(database):
-    store = open_store(database)
-    await store.start(lambda switches: None)
-    return store
+    db = open_database(database)
+    await db.start()
+    return db
 
 
 @pytest.fixture
-async def store(database):
-    store = await opened(database)
-    yield store
-    await store.close()
+async def db(database):
+    db = await opened(database)
+    yield db
+    await db.close()
+
+
+@pytest.fixture
+def store(db):
+    return db.sessions
 
 
 def rows(database, table):
@@ -164,34 +170,36 @@ async def test_fold_places_the_summary_between_folded_and_live_messages(store):
         await store.fold(session.id, history[0].id, StoredMessage("assistant", "x"))
 
 
-async def test_tool_switches_are_kept(store, database):
+async def test_tool_switches_are_kept(db, database):
     told = {}
-    await store.save_tool_switch("calculator", False)
-    await store.save_tool_switch("web_search", False)
-    await store.save_tool_switch("calculator", True)
-    again = open_store(database)  # as after a restart
-    await again.start(told.update)
+    await db.switches.save("calculator", False)
+    await db.switches.save("web_search", False)
+    await db.switches.save("calculator", True)
+    again = open_database(database)  # as after a restart
+    await again.start()
+    await again.switches.follow(told.update)
     await again.close()
     assert told == {"calculator": True, "web_search": False}
 
 
-async def test_responses_are_stored_replaced_and_deleted(store):
+async def test_responses_are_stored_replaced_and_deleted(db):
+    store = db.responses
     first = StoredResponse("resp_1", None, {"status": "in_progress"}, [{"type": "message"}], 1.5)
-    await store.save_response(first)
-    await store.save_response(replace(first, body={"status": "completed"}))
-    assert await store.response("resp_1") == replace(first, body={"status": "completed"})
-    await store.save_response(StoredResponse("resp_2", "resp_1", {}, [], 2.0))
-    assert (await store.response("resp_2")).previous_id == "resp_1"
-    await store.delete_response("resp_1")
-    for call in (store.response("resp_1"), store.delete_response("resp_1")):
+    await store.save(first)
+    await store.save(replace(first, body={"status": "completed"}))
+    assert await store.get("resp_1") == replace(first, body={"status": "completed"})
+    await store.save(StoredResponse("resp_2", "resp_1", {}, [], 2.0))
+    assert (await store.get("resp_2")).previous_id == "resp_1"
+    await store.delete("resp_1")
+    for call in (store.get("resp_1"), store.delete("resp_1")):
         with pytest.raises(ResponseNotFound):
             await call
 
 
 async def test_sqlite_migrations_run_once_and_upgrade_old_databases(tmp_path, monkeypatch):
     path = tmp_path / "s.db"
-    await (store := SqliteSessionStore(path)).create("default", title="old")
-    await store.close()
+    await (db := SqliteDatabase(path)).sessions.create("default", title="old")
+    await db.close()
     known = len(sqlite_store.MIGRATIONS)
     assert _user_version(path) == known == 4
 
@@ -206,9 +214,9 @@ async def test_sqlite_migrations_run_once_and_upgrade_old_databases(tmp_path, mo
 
     monkeypatch.setattr(sqlite_store, "MIGRATIONS", (*[must_not_rerun] * known, next_pinned))
     for _ in range(2):  # the second open applies nothing
-        store = SqliteSessionStore(path)
-        assert [s.title for s in await store.list()] == ["old"]
-        await store.close()
+        db = SqliteDatabase(path)
+        assert [s.title for s in await db.sessions.list()] == ["old"]
+        await db.close()
     assert applied == [known + 1] and _user_version(path) == known + 1
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT pinned FROM sessions").fetchall() == [(0,)]
@@ -216,7 +224,7 @@ async def test_sqlite_migrations_run_once_and_upgrade_old_databases(tmp_path, mo
 
 async def test_a_failing_sqlite_migration_is_rolled_back(tmp_path, monkeypatch):
     path = tmp_path / "s.db"
-    await SqliteSessionStore(path).close()
+    await SqliteDatabase(path).close()
     known = len(sqlite_store.MIGRATIONS)
 
     def v4_broken(db):
@@ -225,14 +233,14 @@ async def test_a_failing_sqlite_migration_is_rolled_back(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sqlite_store, "MIGRATIONS", (*sqlite_store.MIGRATIONS, v4_broken))
     with pytest.raises(RuntimeError, match="boom"):
-        SqliteSessionStore(path)
+        SqliteDatabase(path)
     assert _user_version(path) == known
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() == []
 
     monkeypatch.setattr(sqlite_store, "MIGRATIONS", ())
     with pytest.raises(QwendError, match=f"schema version {known}"):
-        SqliteSessionStore(path)  # a database newer than the code is refused, not guessed at
+        SqliteDatabase(path)  # a database newer than the code is refused, not guessed at
 
 
 async def test_concurrent_appends_never_interleave(store):
@@ -256,13 +264,14 @@ async def test_concurrent_appends_never_interleave(store):
 CRASH_CHILD = """
 import asyncio, sys
 from pathlib import Path
-from qwend.sessions.database import open_store
-from qwend.sessions.store import StoredMessage, StoredResponse
+from qwend.sessions.database import open_database
+from qwend.sessions.store import StoredMessage
 
 async def main():
     database = sys.argv[1] if "://" in sys.argv[1] else Path(sys.argv[1])
-    store = open_store(database)
-    await store.start(lambda switches: None)
+    db = open_database(database)
+    await db.start()
+    store = db.sessions
     while True:
         turn = [StoredMessage("user", f"{i}:" + "x" * 500) for i in range(50)]
         print((await store.append_turn(sys.argv[2], turn))[0].turn, flush=True)
@@ -272,9 +281,9 @@ asyncio.run(main())
 
 
 async def test_sigkill_mid_write_leaves_only_whole_turns(database):
-    store = await opened(database)
-    session = await store.create("default")
-    await store.close()
+    db = await opened(database)
+    session = await db.sessions.create("default")
+    await db.close()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     committed = 0
     for _ in range(3):
@@ -292,9 +301,9 @@ async def test_sigkill_mid_write_leaves_only_whole_turns(database):
         committed = max([committed, *map(int, child.stdout.read().split())])
         child.stdout.close()
 
-        store = await opened(database)
-        history = await store.messages(session.id)
-        await store.close()
+        db = await opened(database)
+        history = await db.sessions.messages(session.id)
+        await db.close()
         turns = len(history) // 50
         assert len(history) == turns * 50 and turns >= committed  # whole turns, every reported one kept
         for n in range(turns):
@@ -319,7 +328,7 @@ def execute(database, sql):
             db.execute(sql)
 
 
-async def test_owners_are_kept_and_filter_the_list(store):
+async def test_owners_are_kept_and_filter_the_list(store, db):
     mine = await store.create("default", owner="sha256:aaaa")
     theirs = await store.create("default", owner="sha256:bbbb")
     nobodys = await store.create("default")
@@ -331,14 +340,14 @@ async def test_owners_are_kept_and_filter_the_list(store):
     await store.append_turn(mine.id, [user("hi")])
     assert (await store.update(mine.id, title="kept")).owner == "sha256:aaaa"  # nothing else changes it
 
-    await store.save_response(StoredResponse("resp_1", None, {"id": "resp_1"}, [], 1.0, "sha256:aaaa"))
-    await store.save_response(StoredResponse("resp_2", "resp_1", {"id": "resp_2"}, [], 2.0))
-    assert (await store.response("resp_1")).owner == "sha256:aaaa"
-    assert (await store.response("resp_2")).owner is None
+    await db.responses.save(StoredResponse("resp_1", None, {"id": "resp_1"}, [], 1.0, "sha256:aaaa"))
+    await db.responses.save(StoredResponse("resp_2", "resp_1", {"id": "resp_2"}, [], 2.0))
+    assert (await db.responses.get("resp_1")).owner == "sha256:aaaa"
+    assert (await db.responses.get("resp_2")).owner is None
 
 
 async def test_rows_from_before_owners_have_none(database, monkeypatch):
-    from qwend.sessions import postgres as postgres_store
+    from qwend.sessions.postgres import database as postgres_store
 
     module = sqlite_store if isinstance(database, Path) else postgres_store
     full = module.MIGRATIONS
@@ -349,10 +358,10 @@ async def test_rows_from_before_owners_have_none(database, monkeypatch):
     execute(database, "INSERT INTO responses (id, created_at, body, items) VALUES ('resp_old', 1, '{}', '[]')")
 
     monkeypatch.setattr(module, "MIGRATIONS", full)
-    store = await opened(database)
+    db = await opened(database)
     try:
-        assert [(s.id, s.owner) for s in await store.list()] == [("old", None)]
-        assert await store.list("sha256:aaaa") == []
-        assert (await store.response("resp_old")).owner is None
+        assert [(s.id, s.owner) for s in await db.sessions.list()] == [("old", None)]
+        assert await db.sessions.list("sha256:aaaa") == []
+        assert (await db.responses.get("resp_old")).owner is None
     finally:
-        await store.close()
+        await db.close()

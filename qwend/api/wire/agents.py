@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from qwend.agents.react import AgentResult, Step
+from qwend.api.wire.codec import DETAIL, Codec, sse, sse_event
 
 
 class PlanBody(BaseModel):
@@ -61,3 +62,11 @@ def info_body() -> dict[str, Any]:
             }
         ]
     }
+
+
+# SSE: a `step` event per step, then `done`; an error in a started stream is an `error` event with the
+# `{"detail": ...}` FastAPI answers before it (written in ASCII, as it always was)
+AGENTS: Codec[tuple[str, dict[str, Any]]] = Codec(
+    response=sse, encode=lambda named: sse_event(*named, ensure_ascii=False), error_body=DETAIL.error_body,
+    stream_error=lambda failure: sse_event("error", {"detail": failure.message}),
+)

@@ -7,7 +7,9 @@ import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import ServerSentEvent
 
+from qwend.api.wire.codec import Codec, Failure, sse, sse_event
 from qwend.api.wire.images import from_base64
 from qwend.chat.schemas import prepare_schema
 from qwend.errors import InvalidRequest
@@ -296,3 +298,28 @@ def message_body(
 
 def error_body(message: str, type_: str = "api_error") -> dict[str, Any]:
     return {"type": "error", "error": {"type": type_, "message": message}}
+
+
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+               404: "not_found_error", 413: "request_too_large", 415: "invalid_request_error",
+               429: "rate_limit_error", 503: "overloaded_error"}
+
+
+def failure_body(failure: Failure) -> dict[str, Any]:
+    """Anthropic names an error's type by its HTTP status."""
+    return error_body(failure.message, ERROR_TYPES.get(failure.status, "api_error"))
+
+
+def event(payload: dict[str, Any]) -> dict[str, str]:
+    """A stream event, named by its payload's `type` as Anthropic names them."""
+    return sse_event(payload["type"], payload)
+
+
+def _ping() -> ServerSentEvent:
+    return ServerSentEvent(event="ping", data=json.dumps({"type": "ping"}))  # keep-alives as Anthropic sends them
+
+
+ANTHROPIC: Codec[dict[str, Any]] = Codec(
+    response=lambda items: sse(items, ping=_ping), encode=event, error_body=failure_body,
+    stream_error=lambda failure: event(failure_body(failure)),
+)

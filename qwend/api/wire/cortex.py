@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
+from qwend.api.wire.codec import DETAIL, Codec, sse, sse_event
 from qwend.api.wire.openai import ChatCompletionRequest, completion_body, finish_reason, tool_call_body, usage_body
 from qwend.chat.service import Completion
 from qwend.models.facts import ModelFacts
@@ -51,6 +52,14 @@ def frame(event: ChatEvent) -> dict[str, Any] | None:
 
 def error_frame(message: str) -> dict[str, Any]:
     return {"type": "error", "error": message}
+
+
+# SSE frames named by their type; an error in a started stream is an error frame (written in ASCII, as it
+# always was), before it FastAPI's `{"detail": ...}`
+CORTEX: Codec[dict[str, Any]] = Codec(
+    response=sse, encode=lambda frame: sse_event(frame["type"], frame, ensure_ascii=False),
+    error_body=DETAIL.error_body, stream_error=lambda failure: sse_event("error", error_frame(failure.message)),
+)
 
 
 def model_id(model: LocalModel) -> str:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from qwend.agents.loop import ToolResultEvent, TurnEnd
+from qwend.api.wire.codec import DETAIL, Codec, sse, sse_event
 from qwend.chat.schemas import is_plain_json
 from qwend.sessions.store import SessionRecord, StoredMessage
 from qwend.types import ToolCall, Usage
@@ -118,3 +119,12 @@ def turn_body(end: TurnEnd, *, model: str, profile: str, session_id: str | None)
         "finish_reason": end.finish_reason,
         "usage": usage_body(end.usage, end.steps),
     }
+
+
+# SSE of the native event vocabulary (api/sessions.py); an error in a started stream is an `error` event with
+# the `detail` FastAPI answers before it, and the error's code
+NATIVE: Codec[tuple[str, dict[str, Any]]] = Codec(
+    response=sse, encode=lambda named: sse_event(*named, ensure_ascii=False), error_body=DETAIL.error_body,
+    stream_error=lambda failure: sse_event("error", {"detail": failure.message, "code": failure.code},
+                                           ensure_ascii=False),
+)

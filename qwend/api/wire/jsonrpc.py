@@ -10,13 +10,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from qwend.agents.loop import ToolExecutor
-from qwend.agents.turns import TurnRequest
+from qwend.agents.turns import Turn
 from qwend.api.jsonbody import loads
 from qwend.chat.schemas import prepare_schema
 from qwend.errors import Busy, InvalidRequest, ModelNotFound, QwendError, SessionNotFound
 from qwend.sessions.store import SessionRecord
 from qwend.tools.base import ToolResult
-from qwend.types import Message, ToolCall, ToolSpec
+from qwend.types import Message, Requester, SamplingOverrides, ToolCall, ToolSpec
 
 # The standard codes, then the server-defined ones (JSON-RPC reserves -32000..-32099 for servers).
 PARSE_ERROR = -32700
@@ -220,23 +220,22 @@ def session_tools(session: SessionRecord) -> tuple[ToolSpec, ...]:
         raise QwendError(f"session {session.id!r} holds invalid tools: {exc}") from None
 
 
-def to_turn_request(params: GenerateParams, session: SessionRecord, execute: ToolExecutor) -> TurnRequest:
+def to_turn(params: GenerateParams, session: SessionRecord, execute: ToolExecutor, who: Requester) -> Turn:
     """`message` alone continues the session (stored); `history` is answered as sent (nothing stored), with
     `message`, when given too, appended as the user's last message."""
     message = params.message or ""
     if not message.strip() and not params.history:
         raise InvalidRequest("generate needs a non-empty message or history", param="message")
     tools = tool_specs(params.tools, param="tools") if params.tools is not None else session_tools(session)
-    sampling = {"top_p": params.top_p, "top_k": params.top_k, "repeat_penalty": params.repetition_penalty,
-                "seed": params.seed}
-    turn = TurnRequest(
-        message, model=session.model, temperature=0.0 if not params.do_sample else params.temperature,
-        max_tokens=params.max_new_tokens, tools=tools, execute=execute,
-        system_prompt=session.metadata.get("system_prompt") or "", sampling=sampling,
+    sampling = SamplingOverrides(
+        temperature=0.0 if not params.do_sample else params.temperature, top_p=params.top_p, top_k=params.top_k,
+        repeat_penalty=params.repetition_penalty, seed=params.seed, max_tokens=params.max_new_tokens,
     )
+    turn = Turn(message, who, model=session.model, sampling=sampling, tools=tools, execute=execute,
+                system_prompt=session.metadata.get("system_prompt") or "")
     if params.history is not None:
         return replace(turn, profile=session.profile, history=to_messages(params.history))
-    return replace(turn, session_id=session.id)
+    return replace(turn, session=session)
 
 
 def to_messages(history: list[HistoryMessage]) -> tuple[Message, ...]:

@@ -10,6 +10,7 @@ from fastapi.routing import RouteContext, iter_route_contexts
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from starlette.routing import BaseRoute, WebSocketRoute
 
+from qwend.api.wire.codec import DETAIL, Codec, NdjsonResponse
 from qwend.api.wire.images import from_base64, from_data_url
 from qwend.chat.service import Completion
 from qwend.errors import InvalidRequest
@@ -128,17 +129,20 @@ def _line(body: dict[str, Any]) -> str:
     return json.dumps(body, ensure_ascii=False) + "\n"
 
 
-def fragment_line(text: str) -> str:
-    return _line({"type": "fragment", "content": text})
+def fragment(text: str) -> dict[str, Any]:
+    return {"type": "fragment", "content": text}
 
 
-def done_line(model: str, reason: FinishReason, usage: Usage) -> str:
-    return _line({"type": "done", "model": model, "predicted_tokens": usage.completion_tokens,
-                  "stop_reason": stop_reason(reason)})
+def done(model: str, reason: FinishReason, usage: Usage) -> dict[str, Any]:
+    return {"type": "done", "model": model, "predicted_tokens": usage.completion_tokens,
+            "stop_reason": stop_reason(reason)}
 
 
-def error_line(message: str) -> str:
-    return _line({"type": "error", "detail": message})
+# NDJSON fragments; errors are FastAPI's `{"detail": ...}` before the stream and an error line after
+LMSTUDIO: Codec[dict[str, Any]] = Codec(
+    response=NdjsonResponse, encode=_line, error_body=DETAIL.error_body,
+    stream_error=lambda failure: _line({"type": "error", "detail": failure.message}),
+)
 
 
 def load_body(body: LoadBody, model: str, *, already_loaded: bool, unloaded: list[str]) -> dict[str, Any]:

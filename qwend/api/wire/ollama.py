@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from qwend.api.wire.codec import Codec, Failure, NdjsonResponse
 from qwend.api.wire.images import from_base64, sniff_mime_type
 from qwend.chat.schemas import prepare_schema
 from qwend.errors import InvalidRequest
@@ -412,3 +413,18 @@ def pull_progress(label: str, digest_: str, total: int | None, completed: int) -
     if total is not None:
         body["total"] = total
     return body
+
+
+def line(body: dict[str, Any]) -> bytes:
+    return (json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+def failure_body(failure: Failure) -> dict[str, Any]:
+    return {"error": failure.message}
+
+
+# NDJSON; an error is `{"error": message}`, the body before the stream and its last line after
+OLLAMA: Codec[dict[str, Any]] = Codec(
+    response=NdjsonResponse, encode=line, error_body=failure_body,
+    stream_error=lambda failure: line(failure_body(failure)),
+)

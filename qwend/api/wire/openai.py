@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import replace
@@ -9,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from qwend.api.wire.codec import Codec, Failure, sse
 from qwend.api.wire.images import from_data_url
 from qwend.chat.schemas import prepare_schema
 from qwend.errors import InvalidRequest
@@ -287,3 +289,14 @@ def chunk_body(
 
 def error_body(message: str, type_: str, code: str | None, param: str | None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def failure_body(failure: Failure) -> dict[str, Any]:
+    return error_body(failure.message, failure.type, failure.code, failure.param)
+
+
+# data-only events of JSON chunks; after the 200, an error is one more chunk, as OpenAI sends it
+OPENAI: Codec[dict[str, Any]] = Codec(
+    response=sse, encode=json.dumps, error_body=failure_body,
+    stream_error=lambda failure: json.dumps(failure_body(failure)), last=("[DONE]",),
+)

@@ -6,8 +6,9 @@ from typing import Any
 
 from pydantic import Field
 
-from qwend.api.wire.openai import _Wire
-from qwend.chat.responses import ResponseRequest, to_messages
+from qwend.api.wire.codec import Codec, sse, sse_event
+from qwend.api.wire.openai import _Wire, failure_body
+from qwend.agents.responses import ResponseRequest, to_messages
 from qwend.chat.schemas import prepare_schema
 from qwend.errors import InvalidRequest
 from qwend.types import SamplingParams, ToolSpec, Usage
@@ -94,3 +95,13 @@ def response_body(response_id: str, created_at: float, body: ResponsesBody, *, m
         "usage": usage_body(usage) if usage is not None else None, "metadata": body.metadata or {},
         "user": body.user,
     }
+
+
+# the API's named events (api/responses.py); a response that fails says so in its own `response.failed`, so
+# `error` (the API's event for a failure outside a response) is only for what fails around it
+RESPONSES: Codec[dict[str, Any]] = Codec(
+    response=sse, encode=lambda event: sse_event(event["type"], event, ensure_ascii=False), error_body=failure_body,
+    stream_error=lambda failure: sse_event("error", {"type": "error", "code": failure.code,
+                                                     "message": failure.message, "param": failure.param},
+                                           ensure_ascii=False),
+)

@@ -5,6 +5,9 @@ backreferences), and so do we, with a 400 that says so.
 
 `pattern_weight` also sizes what a pattern becomes in an output grammar: llama.cpp's converter writes out
 every counted repetition, nested counts multiply, and each group costs the converter a recursion level.
+
+It sits beside `errors.py`, below both of its users: `chat/` (schemas, the output parser) and `tools/`
+(an MCP server's argument schemas).
 """
 
 from __future__ import annotations

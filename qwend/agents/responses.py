@@ -1,11 +1,12 @@
-"""OpenAI's Responses API on the one pipeline, with its state kept for real: a response's items (its input,
+"""OpenAI's Responses API on the one tool loop (agents/loop.py), with its state kept for real: a response's items (its input,
 what it produced, the built-in tools it ran) are stored, and a later response naming it as
 `previous_response_id` continues that conversation, across requests and restarts, on any daemon sharing the
 database. Function-call items and their outputs are part of the chain like any other item.
 
 Items are kept in the Responses API's own shapes (what clients send as input is what a chain replays):
 `message`, `function_call` (the client runs it), `function_call_output`, and `mcp_call` (a qwend tool that
-ran here, with its output: server-side, as OpenAI's MCP calls are).
+ran here, with its output: server-side, as OpenAI's MCP calls are). `respond` tells the loop's events as
+those items; a call to one of the client's functions is the loop's hand-off, which ends the response.
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from qwend.chat.service import CompletionBuilder, chat
+from qwend.agents.loop import StepDone, ToolCalls, ToolResultEvent, TurnEnd, run_tool_loop, tool_result_text
 from qwend.errors import InvalidRequest
 from qwend.runtime import Runtime
-from qwend.sessions.store import Caller, SessionStore, response_for
-from qwend.types import (
-    ChatEvent, ChatRequest, Message, Priority, SamplingParams, Token, ToolCall, ToolCallStart, ToolSpec, Usage,
-)
+from qwend.sessions.responses import ResponseStore, response_for
+from qwend.sessions.store import Caller
+from qwend.tools.base import ToolResult
+from qwend.types import ChatEvent, Message, Priority, SamplingParams, Token, ToolCall, ToolCallStart, ToolSpec, Usage
 
 MAX_CHAIN = 10_000  # responses one chain may hold (a loop of ids cannot hang a request)
 SERVER_LABEL = "qwend"  # the server_label of mcp_call items: qwend's own tools
@@ -36,7 +37,7 @@ class ResponseRequest:
     instructions: str | None = None  # a system message for this response only (not carried down a chain)
     function_tools: tuple[ToolSpec, ...] = ()  # the client's: their calls end the response as function_call items
     builtin_tools: tuple[str, ...] = ()  # qwend's tools by name: run here, and the model answers from them
-    tool_choice: str = "auto"  # auto, none, required
+    tool_choice: Literal["none", "auto", "required"] = "auto"
     tool_name: str | None = None  # required to call this one
     parallel_tool_calls: bool = True
     sampling: SamplingParams = field(default_factory=SamplingParams)
@@ -73,7 +74,7 @@ class ResponseEnd:
 ResponseEvent = ChatEvent | ItemStarted | ItemDone | ResponseEnd
 
 
-async def chain_items(store: SessionStore, previous_id: str | None, caller: Caller) -> list[dict[str, Any]]:
+async def chain_items(store: ResponseStore, previous_id: str | None, caller: Caller) -> list[dict[str, Any]]:
     """Every item of the conversation a response continues, oldest first; a response of the chain that
     `caller` may not reach is answered as an unknown one."""
     chain: list[list[dict[str, Any]]] = []
@@ -109,10 +110,11 @@ def to_messages(items: Sequence[dict[str, Any]]) -> list[Message]:
         elif kind == "function_call_output":
             output = item["output"] if isinstance(item["output"], str) else json.dumps(item["output"])
             messages.append(Message("tool", output, tool_call_id=item["call_id"], name=names.get(item["call_id"])))
-        elif kind == "mcp_call":  # a qwend tool that ran: its call, then its result
+        elif kind == "mcp_call":  # a qwend tool that ran: its call, then its result as the model read it
             call(item["id"], item["name"], item.get("arguments") or "{}")
-            result = item.get("output") if item.get("error") is None else f"error: {item['error']}"
-            messages.append(Message("tool", result or "", tool_call_id=item["id"], name=item["name"]))
+            error = item.get("error")
+            result = ToolResult(error is None, result=item.get("output") or "", error=error)
+            messages.append(Message("tool", tool_result_text(result), tool_call_id=item["id"], name=item["name"]))
         elif kind != "reasoning":
             raise InvalidRequest(f"input item type {kind!r} is not supported", param=f"input[{index}]")
     return messages
@@ -132,66 +134,57 @@ def content_text(content: Any, where: str) -> str:
 
 async def respond(runtime: Runtime, request: ResponseRequest, history: Sequence[dict[str, Any]]
                   ) -> AsyncIterator[ResponseEvent]:
-    """One response after `history`: each step's chat events; built-in tool calls run here (ItemDone with an
-    mcp_call each) and the model goes on from their results; ends with ResponseEnd once the model answers
-    or calls the client's functions."""
+    """One response after `history`: the tool loop's chat events, told as output items. Built-in tool calls
+    run here (ItemDone with an mcp_call each) and the model goes on from their results; a call to one of the
+    client's functions ends the response as a hand-off (its function_call items); ResponseEnd comes last."""
     messages = to_messages([*history, *request.items])
     if request.instructions:
         messages.insert(0, Message("system", request.instructions))
     builtin = {runtime.tools.get(name).name for name in request.builtin_tools}  # an unknown one is a 404
     tools = (*request.function_tools, *runtime.tools.specs(sorted(builtin)))
-    choice, name = request.tool_choice, request.tool_name
+    asking = ToolCalls(notes=False, tool_choice=request.tool_choice, tool_name=request.tool_name,
+                       parallel_tool_calls=request.parallel_tool_calls)
+    loop = run_tool_loop(runtime, messages, tools=tools, model=request.model, sampling=request.sampling,
+                         max_steps=runtime.settings.max_tool_steps, chain=True, client=request.client,
+                         priority=request.priority, affinity=request.affinity, dialect=asking, server_tools=builtin)
     output: list[dict[str, Any]] = []
-    prompt_tokens = completion_tokens = cached_tokens = 0
-    max_steps = runtime.settings.max_tool_steps
-    for step in range(max_steps + 1):
-        chat_request = ChatRequest(
-            tuple(messages), model=request.model, sampling=request.sampling, tools=tools,
-            tool_choice=choice if step < max_steps else "text", tool_name=name,
-            parallel_tool_calls=request.parallel_tool_calls, client=request.client, priority=request.priority,
-            affinity=request.affinity)
-        answer = CompletionBuilder()
-        message: dict[str, Any] | None = None  # this step's text, once it starts
-        calls: dict[str, dict[str, Any]] = {}  # this step's calls for the client, by call id
-        async with aclosing(chat(runtime, chat_request)) as events:
-            async for event in events:
-                answer.add(event)
-                if isinstance(event, Token) and message is None:
+    message: dict[str, Any] | None = None  # this step's text, once it starts
+    calls: dict[str, dict[str, Any]] = {}  # this step's calls for the client, by call id
+
+    def start(item: dict[str, Any]) -> ItemStarted:
+        output.append(item)
+        return ItemStarted(len(output) - 1, item)
+
+    async with aclosing(loop) as events:
+        async for event in events:
+            match event:
+                case Token() if message is None:
                     message = message_item("", status="in_progress")
-                    output.append(message)
-                    yield ItemStarted(len(output) - 1, message)
-                elif isinstance(event, ToolCallStart) and event.name not in builtin:
-                    calls[event.id] = function_call_item(event.id, event.name)
-                    output.append(calls[event.id])
-                    yield ItemStarted(len(output) - 1, calls[event.id])
-                yield event
-        done = answer.completion()
-        prompt_tokens += done.usage.prompt_tokens
-        completion_tokens += done.usage.completion_tokens
-        cached_tokens += done.usage.cached_tokens
-        if message is not None:
-            message.update(message_item(done.text, item_id=message["id"]))
-            yield ItemDone(output.index(message), message)
-        for call in done.tool_calls:
-            if call.name not in builtin:
-                if call.id not in calls:  # a call the parser found only at the end has no start yet
-                    calls[call.id] = function_call_item(call.id, call.name)
-                    output.append(calls[call.id])
-                    yield ItemStarted(len(output) - 1, calls[call.id])
-                calls[call.id].update(arguments=call.arguments, status="completed")
-                yield ItemDone(output.index(calls[call.id]), calls[call.id])
-        server_side = [c for c in done.tool_calls if c.name in builtin]
-        if not server_side or len(server_side) < len(done.tool_calls):  # answered, or the client's turn
-            yield ResponseEnd(output, Usage(prompt_tokens, completion_tokens, cached_tokens), done.finish_reason)
-            return
-        messages.append(Message("assistant", done.text, tool_calls=tuple(server_side)))
-        for call in server_side:
-            item = await _run_builtin(runtime, call)
-            output.append(item)
-            yield ItemDone(len(output) - 1, item)
-            messages.append(Message("tool", item["output"] or f"error: {item['error']}", tool_call_id=call.id,
-                                    name=call.name))
-        choice, name = "auto", None  # a required call was made; now the model may answer
+                    yield start(message)
+                case ToolCallStart(_, call_id, name) if name not in builtin:
+                    calls[call_id] = function_call_item(call_id, name)
+                    yield start(calls[call_id])
+                case StepDone(_, _, reading):
+                    if message is not None:
+                        message.update(message_item(reading.reply.content, item_id=message["id"]))
+                        yield ItemDone(output.index(message), message)
+                    for call in reading.calls:
+                        if call.name not in builtin:
+                            if call.id not in calls:  # a call the parser found only at the end has no start yet
+                                calls[call.id] = function_call_item(call.id, call.name)
+                                yield start(calls[call.id])
+                            calls[call.id].update(arguments=call.arguments, status="completed")
+                            yield ItemDone(output.index(calls[call.id]), calls[call.id])
+                    message, calls = None, {}
+                    continue
+                case ToolResultEvent(call, result):
+                    output.append(mcp_call_item(call, result))  # ran here: no deltas, so done without a start
+                    yield ItemDone(len(output) - 1, output[-1])
+                    continue
+                case TurnEnd(_, finish, usage):
+                    yield ResponseEnd(output, usage, finish)
+                    continue
+            yield event
 
 
 def function_call_item(call_id: str, name: str) -> dict[str, Any]:
@@ -204,15 +197,10 @@ def message_item(text: str, *, status: str = "completed", item_id: str | None = 
             "status": status, "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
 
 
-async def _run_builtin(runtime: Runtime, call: ToolCall) -> dict[str, Any]:
-    try:
-        arguments = json.loads(call.arguments or "{}")
-        result = await runtime.tools.invoke(call.name, arguments)
-    except (ValueError, InvalidRequest) as exc:  # the model's arguments: told to it as the tool's error
-        output, error = None, getattr(exc, "message", str(exc))
-    else:
-        output = None if not result.success else (
-            result.result if isinstance(result.result, str) else json.dumps(result.result))
-        error = None if result.success else result.error
+def mcp_call_item(call: ToolCall, result: ToolResult) -> dict[str, Any]:
+    """A qwend tool that ran here, with its whole output (the model read it bounded)."""
+    output = None if not result.success else (
+        result.result if isinstance(result.result, str) else json.dumps(result.result))
     return {"id": call.id, "type": "mcp_call", "server_label": SERVER_LABEL, "name": call.name,
-            "arguments": call.arguments, "output": output, "error": error, "status": "completed"}
+            "arguments": call.arguments, "output": output, "error": None if result.success else result.error,
+            "status": "completed"}

@@ -1,0 +1,150 @@
+"""Calls or text, decided above the engine (chat/decide.py): a scripted grammar engine records what it was asked
+to generate under, and answers with the pieces scripted for each generation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from qwend.chat.decide import MAX_HELD_TOKENS, MAX_NAME_TOKENS, TEXT_AGAIN, decide, generation
+from qwend.engine.base import Finished, Generated, ModelInfo, Piece, Prefill, Prompt
+from qwend.engine.grammar import TEXT_ONLY_START
+from qwend.types import OutputConstraint, SamplingParams, TokenLogprob, ToolSpec
+
+WEATHER = ToolSpec("get_weather")
+OPTIONAL = OutputConstraint(tools=(WEATHER,), calls="optional", grammar="root ::= calls")
+PROMPT = Prompt(tuple(range(10)), "the prompt", pin=True)
+CALLS_PROMPT = Prompt(tuple(range(12)), "the prompt, one call per item")
+CALL = ["<tool_call>", "\n", '{"', "name", '":', ' "', "get", "_weather", '",', ' "arguments": {}}', "\n</tool_call>"]
+
+
+@dataclass
+class Asked:
+    prompt: Prompt
+    params: SamplingParams
+    constraint: OutputConstraint | None
+    closed: bool = False
+
+
+@dataclass
+class ScriptedEngine:
+    """Each generation answers with the next script: its pieces (one token each), then Finished("stop")."""
+
+    scripts: list[list[str]]
+    asked: list[Asked] = field(default_factory=list)
+    info: ModelInfo = field(default_factory=lambda: ModelInfo(512, 512, 256, 1000, 1, True, grammar=True))
+
+    async def generate(self, prompt: Prompt, params: SamplingParams,
+                       constraint: OutputConstraint | None = None) -> AsyncIterator[Generated]:
+        asked = Asked(prompt, params, constraint)
+        self.asked.append(asked)
+        script = self.scripts[len(self.asked) - 1]
+        try:
+            yield Prefill(len(self.asked))
+            for count, text in enumerate(script, 1):
+                if params.max_tokens is not None and count > params.max_tokens:
+                    yield Finished("length")
+                    return
+                yield Piece(text, logprob=TokenLogprob(text, -float(count), ()))
+            yield Finished("stop")
+        finally:
+            asked.closed = True
+
+
+def run(engine: ScriptedEngine, constraint=OPTIONAL, params=SamplingParams(), calls_prompt=lambda: CALLS_PROMPT):
+    async def collect():
+        return [item async for item in generation(engine, PROMPT, params, constraint, calls_prompt)()]
+
+    return asyncio.run(collect())
+
+
+def texts(items) -> str:
+    return "".join(item.text for item in items if isinstance(item, Piece))
+
+
+def test_a_text_answer_is_released_as_it_was_generated_with_its_logprobs():
+    engine = ScriptedEngine([["Hello", " there", "!"]])
+    items = run(engine)
+    assert items[0] == Prefill(1) and items[-1] == Finished("stop")
+    assert [(p.text, p.logprob.logprob) for p in items[1:-1]] == [("Hello", -1.0), (" there", -2.0), ("!", -3.0)]
+    assert len(engine.asked) == 1 and engine.asked[0].constraint is None  # free text: no grammar
+    assert engine.asked[0].prompt == PROMPT
+
+
+def test_a_decided_call_is_generated_again_from_the_calls_prompt_under_the_grammar_in_the_same_job():
+    engine = ScriptedEngine([CALL, CALL])
+    items = run(engine)
+    first, again = engine.asked
+    assert first.closed and first.constraint is None
+    assert again.prompt == CALLS_PROMPT and again.constraint == OPTIONAL
+    assert [item for item in items if isinstance(item, Prefill)] == [Prefill(1)]  # the prompt's reuse, once
+    assert texts(items) == "".join(CALL) and items[-1] == Finished("stop")
+
+
+def test_calls_come_from_the_prompt_itself_where_the_calls_prompt_does_not_fit():
+    engine = ScriptedEngine([CALL, CALL])
+    run(engine, calls_prompt=lambda: None)
+    assert engine.asked[1].prompt.tokens == PROMPT.tokens and not engine.asked[1].prompt.pin
+    run(engine := ScriptedEngine([CALL, CALL]), calls_prompt=None)
+    assert engine.asked[1].prompt.tokens == PROMPT.tokens
+
+
+def test_a_call_where_none_may_be_made_is_generated_again_as_text():
+    for constraint, script in [(OutputConstraint(tools=(WEATHER,), calls="none"), ["{"]),
+                               (OPTIONAL, ['{"name": "get_time", "arguments": {}}'])]:  # a tool not offered
+        engine = ScriptedEngine([script, ["Sunny", "."]])
+        items = run(engine, constraint)
+        again = engine.asked[1]
+        assert again.constraint == TEXT_AGAIN and TEXT_AGAIN.grammar == TEXT_ONLY_START
+        assert again.constraint.grammar_tokens == 1
+        assert again.prompt.tokens == PROMPT.tokens and not again.prompt.pin  # pinned once, by the first
+        assert texts(items) == "Sunny."
+
+
+def test_an_answer_that_ends_still_ambiguous_is_text():
+    engine = ScriptedEngine([["`", "``"]])
+    assert texts(run(engine)) == "```" and len(engine.asked) == 1
+
+
+def test_held_pieces_are_counted_in_tokens():
+    assert decide(" " * 5, MAX_HELD_TOKENS - 1, OPTIONAL) is None
+    assert decide(" " * 6, MAX_HELD_TOKENS, OPTIONAL) == "text"
+    assert decide('<tool_call>\n{"na', MAX_NAME_TOKENS - 1, OPTIONAL) is None
+    assert decide('<tool_call>\n{"na', MAX_NAME_TOKENS, OPTIONAL) == "calls"
+    assert decide('{"name": "get_weather"', 3, OPTIONAL) == "calls"
+    assert decide("Hello", 1, OPTIONAL) == "text"
+
+
+def test_max_tokens_cuts_the_answer_though_the_decision_may_look_further():
+    engine = ScriptedEngine([[" "] * 3 + ["a", "b", "c", "d"]])
+    items = run(engine, params=SamplingParams(max_tokens=4))
+    assert engine.asked[0].params.max_tokens == MAX_NAME_TOKENS
+    assert sum(item.tokens for item in items if isinstance(item, Piece)) == 4
+    assert items[-1] == Finished("length") and engine.asked[0].closed
+    engine = ScriptedEngine([CALL, CALL])  # a call decided past max_tokens is generated to max_tokens
+    items = run(engine, params=SamplingParams(max_tokens=4))
+    assert engine.asked[1].params.max_tokens == 4 and items[-1] == Finished("length")
+
+
+def test_closing_the_job_closes_the_generation_at_once():
+    engine = ScriptedEngine([["Hello"] * 50])
+
+    async def first_pieces():
+        job = generation(engine, PROMPT, SamplingParams(), OPTIONAL, None)()
+        got = [await anext(job) for _ in range(3)]
+        await job.aclose()
+        return got
+
+    assert len(asyncio.run(first_pieces())) == 3 and engine.asked[0].closed
+
+
+def test_other_constraints_go_to_the_engine_as_they_are():
+    for constraint in (None, OutputConstraint(tools=(WEATHER,), calls="required", grammar="g"),
+                       OutputConstraint(json_schema={}, grammar="g")):
+        engine = ScriptedEngine([["x"]])
+        run(engine, constraint)
+        assert len(engine.asked) == 1 and engine.asked[0].constraint == constraint
+    hinted = ScriptedEngine([["x"]], info=ModelInfo(512, 512, 256, 1000, 1, True, grammar=False))
+    run(hinted, OPTIONAL)  # an engine that takes the constraint as a hint (an upstream's tool_choice)
+    assert hinted.asked[0].constraint == OPTIONAL

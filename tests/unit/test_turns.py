@@ -1,0 +1,51 @@
+"""A profile turn's typed sampling overrides, and each request resolving its model and session once (the
+resolved model travels with the request instead of being looked up again), on a scripted backend."""
+
+import pytest
+
+from qwend.types import SamplingOverrides, SamplingParams
+from tests.conftest import client_for, fake_runtime
+from tests.fakes import FakeBackend
+
+
+def test_overrides_set_only_what_they_name():
+    profile = SamplingParams(temperature=0.3, top_k=7, max_tokens=200)
+    assert SamplingOverrides().over(profile) == profile
+    assert SamplingOverrides(temperature=0.0, seed=3).over(profile) == SamplingParams(
+        temperature=0.0, top_k=7, max_tokens=200, seed=3)
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    return fake_runtime(tmp_path, FakeBackend("Hello there.", context_length=8192))
+
+
+def count_calls(owner, name: str) -> list[tuple]:
+    """The arguments of every call of `owner.name` from now on."""
+    calls, original = [], getattr(owner, name)
+
+    async def spy(*args, **kwargs):
+        calls.append(args)
+        return await original(*args, **kwargs)
+
+    setattr(owner, name, spy)
+    return calls
+
+
+async def test_an_ollama_chat_resolves_its_model_once(runtime):
+    resolved = count_calls(runtime.models, "request")
+    async with client_for(runtime) as client:
+        reply = await client.post("/api/chat", json={"model": "fake.gguf", "stream": False,
+                                                     "messages": [{"role": "user", "content": "hi"}]})
+    assert reply.status_code == 200, reply.text
+    assert len(resolved) == 1
+
+
+async def test_a_session_turn_resolves_its_model_and_reads_its_session_once(runtime):
+    async with client_for(runtime) as client:
+        sid = (await client.post("/v1/sessions", json={"profile_name": "general"})).json()["session_id"]
+        resolved = count_calls(runtime.models, "request")
+        read = count_calls(runtime.sessions, "get")
+        reply = await client.post(f"/v1/sessions/{sid}/chat", json={"message": "hi"})
+    assert reply.status_code == 200, reply.text
+    assert (len(resolved), len(read)) == (1, 1)
