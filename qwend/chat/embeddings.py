@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 
+from qwend.chat.service import Daemon
 from qwend.engine.base import Embedded
 from qwend.engine.manager import LoadingModel
 from qwend.errors import InvalidRequest
-from qwend.runtime import Runtime
 from qwend.types import Priority
 
 MAX_INPUTS = 2048  # texts in one request, as OpenAI's API allows
@@ -36,7 +36,7 @@ class Embeddings:
     tokens: int
 
 
-async def embed(runtime: Runtime, request: EmbeddingRequest) -> Embeddings:
+async def embed(runtime: Daemon, request: EmbeddingRequest) -> Embeddings:
     """Unit-length vectors for the request's texts, in order. Raises InvalidRequest (400) for no texts, too
     many, a model that cannot embed, or `dimensions` beyond the model's."""
     if not request.texts:
