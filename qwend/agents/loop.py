@@ -26,7 +26,7 @@ from qwend.errors import InvalidToolArguments, ToolNotFound
 from qwend.runtime import Runtime
 from qwend.tools.base import ToolResult
 from qwend.types import (
-    ChatEvent, ChatRequest, Done, FinishReason, Message, Priority, SamplingParams, ToolCall, ToolSpec, Usage,
+    ChatEvent, ChatRequest, Done, FinishReason, Message, Requester, SamplingParams, ToolCall, ToolSpec, Usage,
 )
 
 MAX_RESULT_CHARS = 8000  # what the model reads of one tool result; the client still gets all of it
@@ -155,8 +155,7 @@ class ToolCalls:
 async def run_tool_loop(
     runtime: Runtime, messages: Sequence[Message], *, tools: Sequence[ToolSpec], model: str | None,
     sampling: SamplingParams, max_steps: int, chain: bool = False, execute: ToolExecutor | None = None,
-    client: str | None = None, priority: Priority = "interactive", affinity: str | None = None,
-    dialect: Dialect = ToolCalls(), server_tools: Collection[str] | None = None, loaded: LoadedModel | None = None,
+    who: Requester = Requester(), dialect: Dialect = ToolCalls(), server_tools: Collection[str] | None = None, loaded: LoadedModel | None = None,
 ) -> AsyncIterator[LoopEvent]:
     """Chat events of every step, a StepDone per generation, a ToolResultEvent per call, then TurnEnd.
     `server_tools`: the tools qwend runs here, a call to any other is the client's (None: every call runs).
@@ -172,8 +171,7 @@ async def run_tool_loop(
     answered = False  # the last round's calls all succeeded
     while step < max_steps or dialect.answers_after_limit:
         may_call = step < max_steps and (chain or not answered)
-        base = ChatRequest(tuple(history), model=model, sampling=sampling, tools=tuple(tools), client=client,
-                           priority=priority, affinity=affinity)
+        base = who.attach(ChatRequest(tuple(history), model=model, sampling=sampling, tools=tuple(tools)))
         answer = CompletionBuilder()
         async with aclosing(chat(runtime, dialect.request(base, step, may_call), loaded=loaded)) as events:
             async for event in events:

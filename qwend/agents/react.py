@@ -99,8 +99,8 @@ async def run(
     yield AgentStarted(loaded.name, goal, limit)
     steps: list[Step] = []
     loop = run_tool_loop(runtime, opening(dialect.tools.values(), goal, context), tools=(), model=model,
-                         sampling=STEP_SAMPLING, max_steps=limit, chain=True, client=who.client,
-                         priority=who.priority or "interactive", affinity=who.affinity, dialect=dialect)
+                         sampling=STEP_SAMPLING, max_steps=limit, chain=True, who=who,
+                         dialect=dialect, loaded=loaded)
     async with aclosing(loop) as events:
         async for event in events:
             if isinstance(event, StepDone):

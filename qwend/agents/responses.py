@@ -24,7 +24,9 @@ from qwend.runtime import Runtime
 from qwend.sessions.responses import ResponseStore, response_for
 from qwend.sessions.store import Caller
 from qwend.tools.base import ToolResult
-from qwend.types import ChatEvent, Message, Priority, SamplingParams, Token, ToolCall, ToolCallStart, ToolSpec, Usage
+from qwend.types import (
+    ChatEvent, Message, Priority, Requester, SamplingParams, Token, ToolCall, ToolCallStart, ToolSpec, Usage,
+)
 
 MAX_CHAIN = 10_000  # responses one chain may hold (a loop of ids cannot hang a request)
 SERVER_LABEL = "qwend"  # the server_label of mcp_call items: qwend's own tools
@@ -145,8 +147,8 @@ async def respond(runtime: Runtime, request: ResponseRequest, history: Sequence[
     asking = ToolCalls(notes=False, tool_choice=request.tool_choice, tool_name=request.tool_name,
                        parallel_tool_calls=request.parallel_tool_calls)
     loop = run_tool_loop(runtime, messages, tools=tools, model=request.model, sampling=request.sampling,
-                         max_steps=runtime.settings.max_tool_steps, chain=True, client=request.client,
-                         priority=request.priority, affinity=request.affinity, dialect=asking, server_tools=builtin)
+                         max_steps=runtime.settings.max_tool_steps, chain=True, dialect=asking, server_tools=builtin,
+                         who=Requester(request.client, request.priority, request.affinity))
     output: list[dict[str, Any]] = []
     message: dict[str, Any] | None = None  # this step's text, once it starts
     calls: dict[str, dict[str, Any]] = {}  # this step's calls for the client, by call id

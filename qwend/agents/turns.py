@@ -72,8 +72,8 @@ async def run_turn(runtime: Runtime, request: Turn) -> AsyncIterator[LoopEvent |
 
     def loop(view: list[Message]) -> AsyncIterator[LoopEvent]:
         return run_tool_loop(runtime, view, tools=tools, model=model, sampling=sampling, max_steps=max_steps,
-                             chain=profile.tool_chaining, execute=request.execute, client=who.client,
-                             priority=who.priority or "interactive", affinity=who.affinity, loaded=loaded)
+                             chain=profile.tool_chaining, execute=request.execute, who=who,
+                             loaded=loaded)
 
     if session is None:
         system = [Message("system", system_prompt)] if system_prompt else []

@@ -47,6 +47,9 @@ async def chat(
     """The events of one answer (order in qwend.types). Closing the iterator cancels the job wherever it is.
     `loaded` is the request's model where the caller resolved it already (its keep-alive is then the caller's)."""
     request = _within_limits(request, runtime.settings)
+    if loaded is not None and not runtime.models.holds(loaded):
+        # unloaded since the caller resolved it (a tool ran past its keep-alive, another model needed the room)
+        loaded = None
     if loaded is None:
         found = await runtime.models.request(request.model, keep_alive=request.keep_alive)
         if isinstance(found, LoadingModel):  # say so before the wait (what forbids the load was raised already)

@@ -119,6 +119,11 @@ class ModelManager:
         found = await self.request(name, keep_alive=keep_alive)
         return found if isinstance(found, LoadedModel) else await found.ready()
 
+    def holds(self, loaded: LoadedModel) -> bool:
+        """Whether `loaded` is still loaded: a caller that keeps one across awaits (a turn's steps) asks before
+        each use, since a model is unloaded once its scheduler is idle."""
+        return self.loaded.get(loaded.name) is loaded
+
     async def request(self, name: str | None, *, keep_alive: float | None = None) -> LoadedModel | LoadingModel:
         """The model for `name` if it is loaded, else its load (started here when none is under way). What
         makes a load impossible (an unknown name, no room in the memory budget) is raised here, at once;

@@ -49,3 +49,23 @@ async def test_a_session_turn_resolves_its_model_and_reads_its_session_once(runt
         reply = await client.post(f"/v1/sessions/{sid}/chat", json={"message": "hi"})
     assert reply.status_code == 200, reply.text
     assert (len(resolved), len(read)) == (1, 1)
+
+
+async def test_a_model_unloaded_since_the_caller_resolved_it_is_resolved_again(runtime):
+    """A turn keeps its resolved model across steps, and a tool may run past the model's keep-alive (or another
+    model may need its room): a model no longer loaded is never generated from, its backend being closed."""
+    from qwend.chat.service import complete, chat
+    from qwend.engine.manager import LoadedModel
+    from qwend.engine.scheduler import Scheduler
+    from qwend.types import ChatRequest, Message
+
+    current = runtime.models.loaded["fake.gguf"]
+    closed = FakeBackend("from a closed model")
+    stale = LoadedModel(current.model, closed, Scheduler(closed, queue_size=4))
+    assert not runtime.models.holds(stale) and runtime.models.holds(current)
+    resolved = count_calls(runtime.models, "request")
+    answer = await complete(chat(runtime, ChatRequest((Message("user", "hi"),)), loaded=stale))
+    assert answer.text == "Hello there." and closed.generated == []
+    assert len(resolved) == 1
+    answer = await complete(chat(runtime, ChatRequest((Message("user", "hi"),)), loaded=current))
+    assert answer.text == "Hello there." and len(resolved) == 1  # the one still loaded is used as it is
