@@ -94,7 +94,7 @@ async def run(
     # the operator's cap on tool rounds holds for agent runs too: a request may ask for fewer, not more
     limit = min(max_iterations or runtime.settings.max_agent_iterations, runtime.settings.max_tool_steps)
     loaded = await runtime.models.get(model)
-    dialect = ReactSteps({t.name: t for t in runtime.tools.all() if t.enabled})
+    dialect = ReactSteps({t.name: t for t in runtime.tools.offered()})
     started = time.monotonic()
     yield AgentStarted(loaded.name, goal, limit)
     steps: list[Step] = []
@@ -138,7 +138,7 @@ async def plan(runtime: Runtime, goal: str, *, model: str | None = None, who: Re
     goal = goal.strip()
     if not goal:
         raise InvalidRequest("goal must not be empty", param="goal")
-    tools = [t for t in runtime.tools.all() if t.enabled]
+    tools = runtime.tools.offered()
     messages = plan_messages(tools, goal)
     request = who.attach(ChatRequest(messages, model=model, sampling=PLAN_SAMPLING))
     reply = await complete(chat(runtime, request))

@@ -77,16 +77,18 @@ class Tool:
     group: str | None = None  # "web", "code", "files": switched as a group by configuration
     source: str = "builtin"  # builtin, a module name, an entry point, or mcp:<server>
     enabled: bool = True
+    needs: str | None = None  # a setting it cannot work without (an API key): unset, it is never offered to a model
 
 
 def tool(
     func: Callable | None = None, *, name: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-    group: str | None = None,
+    group: str | None = None, needs: str | None = None,
 ) -> Any:
-    """Mark a function as a tool (usable bare, `@tool`, or with options, `@tool(timeout=5)`)."""
+    """Mark a function as a tool (usable bare, `@tool`, or with options, `@tool(timeout=5)`). `needs` names
+    the setting it cannot work without (`needs="linear_api_key"`)."""
 
     def mark(f: Callable) -> Callable:
-        f.__qwend_tool__ = {"name": name or f.__name__, "timeout": timeout, "group": group}
+        f.__qwend_tool__ = {"name": name or f.__name__, "timeout": timeout, "group": group, "needs": needs}
         return f
 
     return mark(func) if func is not None else mark
@@ -134,6 +136,7 @@ def from_function(func: Callable, *, source: str = "builtin") -> Tool:
     return Tool(
         name=name, description=summary, parameters=schema, run=run, validate=validate,
         timeout=options.get("timeout", DEFAULT_TIMEOUT), group=options.get("group"), source=source,
+        needs=options.get("needs"),
     )
 
 

@@ -22,7 +22,7 @@ query SearchIssues($filter: IssueFilter, $first: Int) {
 """
 
 
-@tool(timeout=20)
+@tool(timeout=20, needs="linear_api_key")
 async def search_linear_issues(
     context: ToolContext, query: str | None = None, state: str | None = None, limit: int = 10
 ) -> list[dict[str, Any]]:

@@ -45,6 +45,8 @@ class ToolRegistry:
     def register(self, tool: Tool) -> None:
         if tool.name in self._tools:
             raise ValueError(f"a tool named {tool.name!r} is already registered (from {self._tools[tool.name].source})")
+        if tool.needs is not None and tool.needs not in type(self.context.settings).model_fields:
+            raise ValueError(f"tool {tool.name!r} needs {tool.needs!r}, which is no setting")
         setting = GROUP_SETTINGS.get(tool.group or "")
         if setting and not getattr(self.context.settings, setting):
             self._switched_off[tool.name] = setting
@@ -107,10 +109,20 @@ class ToolRegistry:
             if name in self._tools:
                 self._tools[name].enabled = enabled
 
+    def workable(self, tool: Tool) -> bool:
+        """Whether `tool` is on and can work here. One whose needed setting is unset (no Linear key) stays listed
+        and callable, saying what is missing, but is never offered to a model: measured on the default model,
+        the mirror profile called `search_linear_issues` three times with the same arguments, keyless."""
+        return tool.enabled and (tool.needs is None or bool(getattr(self.context.settings, tool.needs)))
+
+    def offered(self) -> list[Tool]:
+        """The tools a model may be offered."""
+        return [t for t in self._tools.values() if self.workable(t)]
+
     def specs(self, names: list[str] | None = None) -> list[ToolSpec]:
-        """The enabled tools (optionally only `names`) as the model sees them."""
+        """The tools a model may be offered (optionally only `names`) as it sees them."""
         chosen = [self.get(n) for n in names] if names is not None else self.all()
-        return [ToolSpec(t.name, t.description, t.parameters) for t in chosen if t.enabled]
+        return [ToolSpec(t.name, t.description, t.parameters) for t in chosen if self.workable(t)]
 
     async def invoke(self, name: str, arguments: dict[str, Any] | None) -> ToolResult:
         """Run one tool. Unknown names and bad arguments raise (404, 400); everything else is a ToolResult.

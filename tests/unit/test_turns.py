@@ -69,3 +69,12 @@ async def test_a_model_unloaded_since_the_caller_resolved_it_is_resolved_again(r
     assert len(resolved) == 1
     answer = await complete(chat(runtime, ChatRequest((Message("user", "hi"),)), loaded=current))
     assert answer.text == "Hello there." and len(resolved) == 1  # the one still loaded is used as it is
+
+
+async def test_a_profile_turn_offers_no_tool_that_cannot_work_here(runtime):
+    """The mirror profile lists `search_linear_issues`; with no Linear key it is left out of the prompt."""
+    backend = runtime.models.loaded["fake.gguf"].backend
+    async with client_for(runtime) as client:
+        reply = await client.post("/v1/chat", json={"message": "What time is it?", "profile_name": "mirror"})
+    assert reply.status_code == 200, reply.text
+    assert "get_current_datetime" in backend.prompts[0] and "search_linear_issues" not in backend.prompts[0]

@@ -114,3 +114,12 @@ async def test_linear_errors_are_reported_without_the_key(tmp_path):
         result = await registry.invoke("search_linear_issues", {"query": "x"})
     assert result.error == "Linear API error: Authentication required, not authenticated"
     assert "lin_api_secret" not in result.error
+
+
+def test_a_tool_without_its_key_is_listed_and_callable_but_never_offered_to_a_model(tmp_path):
+    keyless, keyed = tools(tmp_path / "a"), tools(tmp_path / "b", linear_api_key="lin_api_secret")
+    assert "search_linear_issues" in keyless.names()  # /v1/tools lists it, a direct call says what is missing
+    assert "search_linear_issues" not in [t.name for t in keyless.offered()]
+    assert keyless.specs(["search_linear_issues", "get_current_datetime"]) == keyless.specs(["get_current_datetime"])
+    assert "search_linear_issues" in [t.name for t in keyed.offered()]
+    assert [s.name for s in keyed.specs(["search_linear_issues"])] == ["search_linear_issues"]
