@@ -1,7 +1,7 @@
 """Ollama: /api/chat, /api/generate, /api/embed, /api/tags, /api/ps, /api/show, /api/pull, /api/delete. A translator, nothing more.
 
 Answers stream as NDJSON by default (`"stream": false` for one object); errors are `{"error": message}`, in
-the body before the stream starts and as the last line after (its codec, wire.OLLAMA). What Ollama reports
+the body before the stream starts and as the last line after (its codec, replies.OLLAMA). What Ollama reports
 about a model (family, quantization, template, model_info) comes from the GGUF header, read here.
 """
 
@@ -20,6 +20,7 @@ from qwend.api.answer import answer, streamed
 from qwend.api.deps import RequesterDep, RuntimeDep
 from qwend.api.jsonbody import JsonRoute
 from qwend.api.wire import ollama as wire
+from qwend.api.wire import ollama_replies as replies
 from qwend.api.wire.embeddings import OllamaEmbedBody, texts_of
 from qwend.chat.embeddings import EmbeddingRequest, embed
 from qwend.api.wire.ollama_models import ps_body, show_body, tag_body
@@ -32,7 +33,7 @@ from qwend.runtime import Runtime
 from qwend.types import ChatEvent, ChatRequest, Done, Requester
 
 log = logging.getLogger(__name__)
-router = APIRouter(route_class=JsonRoute.answering(wire.OLLAMA), prefix="/api", tags=["Ollama"])
+router = APIRouter(route_class=JsonRoute.answering(replies.OLLAMA), prefix="/api", tags=["Ollama"])
 
 
 @router.post("/chat", summary="Chat with a model (Ollama; NDJSON stream unless stream is false)")
@@ -60,42 +61,42 @@ async def _answer(
     if chat_request is None:
         final = {"done_reason": "load", "total_duration": time.perf_counter_ns() - started, "load_duration": load_ns}
         return JSONResponse(_final_chunk(loaded.name, generate, final))
-    timings = wire.Timings(load_ns, started)
+    timings = replies.Timings(load_ns, started)
     think = body.think is not False  # the model may still reason; `think: false` leaves it out of the answer
     events = chat(runtime, who.attach(chat_request), loaded=loaded)
-    return await answer(request, wire.OLLAMA, events, stream=body.stream,
+    return await answer(request, replies.OLLAMA, events, stream=body.stream,
                         frames=lambda opened: _chunks(opened, timings, loaded.name, generate, think),
                         fold=lambda opened: _answered(opened, timings, generate, think))
 
 
 async def _chunks(
-    events: AsyncIterator[ChatEvent], timings: wire.Timings, model: str, generate: bool, think: bool
+    events: AsyncIterator[ChatEvent], timings: replies.Timings, model: str, generate: bool, think: bool
 ) -> AsyncIterator[dict[str, Any]]:
     async for event in events:
         timings.observe(event)
         if isinstance(event, Done):
-            final = {"done_reason": wire.done_reason(event.finish_reason), **timings.metrics(event.usage)}
+            final = {"done_reason": replies.done_reason(event.finish_reason), **timings.metrics(event.usage)}
             yield _final_chunk(model, generate, final)
-        elif (chunk := wire.event_chunk(event, model, generate, think)) is not None:
+        elif (chunk := replies.event_chunk(event, model, generate, think)) is not None:
             yield chunk
 
 
-async def _answered(events: AsyncIterator[ChatEvent], timings: wire.Timings, generate: bool, think: bool
+async def _answered(events: AsyncIterator[ChatEvent], timings: replies.Timings, generate: bool, think: bool
                     ) -> dict[str, Any]:
     builder = CompletionBuilder()
     async for event in events:
         timings.observe(event)
         builder.add(event)
     result = builder.completion()
-    final = {"done_reason": wire.done_reason(result.finish_reason), **timings.metrics(result.usage)}
+    final = {"done_reason": replies.done_reason(result.finish_reason), **timings.metrics(result.usage)}
     thinking = result.reasoning if think else ""
     if generate:
-        return wire.generate_chunk(result.model, result.text, thinking, **final)
-    return wire.chat_chunk(result.model, wire.message_body(result.text, thinking, result.tool_calls), **final)
+        return replies.generate_chunk(result.model, result.text, thinking, **final)
+    return replies.chat_chunk(result.model, replies.message_body(result.text, thinking, result.tool_calls), **final)
 
 
 def _final_chunk(model: str, generate: bool, final: dict[str, Any]) -> dict[str, Any]:
-    return wire.generate_chunk(model, "", **final) if generate else wire.chat_chunk(model, wire.message_body(), **final)
+    return replies.generate_chunk(model, "", **final) if generate else replies.chat_chunk(model, replies.message_body(), **final)
 
 
 def _local_model(runtime: Runtime, name: str | None) -> LocalModel:
@@ -180,7 +181,7 @@ async def pull(body: wire.PullBody, runtime: RuntimeDep):
     if not body.stream:
         await asyncio.to_thread(runtime.store.pull, model.name if model.entry else name)
         return {"status": "success"}
-    return streamed(wire.OLLAMA, _pull_progress(runtime, model, name))
+    return streamed(replies.OLLAMA, _pull_progress(runtime, model, name))
 
 
 async def _pull_progress(runtime: Runtime, model: LocalModel, name: str) -> AsyncIterator[dict[str, Any]]:
@@ -193,7 +194,7 @@ async def _pull_progress(runtime: Runtime, model: LocalModel, name: str) -> Asyn
     task = asyncio.ensure_future(asyncio.to_thread(runtime.store.pull, entry.name if entry else name,
                                                    progress.update))
     task.add_done_callback(_log_failure)
-    yield wire.pull_progress(label, digest, None, 0)  # the total comes with the first bytes
+    yield replies.pull_progress(label, digest, None, 0)  # the total comes with the first bytes
     reported = 0
     while not task.done():
         changed = asyncio.ensure_future(progress.changed.wait())
@@ -202,7 +203,7 @@ async def _pull_progress(runtime: Runtime, model: LocalModel, name: str) -> Asyn
         progress.changed.clear()
         if progress.done != reported:
             reported = progress.done
-            yield wire.pull_progress(label, digest, progress.total, reported)
+            yield replies.pull_progress(label, digest, progress.total, reported)
     try:
         task.result()  # a QwendError is the stream's last line
     except OSError as exc:  # a full disk, a store that cannot be written

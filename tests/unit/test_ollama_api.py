@@ -12,6 +12,7 @@ import pytest
 
 from qwend.models import facts, gguf
 from qwend.api.wire import ollama as wire
+from qwend.api.wire import ollama_replies as replies
 from qwend.api.wire import ollama_models
 from qwend.app import create_app
 from qwend.engine.base import ModelInfo, Piece
@@ -175,10 +176,10 @@ async def test_tool_calls_come_whole_with_object_arguments(tmp_path):
 
 def test_a_call_cut_short_by_num_predict_is_left_out():
     whole, cut = ToolCall("call_1", "f", '{"a": 1}'), ToolCall("call_2", "f", '{"a": ')
-    assert wire.message_body(calls=(whole, cut))["tool_calls"] == [
+    assert replies.message_body(calls=(whole, cut))["tool_calls"] == [
         {"id": "call_1", "function": {"index": 0, "name": "f", "arguments": {"a": 1}}}]
-    assert "tool_calls" not in wire.message_body(calls=(cut,))
-    assert wire.event_chunk(ToolCallEnd(1, cut), "m", generate=False, think=True) is None
+    assert "tool_calls" not in replies.message_body(calls=(cut,))
+    assert replies.event_chunk(ToolCallEnd(1, cut), "m", generate=False, think=True) is None
 
 
 def test_tool_results_pair_with_the_calls_before_them():

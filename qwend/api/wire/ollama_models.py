@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qwend.api.wire.ollama import timestamp
+from qwend.api.wire.ollama_replies import timestamp
 from qwend.engine.base import ModelInfo
 from qwend.engine.manager import LoadedModel
 from qwend.engine.template import CHATML_TEMPLATE
