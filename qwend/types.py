@@ -60,6 +60,7 @@ class OutputConstraint:
     json_schema: dict[str, Any] | None = None
     grammar: str = ""  # the GBNF that enforces it, for engines that read one (built before the job is queued)
     grammar_tokens: int | None = None  # the grammar shapes only the answer's first this-many tokens (None: all)
+    first_call: str | None = None  # the tool the first call names: the model's own choice (chat/decide.py)
 
 
 @dataclass(frozen=True)

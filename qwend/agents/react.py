@@ -98,6 +98,7 @@ async def run(
     started = time.monotonic()
     yield AgentStarted(loaded.name, goal, limit)
     steps: list[Step] = []
+    results: dict[tuple[str, str], str] = {}  # what each call that ran returned, by tool and arguments
     loop = run_tool_loop(runtime, opening(dialect.tools.values(), goal, context), tools=(), model=model,
                          sampling=STEP_SAMPLING, max_steps=limit, chain=True, who=who,
                          dialect=dialect, loaded=loaded)
@@ -110,6 +111,19 @@ async def run(
                 step = dialect.step(len(steps) + 1, reading)  # finish, or a reply it cannot act on
             elif isinstance(event, ToolResultEvent):
                 step = dialect.step(len(steps) + 1, reading, event)
+                ran = (event.call.name, event.call.arguments)
+                if event.refused is None and event.result.success:
+                    results[ran] = observation_text(event.result).removeprefix("Success: ")
+                elif event.refused == "repeated" and ran in results:
+                    # small models ask again for a result they have (all iterations spent on refused repeats,
+                    # measured): that result is the answer, and the run ends with it
+                    steps.append(step)
+                    yield step
+                    step = Step(len(steps) + 1, "I already have the result that answers the goal.", FINISH,
+                                {"answer": results[ran]}, None, "completed")
+                    steps.append(step)
+                    yield step
+                    break
             else:
                 continue
             steps.append(step)

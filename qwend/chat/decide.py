@@ -3,11 +3,14 @@ whether an answer is tool calls or text is decided here, from its first pieces; 
 
 An optional call starts unconstrained: a grammar over free text costs ~35% decode speed, and steering the
 model's first token away from its own way of starting a call (bare or fenced JSON) loses the call. So the
-answer's first pieces are held until they show a call or text (`call_intent`). Text goes on as it is. A call
-is generated again from the (cached) prompt under the call grammar; a call where none may be made (tools shown
-for context only, or a tool that was not offered) is generated again as text, only its first token kept from
-opening a call (the grammar for the rest would cost the speed). Every generation runs in the one scheduler
-job: the slot is kept between them.
+answer's first pieces are generated greedily and held until they show a call or text (`call_intent`): the
+decision is the model's likeliest, whatever the answer's temperature. A call to an offered tool is then put to
+the model as a question of its own (chat/relevance.py), as small models reach for a tool whatever is asked.
+Text goes on as it is (generated again at the answer's temperature where that is not greedy). A call is
+generated again, greedily (`_calls`), from the (cached) prompt under the call grammar; a call where none may be made (tools shown for context only, a tool that was
+not offered, a tool judged not to fit) is generated again as text, only its first token kept from opening a
+call (the grammar for the rest would cost the speed). Every generation runs in the one scheduler job: the
+slot is kept between them.
 """
 
 from __future__ import annotations
@@ -18,30 +21,62 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from qwend.chat.calls import made_up, schema_values, whole_calls
+from qwend.engine.grammar import CALL_CLOSE
 from qwend.chat.parser import call_intent, called_name
+from qwend.chat.relevance import CALL_MARGIN, FIT_MARGIN, fit
 from qwend.engine.base import Backend, Finished, Generated, Piece, Prefill, Prompt, answer_limit
-from qwend.engine.grammar import TEXT_ONLY_START
+from qwend.engine.grammar import NO_CALL_START, TEXT_ONLY_START
 from qwend.types import OutputConstraint, SamplingParams
 
 MAX_HELD_TOKENS = 6  # an answer's intent (call or text) shows within its first few tokens
 MAX_NAME_TOKENS = 24  # and a call's tool name within these
 # the first token of an answer generated again as text, where the model reached for a call it may not make
 TEXT_AGAIN = OutputConstraint(grammar=TEXT_ONLY_START, grammar_tokens=1)
+# the first token of a text answer decided greedily and generated again at its temperature (a code fence stays)
+TEXT_SAMPLED = OutputConstraint(grammar=NO_CALL_START, grammar_tokens=1)
 
 Choice = Literal["text", "calls", "text_again"]
 Generation = Callable[[], AsyncIterator[Generated]]  # what the scheduler runs once the job is admitted
 
 
+@dataclass(frozen=True)
+class Deferred:
+    """What an optional call needs once the model reaches for one: rendered in the job, only then (blocking:
+    run off the event loop). `calls` gives the prompt calls are generated from (None: the answer's own);
+    `judge` the questions whether a tool fits (chat/relevance.py)."""
+
+    calls: Callable[[], Prompt | None] | None = None
+    judge: Callable[[], tuple[Prompt, Prompt]] | None = None
+    # the conversation without the tools: a text answer where no offered tool fits is generated from it (shown
+    # tools it may not call, the model writes about them: "Here is the json object for the function call")
+    plain: Callable[[], Prompt] | None = None
+    # how clearly a tool must fit for a text start to become calls: a follow-up once tool results are in the
+    # conversation, which small models answer from the old results instead of calling again, needs less
+    text_to_calls: float = CALL_MARGIN
+
+
 def generation(
     backend: Backend, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None,
-    calls_prompt: Callable[[], Prompt | None] | None = None,
+    deferred: Deferred = Deferred(), said: str = "",
 ) -> Generation:
     """The job for `prompt`. `constraint` carries its grammar where the backend enforces one; other backends get
-    it as a hint. `calls_prompt` (blocking) renders the prompt that optional calls are generated from once they
-    are decided on; without one, or where it gives None, they come from `prompt`."""
-    if constraint is not None and backend.info.grammar and constraint.tools and constraint.calls != "required":
-        return _DecidedAnswer(backend, prompt, params, constraint, calls_prompt).generate
+    it as a hint. `said` is the conversation's text, which calls take their values from (chat/calls.py)."""
+    if constraint is not None and backend.info.grammar and constraint.tools:
+        if constraint.calls == "required" and len(constraint.tools) == 1:  # nothing left to decide
+            return lambda: _calls(backend, prompt, params, constraint, said)
+        return _DecidedAnswer(backend, prompt, params, constraint, deferred, said).generate
     return lambda: backend.generate(prompt, params, constraint)
+
+
+def _calls(
+    backend: Backend, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint, said: str
+) -> AsyncIterator[Generated]:
+    """Calls, generated greedily under the call grammar: a call's arguments are read from the request (and a
+    sampled first token sent small models into minutes of enumeration), whatever the answer's temperature."""
+    named = [str(value) for tool in constraint.tools for value in schema_values(tool.parameters)]
+    return whole_calls(backend.generate(prompt, replace(params, temperature=0.0), constraint),
+                       "\n".join([said, *named]))
 
 
 def decide(held: str, tokens: int, constraint: OutputConstraint) -> Choice | None:
@@ -66,16 +101,20 @@ class _DecidedAnswer:
     prompt: Prompt
     params: SamplingParams
     constraint: OutputConstraint
-    calls_prompt: Callable[[], Prompt | None] | None
+    deferred: Deferred
+    said: str
 
     async def generate(self) -> AsyncIterator[Generated]:
         """Prefill, Pieces and one Finished, as one generation: the restarted one's own Prefill is left out
         (the prompt's reuse was reported), and so the answer's pieces never exceed `answer_limit`."""
         limit = answer_limit(self.prompt.length, self.params, self.backend.info.context_length)
-        # a decision may need more tokens than max_tokens allows: the held ones are then cut here
-        deciding = self.params
+        # greedy, so the decision does not depend on the answer's temperature; it may need more tokens than
+        # max_tokens allows (the held ones are then cut here)
+        deciding = replace(self.params, temperature=0.0)
         if self.params.max_tokens is not None and self.params.max_tokens < MAX_NAME_TOKENS:
-            deciding = replace(self.params, max_tokens=MAX_NAME_TOKENS)
+            deciding = replace(deciding, max_tokens=MAX_NAME_TOKENS)
+        sampled = self.params.temperature > 0  # the answer's text is generated again at its temperature
+        required = self.constraint.calls == "required"  # the start only tells which tool the first call is to
         held: list[Piece] = []
         choice: Choice | None = None
         released = 0
@@ -85,6 +124,8 @@ class _DecidedAnswer:
                     yield item
                     continue
                 if isinstance(item, Finished):
+                    if required:
+                        break
                     for piece in held:  # the answer ended while still ambiguous: it was text
                         if piece.tokens and released >= limit:
                             break
@@ -97,7 +138,7 @@ class _DecidedAnswer:
                     choice = decide("".join(p.text for p in held), sum(p.tokens for p in held), self.constraint)
                     if choice is None:
                         continue
-                    if choice != "text":
+                    if choice != "text" or sampled or required or self.deferred.judge is not None:
                         break  # closes this generation, before the next one opens
                 pieces, held = held or [item], []
                 for piece in pieces:
@@ -106,19 +147,77 @@ class _DecidedAnswer:
                         return
                     released += piece.tokens
                     yield piece
-                if released >= limit and deciding is not self.params:
+                if released >= limit and deciding.max_tokens != self.params.max_tokens:
                     yield Finished("length")
                     return
+        score = None if required or choice not in ("calls", "text") else await self._fit()
+        if required:
+            choice = "calls"
+        elif choice == "calls" and score is not None and score < FIT_MARGIN:
+            choice = "text_again"
+        elif choice == "text" and score is not None and score >= self.deferred.text_to_calls:
+            choice = "calls"
         if choice == "calls":
             # rendered here, in the job, only now that it is needed (off the event loop: it takes a while)
-            rendered = await asyncio.to_thread(self.calls_prompt) if self.calls_prompt else None
+            rendered = await asyncio.to_thread(self.deferred.calls) if self.deferred.calls else None
             prompt = rendered or replace(self.prompt, pin=False)
-            restarted = self.backend.generate(prompt, self.params, self.constraint)
+            constraint = await self._first_call_to(called_name("".join(p.text for p in held)))
+            restarted = _calls(self.backend, prompt, self.params, constraint, self.said)
+            if score is not None and score < CALL_MARGIN:  # a doubtful fit: the call must show it
+                restarted = self._unless_made_up(restarted)
         elif choice == "text_again":
-            restarted = self.backend.generate(replace(self.prompt, pin=False), self.params, TEXT_AGAIN)
+            restarted = self._text_again()
+        elif choice == "text":  # decided from the greedy start, which is generated again at the temperature
+            restarted = self.backend.generate(replace(self.prompt, pin=False), self.params, TEXT_SAMPLED)
         else:
             return
         async with aclosing(restarted):
             async for item in restarted:
+                if not isinstance(item, Prefill):
+                    yield item
+
+    async def _first_call_to(self, name: str | None) -> OutputConstraint:
+        """The call grammar with its first call to the tool the model's own start named: forced into the
+        grammar's `<tool_call>` form from the first token, small models pick a tool worse than they do in the
+        form they reach for themselves (bare or fenced JSON)."""
+        if name is None or all(t.name != name for t in self.constraint.tools) or len(self.constraint.tools) == 1:
+            return self.constraint
+        named = replace(self.constraint, first_call=name)
+        return replace(named, grammar=await asyncio.to_thread(self.backend.grammar_for, named))
+
+    async def _fit(self) -> float | None:
+        """How clearly a tool fits the request, asked of the model (chat/relevance.py); None where it cannot
+        be asked (no judge, or an engine that reports no log probabilities): the model's own start decides."""
+        if self.deferred.judge is None or not self.backend.info.logprobs:
+            return None
+        return await fit(self.backend, await asyncio.to_thread(self.deferred.judge))
+
+    async def _text_again(self) -> AsyncIterator[Generated]:
+        prompt = await asyncio.to_thread(self.deferred.plain) if self.deferred.plain else replace(self.prompt, pin=False)
+        async with aclosing(self.backend.generate(prompt, self.params, TEXT_AGAIN)) as again:
+            async for item in again:
+                yield item
+
+    async def _unless_made_up(self, calls: AsyncIterator[Generated]) -> AsyncIterator[Generated]:
+        """`calls`, unless the first one's required arguments hold nothing the conversation said (a tool that
+        does not fit, called anyway: get_weather(city="New York") for "What is 2 + 2?"): then text."""
+        held: list[Generated] = []
+        text = ""
+        try:
+            async for item in calls:
+                held.append(item)
+                text += item.text if isinstance(item, Piece) else ""
+                if CALL_CLOSE.strip() in text or isinstance(item, Finished):
+                    break
+            if not made_up(text, self.constraint.tools, self.said):
+                for item in held:
+                    yield item
+                async for item in calls:
+                    yield item
+                return
+        finally:
+            await calls.aclose()
+        async with aclosing(self._text_again()) as again:
+            async for item in again:
                 if not isinstance(item, Prefill):
                     yield item

@@ -6,7 +6,9 @@ Recognised, in order of trust:
   bare or ```json-fenced {json}   a call only when it is the whole answer and `lenient` (no grammar), as
                                   small Qwen models answer that way; a list or several objects: several calls
 A call to a tool that was not offered, or with arguments that do not validate, is never returned as a call:
-its text stays content. Nothing here raises on model output.
+its text stays content. A tagged call cut off before its end (max_tokens) is dropped, never left as markup
+in the content; a call made twice is made once.
+Nothing here raises on model output.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class OutputParser:
         self._answer_started = False  # any content or call emitted yet
         self._content_seen = False  # text answered: a grammar only shapes calls that open the answer
         self._calls = 0
+        self._made: set[tuple[str, str]] = set()  # (name, arguments) of the calls emitted whole
         self._streamed: _StreamedCall | None = None  # the trusted call whose arguments are streaming
         self._call_searched = 0  # how much of a call's text has been searched for its end
 
@@ -187,6 +190,11 @@ class OutputParser:
             return False
         self._buffer = "" if end < 0 else self._buffer[end + len(CALL_CLOSE):]
         self._mode, self._call_searched = "content", 0
+        if end < 0 and self._streamed is None and _loads(body) is None:
+            # cut off (max_tokens): dropped, never markup in the content (a whole call missing only its
+            # closing tag, as small models write it, is kept)
+            self.outcomes["truncated"] += 1
+            return True
         self._finish_tagged_call(body, events)
         return True
 
@@ -256,9 +264,10 @@ class OutputParser:
         return self.max_calls is not None and self._calls >= self.max_calls
 
     def _emit_call(self, name: str, arguments: str, events: list[ChatEvent], *, outcome: str) -> None:
-        if self._full():
+        if self._full() or (name, arguments) in self._made:  # a call made twice is made once
             self.outcomes["dropped"] += 1
             return
+        self._made.add((name, arguments))
         index, call_id = self._calls, new_call_id()
         events.append(ToolCallStart(index, call_id, name))
         events.append(ToolCallDelta(index, arguments))
@@ -334,13 +343,18 @@ def _json_values(text: str) -> list[Any]:
     return values
 
 
+def _loads(text: str) -> Any | None:
+    try:
+        return json.loads(text.strip())
+    except (ValueError, RecursionError):
+        return None
+
+
 def _loads_repairing(text: str) -> tuple[Any, bool] | None:
     """(value, repaired) for a JSON object, closing one cut off at the end; None if hopeless."""
     text = text.strip()
-    try:
-        return json.loads(text), False
-    except (ValueError, RecursionError):
-        pass
+    if (whole := _loads(text)) is not None:
+        return whole, False
     for closing in ("}", "}}", "\"}}", "}}}", "\"}", "]}}"):
         try:
             return json.loads(text + closing), True

@@ -15,9 +15,11 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from qwend.chat.decide import Generation, generation
+from qwend.chat.calls import schema_values
+from qwend.chat.decide import Deferred, Generation, generation
 from qwend.chat.images import with_fetched_images
 from qwend.chat.parser import OutputParser, PlainText
+from qwend.chat.relevance import FIT_MARGIN, judge_prompts
 from qwend.chat.schemas import check_grammar_weight, grammar_weight
 from qwend.chat.stops import StopMatcher
 from qwend.engine.base import Finished, Piece, Prefill, Prompt
@@ -164,10 +166,15 @@ def _prepare(
         if constraint.tools:  # each schema is bounded; the call grammar holds them all
             check_grammar_weight(sum(grammar_weight(t.parameters) for t in constraint.tools), param="tools")
         constraint = replace(constraint, grammar=backend.grammar_for(constraint))
-    generated, calls_prompt = prompt, None
+    generated, deferred = prompt, Deferred()
+    if enforced and constraint.calls == "optional":
+        deferred = Deferred(judge=functools.partial(judge_prompts, backend, request.messages, tools),
+                            plain=functools.partial(build_prompt, backend, request.messages, ()))
+        if _follow_up(request.messages):
+            deferred = replace(deferred, text_to_calls=FIT_MARGIN)
     if enforced and constraint.tools and constraint.parallel:
         # once calls are decided on, ask for one per item (irrelevance is settled by then; see PARALLEL_HINT)
-        calls_prompt = functools.partial(_calls_prompt, backend, request, tools)
+        deferred = replace(deferred, calls=functools.partial(_calls_prompt, backend, request, tools))
         if constraint.calls == "required":  # decided already: rendered now, and refused here if it does not fit
             generated = replace(build_prompt(backend, request.messages, tools, hint=PARALLEL_HINT), pin=prompt.pin)
             check_fits(generated.length, request.sampling, backend.info.context_length)
@@ -179,7 +186,8 @@ def _prepare(
         in_reasoning=prompt.text.rstrip().endswith("<think>"),
         max_calls=None if request.parallel_tool_calls else 1,
     )
-    return prompt, generation(backend, generated, request.sampling, constraint, calls_prompt), parser
+    said = "\n".join([m.content for m in request.messages] + [str(v) for t in tools for v in schema_values(t.parameters)])
+    return prompt, generation(backend, generated, request.sampling, constraint, deferred, said), parser
 
 
 def _calls_prompt(backend, request: ChatRequest, tools: tuple[ToolSpec, ...]) -> Prompt | None:
@@ -191,17 +199,6 @@ def _calls_prompt(backend, request: ChatRequest, tools: tuple[ToolSpec, ...]) ->
     except ContextOverflow:
         return None
     return calls
-
-
-# Small models answer a follow-up from the tool results already in the conversation (inventing the new
-# result) instead of calling again; measured on `qwend eval tools`, this reminder after the last message
-# turns most such answers into calls. Only added once tool results are in the history: before that it
-# makes small models call tools for questions that need none, and not after a tool result (the model is
-# then to answer from it, and the reminder would make it call the same tool again).
-TOOL_REMINDER = (
-    "Reminder: tools give fresh results. For the user's last message, call the matching tool "
-    "(one call per item) unless no tool fits."
-)
 
 
 # Small models handed tool results back call the same tool again (or invent further calls) instead of
@@ -218,14 +215,19 @@ ANSWER_NOTE = "Answer the user's question in plain sentences using the tool resu
 PARALLEL_HINT = "Make one tool call for each item the user asks about."
 
 
+def _follow_up(messages: tuple[Message, ...]) -> bool:
+    """A user's message after tool results: small models answer it from those results (inventing the new
+    one) instead of calling again, so a text start becomes calls as readily as a call start stays one. (A
+    reminder after the message did that before, and small models echoed it in their answers.)"""
+    return messages[-1].role == "user" and any(m.role == "tool" for m in messages)
+
+
 def build_prompt(
     backend, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...], hint: str | None = None, *,
     answering: bool = False,
 ) -> Prompt:
-    follow_up = messages[-1].role == "user" and any(m.role == "tool" for m in messages)
     after_results = answering and messages[-1].role == "tool"
-    notes = [n for n in (TOOL_REMINDER if tools and follow_up else None, ANSWER_NOTE if after_results else None, hint)
-             if n]
+    notes = [n for n in (ANSWER_NOTE if after_results else None, hint) if n]
     if notes:
         try:
             return backend.prompt(messages + (Message("system", " ".join(notes)),), tools)

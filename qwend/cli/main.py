@@ -285,6 +285,11 @@ def eval_tools(
     limit: Annotated[Optional[int], typer.Option(help="At most this many cases per category.")] = None,
     baseline: Annotated[bool, typer.Option(help="Also run llama-cpp-python's own server.")] = True,
     category: Annotated[Optional[list[str]], typer.Option(help="Only these categories (repeatable).")] = None,
+    temperature: Annotated[str, typer.Option(
+        help="Sampling temperature: 0 is greedy; 'default' sends none (the server's default, 0.8 in qwend).")] = "0",
+    repeats: Annotated[int, typer.Option(min=1, help="Run each case this many times (with a temperature > 0).")] = 1,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures to this JSON file.")
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Tool-calling accuracy per category: qwend with and without grammar, and llama_cpp.server."""
@@ -293,8 +298,19 @@ def eval_tools(
     unknown = set(category or ()) - set(CATEGORIES)
     if unknown:
         raise typer.BadParameter(f"unknown categories {sorted(unknown)}; known: {', '.join(CATEGORIES)}")
+    if temperature.strip().lower() == "default":
+        temp: Optional[float] = None
+    else:
+        try:
+            temp = float(temperature)
+        except ValueError:
+            raise typer.BadParameter(f"--temperature takes a number or 'default', not {temperature!r}") from None
+        if temp < 0:
+            raise typer.BadParameter("--temperature must not be negative")
+    if repeats > 1 and temp == 0:
+        raise typer.BadParameter("--repeats needs a temperature above 0 (greedy answers repeat themselves)")
     run_tools_eval(_settings(model=model, data_dir=data_dir), limit=limit, baseline=baseline, console=Console(),
-                   categories=tuple(category or CATEGORIES))
+                   categories=tuple(category or CATEGORIES), temperature=temp, repeats=repeats, json_path=json_path)
 
 
 @app.command()

@@ -90,7 +90,7 @@ def for_constraint(constraint: OutputConstraint, *, loose: bool = False) -> str:
     if constraint.json_schema is not None:
         return json_grammar(shape(constraint.json_schema))
     tools = [replace(t, parameters=shape(t.parameters)) for t in constraint.tools]
-    return calls_grammar(tools, parallel=constraint.parallel) if tools else ""
+    return calls_grammar(tools, parallel=constraint.parallel, first=constraint.first_call) if tools else ""
 
 
 def _bounded(rules: str) -> str:
@@ -122,15 +122,25 @@ def call_schema(tools: Sequence[ToolSpec]) -> dict:
     }
 
 
-def calls_grammar(tools: Sequence[ToolSpec], *, parallel: bool) -> str:
-    """One call, or with `parallel` one or more, each in its own block."""
+def calls_grammar(tools: Sequence[ToolSpec], *, parallel: bool, first: str | None = None) -> str:
+    """One call, or with `parallel` one or more, each in its own block; the first to the tool named `first`
+    where one is."""
+    rules = _schema_rules(call_schema(tools), "call-json")
     call = f"{_literal(CALL_OPEN)} call-json {_literal(CALL_CLOSE)}"
-    root = f'{call} ("\\n" {call})*' if parallel else call
-    return f"root ::= {root}\n" + _schema_rules(call_schema(tools), "call-json")
+    head = call
+    if first is not None:
+        # the converter's own rule for the anyOf's alternative that is this tool's call
+        alternative = f"alternative-{[t.name for t in tools].index(first)}"
+        if re.search(rf"^{alternative} ::=", rules, flags=re.MULTILINE):
+            head = f"{_literal(CALL_OPEN)} {alternative} {_literal(CALL_CLOSE)}"
+    root = f'{head} ("\\n" {call})*' if parallel else head
+    return f"root ::= {root}\n" + rules
 
 
 # The first character of an answer that must not open a call in any of those forms.
 TEXT_ONLY_START = 'root ::= [^<{`[ \\t\\n] [^\\x00]*'
+# ... nor a call's tag or bare JSON, while it may open a code fence: for text the model itself began as text
+NO_CALL_START = 'root ::= [^<{[] [^\\x00]*'
 
 
 def json_grammar(schema: dict) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from qwend.engine.base import common_prefix
 from qwend.engine.kv_tiers import KvTiers, SavedState
-from qwend.engine.llama_sampler import sampler_chain, token_logprob
+from qwend.engine.llama_sampler import Sampler, token_logprob
 from qwend.errors import BackendError
 from qwend.types import SamplingParams, TokenLogprob
 
@@ -51,7 +51,7 @@ class TokenStream:
         self.prompt = list(prompt)
         self.logprobs = logprobs  # alternatives to report with each token's log probability (None: off)
         self._logprobs: deque[TokenLogprob] = deque()  # the decode loop's, for tokens not yet read
-        self.sampler = sampler  # a llama_sampler chain, freed by the decode loop
+        self.sampler = sampler  # a Sampler, freed by the decode loop
         self.pin = pin  # keep the prompt's state pinned in the saved tiers once read
         self._decoder = decoder
         self._out: queue.SimpleQueue = queue.SimpleQueue()
@@ -162,10 +162,10 @@ class BatchDecoder:
     def open(self, prompt: Sequence[int], params: SamplingParams, rules: str | None, pin: bool = False) -> TokenStream:
         """Start generating after `prompt` (at least one token), sampling as `params` say, under the GBNF
         `rules` when given. `pin` keeps the prompt's state in the saved tiers for good."""
-        stream = TokenStream(self, prompt, sampler_chain(self._model, params, rules), pin, params.logprobs)
+        stream = TokenStream(self, prompt, Sampler(self._model, params, rules), pin, params.logprobs)
         with self._cond:
             if self._stopping:
-                self._lib.llama_sampler_free(stream.sampler)
+                stream.sampler.free()
                 raise BackendError("the model was unloaded")
             self._opening.append(stream)
             self._cond.notify()
@@ -187,7 +187,7 @@ class BatchDecoder:
         self._thread.join()
         for stream in self._opening + self._running:
             stream.emit(BackendError("the model was unloaded"))
-            self._lib.llama_sampler_free(stream.sampler)
+            stream.sampler.free()
         if self.saved is not None:  # what the context holds outlives it on disk
             for slot in sorted(self._slots, key=lambda slot: slot.used, reverse=True):
                 self._save(slot)
@@ -234,7 +234,7 @@ class BatchDecoder:
                 stream.slot.used = time.monotonic()
                 if stream.pin and self.saved is not None and stream.slot.tokens[:len(stream.prompt)] == stream.prompt:
                     self._save(stream.slot, len(stream.prompt), pinned=True)
-            self._lib.llama_sampler_free(stream.sampler)
+            stream.sampler.free()
             stream.emit(_END)
 
     def _place(self) -> None:
@@ -333,7 +333,7 @@ class BatchDecoder:
             stream.slot.tokens += entry.tokens
             index += len(entry.tokens)
             if entry.logits:
-                token = lib.llama_sampler_sample(stream.sampler, self._ctx, index - 1)
+                token = stream.sampler.sample(self._ctx, index - 1)
                 if stream.logprobs is not None:  # before the token is emitted: its reader takes both
                     stream._logprobs.append(token_logprob(self._ctx, self._model, index - 1, token, stream.logprobs))
                 stream.ended = lib.llama_vocab_is_eog(self._model.vocab, token)

@@ -68,12 +68,14 @@ class HealthWatch:
 
     def _run(self) -> None:
         with httpx.Client(base_url=self.url, timeout=self.limit) as client:
-            while not self._stop.is_set():
+            # Polls at least once, even when what it watches ends before this thread is first scheduled.
+            while True:
                 try:
                     self.answers.append(client.get("/health").status_code)
                 except httpx.HTTPError as exc:
                     self.failures.append(repr(exc))
-                self._stop.wait(0.2)
+                if self._stop.wait(0.2):
+                    return
 
     def __enter__(self) -> HealthWatch:
         self._thread.start()

@@ -108,3 +108,45 @@ def test_json_object_output_parses(sdk):
         response_format={"type": "json_object"}, max_tokens=100,
     )
     assert isinstance(json.loads(reply.choices[0].message.content), dict)
+
+
+CALCULATOR = {"type": "function", "function": {
+    "name": "calculator", "description": "Evaluate a math expression",
+    "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]}}}
+
+
+@pytest.mark.parametrize("temperature", [0, 0.8])
+def test_a_question_no_offered_tool_fits_is_answered_without_a_call_at_any_temperature(sdk, temperature):
+    reply = sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "What is 2 + 2?"}],
+                                        tools=[WEATHER], temperature=temperature, max_tokens=40)
+    message = reply.choices[0].message
+    assert message.tool_calls is None and message.content and "<tool_call" not in message.content
+
+
+def test_a_required_call_ends_as_one_call_with_no_invented_ones(sdk):
+    reply = sdk.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Tell me a joke about cats."}], temperature=0.8,
+        tools=[WEATHER, CALCULATOR], tool_choice="required")
+    assert reply.choices[0].finish_reason == "tool_calls" and len(reply.choices[0].message.tool_calls) == 1
+    assert reply.usage.completion_tokens < 80  # it was minutes of invented calls, cities and sums
+
+
+def test_a_call_cut_by_max_tokens_is_dropped_never_sent_as_broken_json_or_markup(sdk):
+    text = "What's the weather in Paris, in Rome, in Oslo and in Lisbon?"
+    for stream in (False, True):
+        if stream:
+            chunks = list(sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": text}],
+                                                      tools=[WEATHER], temperature=0, max_tokens=40, stream=True))
+            finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+            content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            arguments: dict[int, str] = {}
+            for chunk in chunks:
+                for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+                    arguments[call.index] = arguments.get(call.index, "") + (call.function.arguments or "")
+        else:
+            choice = sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": text}],
+                                                 tools=[WEATHER], temperature=0, max_tokens=40).choices[0]
+            finish, content = [choice.finish_reason], choice.message.content or ""
+            arguments = {i: c.function.arguments for i, c in enumerate(choice.message.tool_calls or [])}
+        assert finish == ["length"] and "<tool_call" not in content
+        assert arguments and all(validate(json.loads(a), SCHEMAS["get_weather"]) is None for a in arguments.values())

@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from unittest.mock import AsyncMock, patch
 
-from qwend.chat.decide import MAX_HELD_TOKENS, MAX_NAME_TOKENS, TEXT_AGAIN, decide, generation
+from qwend.chat.decide import (
+    MAX_HELD_TOKENS, MAX_NAME_TOKENS, TEXT_AGAIN, TEXT_SAMPLED, Deferred, decide, generation,
+)
 from qwend.engine.base import Finished, Generated, ModelInfo, Piece, Prefill, Prompt
 from qwend.engine.grammar import TEXT_ONLY_START
 from qwend.types import OutputConstraint, SamplingParams, TokenLogprob, ToolSpec
@@ -33,7 +36,10 @@ class ScriptedEngine:
 
     scripts: list[list[str]]
     asked: list[Asked] = field(default_factory=list)
-    info: ModelInfo = field(default_factory=lambda: ModelInfo(512, 512, 256, 1000, 1, True, grammar=True))
+    info: ModelInfo = field(default_factory=lambda: ModelInfo(512, 512, 256, 1000, 1, True, grammar=True, logprobs=True))
+
+    def grammar_for(self, constraint: OutputConstraint) -> str:
+        return f"calls, the first to {constraint.first_call}"
 
     async def generate(self, prompt: Prompt, params: SamplingParams,
                        constraint: OutputConstraint | None = None) -> AsyncIterator[Generated]:
@@ -52,9 +58,14 @@ class ScriptedEngine:
             asked.closed = True
 
 
-def run(engine: ScriptedEngine, constraint=OPTIONAL, params=SamplingParams(), calls_prompt=lambda: CALLS_PROMPT):
+GREEDY = SamplingParams(temperature=0.0)
+
+
+def run(engine: ScriptedEngine, constraint=OPTIONAL, params=GREEDY, calls_prompt=lambda: CALLS_PROMPT, judge=None,
+        said=""):
     async def collect():
-        return [item async for item in generation(engine, PROMPT, params, constraint, calls_prompt)()]
+        deferred = Deferred(calls=calls_prompt, judge=judge)
+        return [item async for item in generation(engine, PROMPT, params, constraint, deferred, said)()]
 
     return asyncio.run(collect())
 
@@ -118,12 +129,12 @@ def test_held_pieces_are_counted_in_tokens():
 
 def test_max_tokens_cuts_the_answer_though_the_decision_may_look_further():
     engine = ScriptedEngine([[" "] * 3 + ["a", "b", "c", "d"]])
-    items = run(engine, params=SamplingParams(max_tokens=4))
+    items = run(engine, params=SamplingParams(temperature=0.0, max_tokens=4))
     assert engine.asked[0].params.max_tokens == MAX_NAME_TOKENS
     assert sum(item.tokens for item in items if isinstance(item, Piece)) == 4
     assert items[-1] == Finished("length") and engine.asked[0].closed
     engine = ScriptedEngine([CALL, CALL])  # a call decided past max_tokens is generated to max_tokens
-    items = run(engine, params=SamplingParams(max_tokens=4))
+    items = run(engine, params=SamplingParams(temperature=0.0, max_tokens=4))
     assert engine.asked[1].params.max_tokens == 4 and items[-1] == Finished("length")
 
 
@@ -131,7 +142,7 @@ def test_closing_the_job_closes_the_generation_at_once():
     engine = ScriptedEngine([["Hello"] * 50])
 
     async def first_pieces():
-        job = generation(engine, PROMPT, SamplingParams(), OPTIONAL, None)()
+        job = generation(engine, PROMPT, GREEDY, OPTIONAL)()
         got = [await anext(job) for _ in range(3)]
         await job.aclose()
         return got
@@ -148,3 +159,75 @@ def test_other_constraints_go_to_the_engine_as_they_are():
     hinted = ScriptedEngine([["x"]], info=ModelInfo(512, 512, 256, 1000, 1, True, grammar=False))
     run(hinted, OPTIONAL)  # an engine that takes the constraint as a hint (an upstream's tool_choice)
     assert hinted.asked[0].constraint == OPTIONAL
+
+
+def test_the_decision_is_greedy_and_a_sampled_text_answer_is_generated_again_at_its_temperature():
+    engine = ScriptedEngine([["Hello", " there", "!"], ["Hi", "!"]])
+    items = run(engine, params=SamplingParams(temperature=0.8))
+    probe, again = engine.asked
+    assert probe.params.temperature == 0.0 and probe.closed
+    assert again.params.temperature == 0.8 and again.constraint == TEXT_SAMPLED
+    assert texts(items) == "Hi!" and [type(i) for i in items].count(Prefill) == 1
+
+
+def test_a_call_is_made_only_where_the_judge_says_a_tool_fits():
+    judged = (Prompt((1,), "fits?"), Prompt((2,), "nothing fits?"))
+    for verdict, constraint in ((False, TEXT_AGAIN), (True, OPTIONAL)):
+        engine = ScriptedEngine([CALL, CALL])
+
+        async def judge(_backend, prompts, verdict=verdict):
+            assert prompts == judged
+            return 1.0 if verdict else -1.0
+
+        with patch("qwend.chat.decide.fit", judge):
+            run(engine, judge=lambda: judged, params=SamplingParams(temperature=0.8))
+        assert engine.asked[1].constraint == constraint
+        if verdict:  # calls are generated greedily whatever the answer's temperature
+            assert engine.asked[1].params.temperature == 0.0
+
+
+def test_a_required_call_is_generated_greedily():
+    engine = ScriptedEngine([CALL])
+    items = run(engine, OutputConstraint(tools=(WEATHER,), calls="required", grammar="g"), SamplingParams())
+    assert engine.asked[0].params.temperature == 0.0 and "get_weather" in texts(items)
+
+
+def test_the_first_call_is_to_the_tool_the_model_started_to_call_in_its_own_form():
+    calculate = ToolSpec("calculate")
+    fenced = ["```", "json", "\n", '{"', "name", '":', ' "', "get", "_weather", '",']
+    for calls in ("optional", "required"):
+        constraint = OutputConstraint(tools=(calculate, WEATHER), calls=calls, grammar="any call")
+        engine = ScriptedEngine([fenced, CALL])
+        with patch("qwend.chat.decide.fit", AsyncMock(return_value=1.0)):
+            items = run(engine, constraint, judge=lambda: ())
+        assert engine.asked[1].constraint.grammar == "calls, the first to get_weather"
+        assert texts(items) == "".join(CALL)  # the probe's own start is never handed on
+    engine = ScriptedEngine([["Hello", " there", "!"], CALL])  # no tool named: any call
+    run(engine, OutputConstraint(tools=(calculate, WEATHER), calls="required", grammar="any call"))
+    assert engine.asked[1].constraint.grammar == "any call"
+
+
+def test_a_text_start_is_a_call_where_the_judge_says_a_tool_fits():
+    for verdict, constraint in ((True, OPTIONAL), (False, TEXT_SAMPLED)):
+        engine = ScriptedEngine([["It", " is", " sunny", " there", ".", " Really", "."], CALL])
+
+        async def run_follow_up():
+            deferred = Deferred(calls=lambda: CALLS_PROMPT, judge=lambda: ())
+            return [item async for item in generation(engine, PROMPT, GREEDY, OPTIONAL, deferred)()]
+
+        with patch("qwend.chat.decide.fit", AsyncMock(return_value=1.0 if verdict else -1.0)):
+            asyncio.run(run_follow_up())
+        assert engine.asked[1].constraint == constraint
+
+
+def test_a_doubtful_fit_is_a_call_only_where_its_arguments_come_from_the_conversation():
+    weather = ToolSpec("get_weather", "", {"type": "object", "properties": {"city": {"type": "string"}},
+                                           "required": ["city"]})
+    constraint = OutputConstraint(tools=(weather,), calls="optional", grammar="calls")
+    call = ["<tool_call>\n", '{"name": "get_weather", "arguments": {"city": "New York"}}', "\n</tool_call>"]
+    for asked, made in (("What is 2 + 2?", False), ("Is it cold in New York?", True)):
+        engine = ScriptedEngine([call, call, ["4", "."]])
+        with patch("qwend.chat.decide.fit", AsyncMock(return_value=0.2)):  # above FIT_MARGIN, below CALL_MARGIN
+            items = run(engine, constraint, judge=lambda: (), said=asked)
+        assert (texts(items) == "".join(call)) is made
+        assert made or (engine.asked[2].constraint == TEXT_AGAIN and texts(items) == "4.")

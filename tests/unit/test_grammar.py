@@ -68,3 +68,16 @@ def test_schemas_that_cannot_be_enforced_are_400(schema, message):
 
     with pytest.raises(InvalidRequest, match=message):
         prepare_schema(schema, param="tools[0].function.parameters")
+
+
+def test_the_first_call_may_be_held_to_one_tool_and_the_rest_to_any():
+    from qwend.engine.grammar import calls_grammar
+    from qwend.types import ToolSpec
+
+    tools = [ToolSpec("get_weather", "", {"type": "object", "properties": {"city": {"type": "string"}}}),
+             ToolSpec("calculate", "", {"type": "object", "properties": {"expression": {"type": "string"}}})]
+    rules = calls_grammar(tools, parallel=True, first="calculate")
+    root = rules.splitlines()[0]
+    assert root.startswith('root ::= "<tool_call>\\n" alternative-1 ') and root.endswith("call-json \"\\n</tool_call>\")*")
+    assert '"\\"calculate\\""' in next(line for line in rules.splitlines() if line.startswith("alternative-1-name ::="))
+    assert calls_grammar(tools, parallel=True).splitlines()[0].startswith('root ::= "<tool_call>\\n" call-json ')

@@ -69,8 +69,10 @@ CASES = [
     # arguments that do not validate (enum) stay content
     ('{"name": "get_weather", "arguments": {"city": "Paris", "unit": "kelvin"}}', {}, "",
      '{"name": "get_weather", "arguments": {"city": "Paris", "unit": "kelvin"}}', [], "fell_back"),
-    # truncated inside a tag: closed and kept when it validates
-    ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"', {}, "", "", [PARIS], "repaired"),
+    # cut off inside a tag (max_tokens): dropped, no markup in the content
+    ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"', {}, "", "", [], "truncated"),
+    # a whole call missing only its closing tag is kept
+    ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}', {}, "", "", [PARIS], "parsed"),
     # malformed inside a tag: content
     ('<tool_call>\n{"name": get_weather}\n</tool_call>', {}, "", '<tool_call>\n{"name": get_weather}\n</tool_call>',
      [], "fell_back"),
@@ -102,6 +104,12 @@ def test_recorded_outputs(text, options, reasoning, content, calls, outcome, who
     assert got_content == content
     assert got_calls == calls
     assert list(outcomes) == ([outcome] if outcome else [])
+
+
+def test_a_call_made_twice_is_made_once():
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    (_, content, calls), outcomes = run(f"{call}\n{call}", whole=True)
+    assert content == "" and calls == [PARIS] and outcomes == {"parsed": 1, "dropped": 1}
 
 
 def test_trusted_arguments_arrive_in_several_deltas():

@@ -66,7 +66,8 @@ async def test_the_model_is_stopped_before_it_invents_an_observation(tmp_path):
 
 
 async def test_max_iterations_reached(tmp_path):
-    reply, backend = await execute(tmp_path, [CALC], {"max_iterations": 3})
+    calls = [CALC.replace("2**10", f"2**{n}") for n in (10, 11, 12)]  # new calls: a repeat would end the run
+    reply, backend = await execute(tmp_path, calls, {"max_iterations": 3})
     body = reply.json()
     assert body["success"] is False and body["final_answer"] is None
     assert [s["step_number"] for s in body["steps"]] == [1, 2, 3]
@@ -263,6 +264,8 @@ async def test_a_repeated_call_is_not_run_again(tmp_path):
     second = body["steps"][1]
     assert second["status"] == "error" and "already ran calculator with this exact input" in second["observation"]
     assert "Success: 1024" in second["observation"] and body["success"] is True
+    # asking again for a result it has ends the run with that result as the answer
+    assert len(body["steps"]) == 3 and body["steps"][2]["action"] == "finish" and body["final_answer"] == "1024"
 
 
 async def test_non_text_results_are_json_and_long_ones_truncated(tmp_path):

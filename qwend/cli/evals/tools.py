@@ -1,96 +1,79 @@
 """`qwend eval tools`: tool-calling accuracy over the project's own cases, through an OpenAI-compatible API.
 
-Per category it reports the share of cases with well-formed calls (every call names an offered tool and
-its arguments parse as a JSON object), correct calls (exactly the expected calls: names equal, every
-expected argument equal after light normalisation, extra optional arguments tolerated) and, for the
-irrelevant category, the share answered without any call.
+Categories: single (one tool offered), choose (several offered, one fits), parallel (several calls of one
+tool), parallel_multiple (several calls of several tools), multi_turn (a new request after earlier calls and
+results) and irrelevant (no offered tool fits: decoys from the same domain, small talk, knowledge questions).
+A case is correct when the answer makes exactly the expected calls, in any order (names equal, every expected
+argument matching: numbers numerically, strings trimmed and case-folded, {"any_of": [...]} any alternative, a
+null alternative letting an optional argument be left out; extra optional arguments tolerated) and every
+call is valid against its tool's schema; an irrelevant case is correct when it makes no call. Calls whose
+arguments are not a JSON object or fail the schema, or that name a tool not offered, are counted as invalid;
+answers with `<tool_call`, `<tools>` or a JSON call in `content` as leaks. Rules live in `scoring.py`.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
-from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-CATEGORIES = ("single", "choose", "parallel", "multi_turn", "irrelevant")
+from qwend.cli.evals.scoring import CATEGORIES, Outcome, _matches, parse_content_calls, score, summarise, totals
 
+__all__ = ["CATEGORIES", "Outcome", "_matches", "load_cases", "parse_content_calls", "run_case", "run_suite",
+           "run_tools_eval", "summarise"]
 
-@dataclass(frozen=True)
-class Outcome:
-    category: str
-    well_formed: bool
-    correct: bool
-    called: bool
-    error: str | None = None
+MAX_TOKENS = 256
 
 
 def load_cases() -> dict[str, Any]:
-    return json.loads(resources.files("qwend.cli.evals").joinpath("tool_cases.json").read_text())
+    """{"tools": name -> OpenAI tool, "cases": [...]}: the tools from tool_cases.json, the cases from it and
+    from every cases_*.json beside it (package data, read through importlib.resources)."""
+    folder = resources.files("qwend.cli.evals")
+    data = json.loads(folder.joinpath("tool_cases.json").read_text())
+    cases = list(data.get("cases", []))
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.startswith("cases_") and entry.name.endswith(".json"):
+            cases.extend(json.loads(entry.read_text())["cases"])
+    cases.sort(key=lambda case: CATEGORIES.index(case["category"]))  # stable: file order within a category
+    return {"tools": data["tools"], "cases": cases}
 
 
-def run_case(client: httpx.Client, base: str, case: dict, tools: dict, extra: dict) -> Outcome:
-    body = {
-        "messages": case["messages"], "tools": [tools[name] for name in case["tools"]], "temperature": 0,
-        "max_tokens": 256, **extra,
+def run_case(client: httpx.Client, base: str, case: dict, tools: dict, extra: dict, *,
+             temperature: float | None = 0.0, lenient: bool = False) -> Outcome:
+    """One request; `temperature` None sends none (the server's default); `lenient` also reads calls
+    written in `content`."""
+    body: dict[str, Any] = {
+        "messages": case["messages"], "tools": [tools[name] for name in case["tools"]], "max_tokens": MAX_TOKENS,
+        **({} if temperature is None else {"temperature": temperature}), **extra,
     }
+    started = time.perf_counter()
     try:
         reply = client.post(f"{base}/v1/chat/completions", json=body)
         reply.raise_for_status()
-        message = reply.json()["choices"][0]["message"]
-    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        answer = reply.json()
+        choice = answer["choices"][0]
+        message = choice["message"]
+    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
         return Outcome(case["category"], False, False, False, f"{type(exc).__name__}: {exc}")
-    calls = [_decode(c, case["tools"]) for c in message.get("tool_calls") or []]
-    well_formed = bool(calls) and all(c is not None for c in calls)
-    expected = case["expected"]
-    correct = well_formed and _matches(expected, calls) if expected else not calls
-    return Outcome(case["category"], well_formed, correct, bool(calls))
-
-
-def _decode(call: dict, offered: list[str]) -> tuple[str, dict] | None:
-    try:
-        name, arguments = call["function"]["name"], json.loads(call["function"]["arguments"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return (name, arguments) if name in offered and isinstance(arguments, dict) else None
-
-
-def _norm(value: Any) -> Any:
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip().casefold()
-        try:
-            return float(text)
-        except ValueError:
-            return text
-    return value
-
-
-def _matches(expected: list[dict], calls: list[tuple[str, dict]]) -> bool:
-    if len(expected) != len(calls):
-        return False
-    remaining = list(calls)
-    for want in expected:
-        for got in remaining:
-            if got[0] == want["name"] and all(
-                k in got[1] and _norm(got[1][k]) == _norm(v) for k, v in want["arguments"].items()
-            ):
-                remaining.remove(got)
-                break
-        else:
-            return False
-    return True
+    seconds = time.perf_counter() - started
+    usage = answer.get("usage") or {}
+    return Outcome(
+        case["category"], **score(case, tools, message, lenient=lenient),
+        truncated=choice.get("finish_reason") == "length", completion_tokens=usage.get("completion_tokens"),
+        seconds=seconds,
+    )
 
 
 def run_suite(
-    base: str, *, extra: dict | None = None, limit: int | None = None, categories=CATEGORIES, on_case=None
+    base: str, *, extra: dict | None = None, limit: int | None = None, categories=CATEGORIES, on_case=None,
+    temperature: float | None = 0.0, repeats: int = 1, lenient: bool = False,
 ) -> list[Outcome]:
+    """Every selected case (`limit` per category), each `repeats` times."""
     data = load_cases()
     counts: dict[str, int] = defaultdict(int)
     outcomes = []
@@ -99,80 +82,113 @@ def run_suite(
             if case["category"] not in categories or (limit is not None and counts[case["category"]] >= limit):
                 continue
             counts[case["category"]] += 1
-            outcome = run_case(client, base, case, data["tools"], extra or {})
-            outcomes.append(outcome)
-            if on_case:
-                on_case(case, outcome)
+            for _ in range(repeats):
+                outcome = run_case(client, base, case, data["tools"], extra or {}, temperature=temperature,
+                                   lenient=lenient)
+                outcomes.append(outcome)
+                if on_case:
+                    on_case(case, outcome)
     return outcomes
 
 
-def summarise(outcomes: list[Outcome]) -> dict[str, dict[str, float]]:
-    """Per category: n, well_formed and correct rates (for irrelevant: no_call rate and correct)."""
-    table: dict[str, dict[str, float]] = {}
+def _cell(row: dict | None, category: str) -> str:
+    if row is None:
+        return "-"
+    if category == "irrelevant":
+        return f"{row['no_call']:.0%} no call"
+    return f"{row['well_formed']:.0%} / {row['correct']:.0%}"
+
+
+def _spread(stats: dict, fmt: str) -> str:
+    return "-" if stats["mean"] is None else f"{stats['mean']:{fmt}}/{stats['max']:{fmt}}"
+
+
+def print_report(report: dict, console) -> None:
+    """The accuracy table (a column per server, a row per category), then the counts and the token and time
+    statistics below it."""
+    from rich.table import Table
+
+    servers = report["servers"]
+    temp = report["temperature"]
+    setting = "greedy" if temp == 0 else f"temperature {'server default' if temp is None else temp}"
+    repeats = f", {report['repeats']} runs per case" if report["repeats"] > 1 else ""
+
+    def table(title, *first, caption=None):
+        t = Table(title=title, caption=caption)
+        for name in first:
+            t.add_column(name, justify="left" if name == first[0] else "right")
+        for label in servers:
+            t.add_column(label, justify="right")
+        return t
+
+    accuracy = table(f"qwend eval tools: {report['model']}, {setting}{repeats}", "category", "n",
+                     caption="cells: well-formed / correct; irrelevant: no call")
     for category in CATEGORIES:
-        rows = [o for o in outcomes if o.category == category]
-        if not rows:
-            continue
-        n = len(rows)
-        table[category] = {
-            "n": n,
-            "well_formed": sum(o.well_formed for o in rows) / n,
-            "correct": sum(o.correct for o in rows) / n,
-            "no_call": sum(not o.called for o in rows) / n,
-            "errors": sum(o.error is not None for o in rows),
-        }
-    return table
+        rows = [s["categories"].get(category) for s in servers.values()]
+        if any(rows):
+            accuracy.add_row(category, str(next(row["n"] for row in rows if row)),
+                             *(_cell(row, category) for row in rows))
+    accuracy.add_row("all (correct)", str(max((s["totals"]["n"] for s in servers.values()), default=0)),
+                     *(f"{s['totals']['correct']:.0%}" for s in servers.values()))
+    console.print(accuracy)
+
+    lenient = [label for label, s in servers.items() if s.get("lenient")]
+    note = f"{', '.join(lenient)}: calls read leniently from content, so leaks are expected" if lenient else None
+    counts = table("counts (target 0)", "answers", caption=note)
+    for key, label in (("invalid_calls", "calls with invalid arguments"), ("leaks", "call markup in content"),
+                       ("truncated", f"cut off at {report['max_tokens']} tokens"), ("errors", "request errors")):
+        counts.add_row(label, *(str(s["totals"][key]) for s in servers.values()))
+    console.print(counts)
+
+    stats = table("completion tokens and seconds per answer (mean / max)", "category")
+    for category in CATEGORIES:
+        rows = [s["categories"].get(category) for s in servers.values()]
+        if any(rows):
+            stats.add_row(category, *("-" if row is None else f"{_spread(row['completion_tokens'], '.0f')} tok "
+                                      f"{_spread(row['seconds'], '.1f')} s" for row in rows))
+    console.print(stats)
 
 
 def run_tools_eval(
-    settings, *, limit: int | None, baseline: bool, console, categories=CATEGORIES
-) -> dict[str, dict]:
-    """qwend with and without constrained decoding, then llama-cpp-python's server, on the same model."""
-    from rich.table import Table
-
+    settings, *, limit: int | None, baseline: bool, console, categories=CATEGORIES,
+    temperature: float | None = 0.0, repeats: int = 1, json_path: Path | None = None,
+) -> dict[str, Any]:
+    """qwend with and without constrained decoding, then llama-cpp-python's server, on the same model. The
+    server keeps the model's raw calls in `content`, so its answers are read leniently (`parse_content_calls`).
+    Returns a JSON-able report, also written to `json_path` when given."""
     from qwend.cli.local_server import llama_cpp_server, serve_in_thread
     from qwend.runtime import Runtime
 
     runtime = Runtime.create(settings)
     model = runtime.store.find(settings.model)
-    results: dict[str, dict] = {}
+    servers: dict[str, dict] = {}
 
     def progress(label):
         return lambda case, o: console.print(
-            f"  {label:22} {case['id']:16} {'ok ' if o.correct else 'BAD'} "
-            f"{'(call)' if o.called else '(text)'}{' ' + o.error if o.error else ''}", highlight=False)
+            f"  {label:22} {case['id']:24} {'ok ' if o.correct else 'BAD'} "
+            f"{'(call)' if o.called else '(text)'}{' invalid' if o.invalid else ''}{' leak' if o.leaked else ''}"
+            f"{' ' + o.error if o.error else ''}", highlight=False)
+
+    def run(label, base, extra, lenient=False):
+        outcomes = run_suite(base, extra=extra, limit=limit, categories=categories, on_case=progress(label),
+                             temperature=temperature, repeats=repeats, lenient=lenient)
+        table = summarise(outcomes)
+        servers[label] = {"lenient": lenient, "categories": table, "totals": totals(table)}
 
     try:
         with serve_in_thread(runtime, console) as base:
-            for label, extra in (("qwend (grammar)", {}), ("qwend (no grammar)", {"constrained_decoding": False})):
-                results[label] = summarise(
-                    run_suite(base, extra=extra, limit=limit, categories=categories, on_case=progress(label)))
+            run("qwend (grammar)", base, {})
+            run("qwend (no grammar)", base, {"constrained_decoding": False})
     finally:
         runtime.models.close()
     if baseline:
         with llama_cpp_server(model.path, console=console) as base:
-            label = "llama_cpp.server"
-            results[label] = summarise(
-                run_suite(base, limit=limit, categories=categories, on_case=progress(label)))
+            run("llama_cpp.server", base, {}, lenient=True)
 
-    table = Table(title=f"qwend eval tools: {model.name}, greedy (well-formed / correct; irrelevant: no call)")
-    table.add_column("category")
-    table.add_column("n", justify="right")
-    for label in results:
-        table.add_column(label, justify="right")
-    for category in CATEGORIES:
-        first = next((r[category] for r in results.values() if category in r), None)
-        if first is None:
-            continue
-        cells = []
-        for summary in results.values():
-            row = summary.get(category)
-            if row is None:
-                cells.append("-")
-            elif category == "irrelevant":
-                cells.append(f"{row['no_call']:.0%} no call")
-            else:
-                cells.append(f"{row['well_formed']:.0%} / {row['correct']:.0%}")
-        table.add_row(category, str(int(first["n"])), *cells)
-    console.print(table)
-    return results
+    report = {"model": model.name, "temperature": temperature, "repeats": repeats, "max_tokens": MAX_TOKENS,
+              "servers": servers}
+    print_report(report, console)
+    if json_path is not None:
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"wrote {json_path}", highlight=False)
+    return report
