@@ -1,16 +1,20 @@
 """What one chat job generates, and under which grammar: on engines that enforce grammars (ModelInfo.grammar),
-whether an answer is tool calls or text is decided here, from its first pieces; the engine only generates.
+whether an answer is tool calls or text is decided here, as a step of its own; the engine only generates.
 
-An optional call starts unconstrained: a grammar over free text costs ~35% decode speed, and steering the
-model's first token away from its own way of starting a call (bare or fenced JSON) loses the call. So the
-answer's first pieces are generated greedily and held until they show a call or text (`call_intent`): the
-decision is the model's likeliest, whatever the answer's temperature. A call to an offered tool is then put to
-the model as a question of its own (chat/relevance.py), as small models reach for a tool whatever is asked.
-Text goes on as it is (generated again at the answer's temperature where that is not greedy). A call is
-generated again, greedily (`_calls`), from the (cached) prompt under the call grammar; a call where none may be made (tools shown for context only, a tool that was
-not offered, a tool judged not to fit) is generated again as text, only its first token kept from opening a
-call (the grammar for the rest would cost the speed). Every generation runs in the one scheduler job: the
-slot is kept between them.
+1. The answer's first pieces are generated greedily, unconstrained, and held until they show a call (and to
+   which tool) or text (`call_intent`): the model's likeliest start, whatever the answer's temperature. (A
+   grammar over free text costs speed, and steering the first token away from the model's own way of
+   starting a call, bare or fenced JSON, loses the call.)
+2. For optional calls the model is asked whether a tool fits (chat/relevance.py), as small models reach for
+   a tool whatever is asked, and as often write a call after a sentence of text: a clear fit (CALL_MARGIN)
+   is calls whatever the start; a doubtful one only where the model began a call (DOUBT_FLOOR) and its first
+   call's arguments take a value from the conversation.
+3. Calls are generated greedily under the call grammar (`_calls`), from the (cached) prompt, the first one to
+   the tool the start named, and only whole calls go on (chat/calls.py). Text is generated again at the
+   answer's temperature (where greedy, the held start goes on as it is); text where a call may not be made
+   (tools shown for context only, a tool that was not offered or does not fit) only its first token kept
+   from opening a call, as the grammar for the rest would cost the speed.
+Every generation runs in the one scheduler job: the slot is kept between them.
 """
 
 from __future__ import annotations
@@ -22,11 +26,10 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from qwend.chat.calls import made_up, schema_values, whole_calls
-from qwend.engine.grammar import CALL_CLOSE
 from qwend.chat.parser import call_intent, called_name
-from qwend.chat.relevance import CALL_MARGIN, FIT_MARGIN, fit
+from qwend.chat.relevance import CALL_MARGIN, DOUBT_FLOOR, fit
 from qwend.engine.base import Backend, Finished, Generated, Piece, Prefill, Prompt, answer_limit
-from qwend.engine.grammar import NO_CALL_START, TEXT_ONLY_START
+from qwend.engine.grammar import CALL_CLOSE, NO_CALL_START, TEXT_ONLY_START
 from qwend.types import OutputConstraint, SamplingParams
 
 MAX_HELD_TOKENS = 6  # an answer's intent (call or text) shows within its first few tokens
@@ -42,18 +45,15 @@ Generation = Callable[[], AsyncIterator[Generated]]  # what the scheduler runs o
 
 @dataclass(frozen=True)
 class Deferred:
-    """What an optional call needs once the model reaches for one: rendered in the job, only then (blocking:
-    run off the event loop). `calls` gives the prompt calls are generated from (None: the answer's own);
-    `judge` the questions whether a tool fits (chat/relevance.py)."""
+    """What deciding needs, rendered in the job only once it is needed (blocking: run off the event loop).
+    `calls` gives the prompt calls are generated from (None: the answer's own); `judge` the questions whether
+    a tool fits (chat/relevance.py)."""
 
     calls: Callable[[], Prompt | None] | None = None
     judge: Callable[[], tuple[Prompt, Prompt]] | None = None
     # the conversation without the tools: a text answer where no offered tool fits is generated from it (shown
     # tools it may not call, the model writes about them: "Here is the json object for the function call")
     plain: Callable[[], Prompt] | None = None
-    # how clearly a tool must fit for a text start to become calls: a follow-up once tool results are in the
-    # conversation, which small models answer from the old results instead of calling again, needs less
-    text_to_calls: float = CALL_MARGIN
 
 
 def generation(
@@ -153,9 +153,9 @@ class _DecidedAnswer:
         score = None if required or choice not in ("calls", "text") else await self._fit()
         if required:
             choice = "calls"
-        elif choice == "calls" and score is not None and score < FIT_MARGIN:
-            choice = "text_again"
-        elif choice == "text" and score is not None and score >= self.deferred.text_to_calls:
+        elif score is not None and score < CALL_MARGIN and (choice == "text" or score < DOUBT_FLOOR):
+            choice = "text_again" if choice == "calls" else "text"
+        elif score is not None:
             choice = "calls"
         if choice == "calls":
             # rendered here, in the job, only now that it is needed (off the event loop: it takes a while)
@@ -193,7 +193,8 @@ class _DecidedAnswer:
         return await fit(self.backend, await asyncio.to_thread(self.deferred.judge))
 
     async def _text_again(self) -> AsyncIterator[Generated]:
-        prompt = await asyncio.to_thread(self.deferred.plain) if self.deferred.plain else replace(self.prompt, pin=False)
+        plain = self.deferred.plain
+        prompt = await asyncio.to_thread(plain) if plain else replace(self.prompt, pin=False)
         async with aclosing(self.backend.generate(prompt, self.params, TEXT_AGAIN)) as again:
             async for item in again:
                 yield item

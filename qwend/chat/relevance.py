@@ -20,13 +20,14 @@ from qwend.types import Message, SamplingParams, TokenLogprob, ToolSpec
 
 JUDGE_SYSTEM = "You decide whether a function can do what the user asks."
 CONTENT_FREE = "Tell me something."
-# how much likelier (log-odds of yes) the request must be judged to fit than CONTENT_FREE for a call the
-# model began: on the default model 0.1 kept 84% of the calls no tool fits from being made and 88% of the
-# wanted ones (eval tools' cases)
-FIT_MARGIN = 0.1
-# ... and for an answer the model began as text to be made a call instead: a clearer fit (at 0.3, 5% of
-# the requests no tool fits), as the model's own start said text
+# How much likelier (log-odds of yes) the request is judged to fit than CONTENT_FREE, read on the default
+# model over eval tools' cases: the two overlap (requests no tool fits: -0.1 on average, those one fits:
+# 0.3; "Is it raining in Seattle?" with get_weather scored -0.03), so the judge is one of three signals:
+# at CALL_MARGIN or more, calls whatever the answer began with; below DOUBT_FLOOR, no call; in between only
+# a call the model began itself, and only where its arguments take a value from the conversation
+# (chat/calls.py `made_up`).
 CALL_MARGIN = 0.3
+DOUBT_FLOOR = -0.1
 ALTERNATIVES = 20  # the likeliest first tokens read: "yes" and "no" are among them
 JUDGING = SamplingParams(temperature=0, max_tokens=1, logprobs=ALTERNATIVES)
 
@@ -51,7 +52,7 @@ def _question(tools: Sequence[ToolSpec], request: str) -> tuple[Message, ...]:
 
 async def fit(backend: Backend, prompts: tuple[Prompt, Prompt]) -> float:
     """How much better the request's question (prompts[0]) is judged to fit than the content-free one: the
-    difference of their log-odds of yes (see FIT_MARGIN, CALL_MARGIN)."""
+    difference of their log-odds of yes (see CALL_MARGIN)."""
     request, content_free = [await _yes_odds(backend, prompt) for prompt in prompts]
     return request - content_free
 

@@ -15,11 +15,10 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from qwend.chat.calls import schema_values
 from qwend.chat.decide import Deferred, Generation, generation
 from qwend.chat.images import with_fetched_images
 from qwend.chat.parser import OutputParser, PlainText
-from qwend.chat.relevance import FIT_MARGIN, judge_prompts
+from qwend.chat.relevance import judge_prompts
 from qwend.chat.schemas import check_grammar_weight, grammar_weight
 from qwend.chat.stops import StopMatcher
 from qwend.engine.base import Finished, Piece, Prefill, Prompt
@@ -170,8 +169,6 @@ def _prepare(
     if enforced and constraint.calls == "optional":
         deferred = Deferred(judge=functools.partial(judge_prompts, backend, request.messages, tools),
                             plain=functools.partial(build_prompt, backend, request.messages, ()))
-        if _follow_up(request.messages):
-            deferred = replace(deferred, text_to_calls=FIT_MARGIN)
     if enforced and constraint.tools and constraint.parallel:
         # once calls are decided on, ask for one per item (irrelevance is settled by then; see PARALLEL_HINT)
         deferred = replace(deferred, calls=functools.partial(_calls_prompt, backend, request, tools))
@@ -186,7 +183,7 @@ def _prepare(
         in_reasoning=prompt.text.rstrip().endswith("<think>"),
         max_calls=None if request.parallel_tool_calls else 1,
     )
-    said = "\n".join([m.content for m in request.messages] + [str(v) for t in tools for v in schema_values(t.parameters)])
+    said = "\n".join(m.content for m in request.messages)  # what calls take their values from (chat/calls.py)
     return prompt, generation(backend, generated, request.sampling, constraint, deferred, said), parser
 
 
@@ -213,13 +210,6 @@ ANSWER_NOTE = "Answer the user's question in plain sentences using the tool resu
 # models call tools for questions that need none). Small models otherwise stop after the first of several
 # calls a question needs: on `qwend eval tools` parallel calls went from 25% to 100% correct with it.
 PARALLEL_HINT = "Make one tool call for each item the user asks about."
-
-
-def _follow_up(messages: tuple[Message, ...]) -> bool:
-    """A user's message after tool results: small models answer it from those results (inventing the new
-    one) instead of calling again, so a text start becomes calls as readily as a call start stays one. (A
-    reminder after the message did that before, and small models echoed it in their answers.)"""
-    return messages[-1].role == "user" and any(m.role == "tool" for m in messages)
 
 
 def build_prompt(

@@ -211,12 +211,12 @@ def test_a_text_start_is_a_call_where_the_judge_says_a_tool_fits():
     for verdict, constraint in ((True, OPTIONAL), (False, TEXT_SAMPLED)):
         engine = ScriptedEngine([["It", " is", " sunny", " there", ".", " Really", "."], CALL])
 
-        async def run_follow_up():
+        async def run_text_start():
             deferred = Deferred(calls=lambda: CALLS_PROMPT, judge=lambda: ())
             return [item async for item in generation(engine, PROMPT, GREEDY, OPTIONAL, deferred)()]
 
         with patch("qwend.chat.decide.fit", AsyncMock(return_value=1.0 if verdict else -1.0)):
-            asyncio.run(run_follow_up())
+            asyncio.run(run_text_start())
         assert engine.asked[1].constraint == constraint
 
 
@@ -227,7 +227,7 @@ def test_a_doubtful_fit_is_a_call_only_where_its_arguments_come_from_the_convers
     call = ["<tool_call>\n", '{"name": "get_weather", "arguments": {"city": "New York"}}', "\n</tool_call>"]
     for asked, made in (("What is 2 + 2?", False), ("Is it cold in New York?", True)):
         engine = ScriptedEngine([call, call, ["4", "."]])
-        with patch("qwend.chat.decide.fit", AsyncMock(return_value=0.2)):  # above FIT_MARGIN, below CALL_MARGIN
+        with patch("qwend.chat.decide.fit", AsyncMock(return_value=0.2)):  # doubtful: below CALL_MARGIN
             items = run(engine, constraint, judge=lambda: (), said=asked)
         assert (texts(items) == "".join(call)) is made
         assert made or (engine.asked[2].constraint == TEXT_AGAIN and texts(items) == "4.")
