@@ -73,7 +73,7 @@ async def whole_calls(generated: AsyncIterator[Generated], said: str) -> AsyncIt
 
 
 def made_up(text: str, tools: Sequence[ToolSpec], said: str) -> bool:
-    """Whether the first call in `text` has required arguments and none of them was said (a tool that does
+    """Whether the first call in `text` has required arguments and none of them was `said` (a tool that does
     not fit, called anyway: get_weather(city="New York") for "What is 2 + 2?")."""
     end = text.find(CALL_CLOSE.strip())
     call = _block(text[:end]) if end >= 0 else None

@@ -7,8 +7,8 @@ whether an answer is tool calls or text is decided here, as a step of its own; t
    starting a call, bare or fenced JSON, loses the call.)
 2. For optional calls the model is asked whether a tool fits (chat/relevance.py), as small models reach for
    a tool whatever is asked, and as often write a call after a sentence of text: a clear fit (CALL_MARGIN)
-   is calls whatever the start; a doubtful one only where the model began a call (DOUBT_FLOOR) and its first
-   call's arguments take a value from the conversation.
+   is calls whatever the start; a doubtful one (down to DOUBT_FLOOR) only where the model began a call (or
+   the request follows tool results) and the first call's arguments take a value from the user's message.
 3. Calls are generated greedily under the call grammar (`_calls`), from the (cached) prompt, the first one to
    the tool the start named, and only whole calls go on (chat/calls.py). Text is generated again at the
    answer's temperature (where greedy, the held start goes on as it is); text where a call may not be made
@@ -54,6 +54,10 @@ class Deferred:
     # the conversation without the tools: a text answer where no offered tool fits is generated from it (shown
     # tools it may not call, the model writes about them: "Here is the json object for the function call")
     plain: Callable[[], Prompt] | None = None
+    asked: str = ""  # the user's last message: a doubtful call must take a value from it
+    # the request follows tool results: small models answer it from the old results instead of calling again,
+    # so a doubtful fit is put to the first call's arguments whatever the answer began with
+    follow_up: bool = False
 
 
 def generation(
@@ -153,7 +157,8 @@ class _DecidedAnswer:
         score = None if required or choice not in ("calls", "text") else await self._fit()
         if required:
             choice = "calls"
-        elif score is not None and score < CALL_MARGIN and (choice == "text" or score < DOUBT_FLOOR):
+        elif score is not None and score < CALL_MARGIN and (
+                score < DOUBT_FLOOR or (choice == "text" and not self.deferred.follow_up)):
             choice = "text_again" if choice == "calls" else "text"
         elif score is not None:
             choice = "calls"
@@ -200,8 +205,8 @@ class _DecidedAnswer:
                 yield item
 
     async def _unless_made_up(self, calls: AsyncIterator[Generated]) -> AsyncIterator[Generated]:
-        """`calls`, unless the first one's required arguments hold nothing the conversation said (a tool that
-        does not fit, called anyway: get_weather(city="New York") for "What is 2 + 2?"): then text."""
+        """`calls`, unless the first one's required arguments hold nothing the user's last message said (a tool
+        that does not fit, called anyway: get_weather(city="New York") for "What is 2 + 2?"): then text."""
         held: list[Generated] = []
         text = ""
         try:
@@ -210,7 +215,7 @@ class _DecidedAnswer:
                 text += item.text if isinstance(item, Piece) else ""
                 if CALL_CLOSE.strip() in text or isinstance(item, Finished):
                     break
-            if not made_up(text, self.constraint.tools, self.said):
+            if not made_up(text, self.constraint.tools, self.deferred.asked):
                 for item in held:
                     yield item
                 async for item in calls:

@@ -35,11 +35,15 @@ JUDGING = SamplingParams(temperature=0, max_tokens=1, logprobs=ALTERNATIVES)
 def judge_prompts(backend: Backend, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> tuple[Prompt, Prompt]:
     """The question for the request (its last user message, with the one before for context) and the same
     question for a request with no content (blocking: rendering and tokenizing)."""
-    asked = [m.content for m in messages if m.role == "user" and m.content]
+    asked = user_messages(messages)
     request = asked[-1] if asked else ""
     if len(asked) > 1:
         request = f"{request}\n(Earlier the user asked: {asked[-2]})"
     return backend.prompt(_question(tools, request)), backend.prompt(_question(tools, CONTENT_FREE))
+
+
+def user_messages(messages: Sequence[Message]) -> list[str]:
+    return [m.content for m in messages if m.role == "user" and m.content]
 
 
 def _question(tools: Sequence[ToolSpec], request: str) -> tuple[Message, ...]:

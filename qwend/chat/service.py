@@ -18,7 +18,7 @@ from typing import Protocol
 from qwend.chat.decide import Deferred, Generation, generation
 from qwend.chat.images import with_fetched_images
 from qwend.chat.parser import OutputParser, PlainText
-from qwend.chat.relevance import judge_prompts
+from qwend.chat.relevance import judge_prompts, user_messages
 from qwend.chat.schemas import check_grammar_weight, grammar_weight
 from qwend.chat.stops import StopMatcher
 from qwend.engine.base import Finished, Piece, Prefill, Prompt
@@ -167,8 +167,11 @@ def _prepare(
         constraint = replace(constraint, grammar=backend.grammar_for(constraint))
     generated, deferred = prompt, Deferred()
     if enforced and constraint.calls == "optional":
+        asked = user_messages(request.messages)
         deferred = Deferred(judge=functools.partial(judge_prompts, backend, request.messages, tools),
-                            plain=functools.partial(build_prompt, backend, request.messages, ()))
+                            plain=functools.partial(build_prompt, backend, request.messages, ()),
+                            asked=asked[-1] if asked else "",
+                            follow_up=any(m.role == "tool" for m in request.messages))
     if enforced and constraint.tools and constraint.parallel:
         # once calls are decided on, ask for one per item (irrelevance is settled by then; see PARALLEL_HINT)
         deferred = replace(deferred, calls=functools.partial(_calls_prompt, backend, request, tools))

@@ -62,10 +62,10 @@ GREEDY = SamplingParams(temperature=0.0)
 
 
 def run(engine: ScriptedEngine, constraint=OPTIONAL, params=GREEDY, calls_prompt=lambda: CALLS_PROMPT, judge=None,
-        said=""):
+        asked=""):
     async def collect():
-        deferred = Deferred(calls=calls_prompt, judge=judge)
-        return [item async for item in generation(engine, PROMPT, params, constraint, deferred, said)()]
+        deferred = Deferred(calls=calls_prompt, judge=judge, asked=asked)
+        return [item async for item in generation(engine, PROMPT, params, constraint, deferred, asked)()]
 
     return asyncio.run(collect())
 
@@ -228,6 +228,25 @@ def test_a_doubtful_fit_is_a_call_only_where_its_arguments_come_from_the_convers
     for asked, made in (("What is 2 + 2?", False), ("Is it cold in New York?", True)):
         engine = ScriptedEngine([call, call, ["4", "."]])
         with patch("qwend.chat.decide.fit", AsyncMock(return_value=0.2)):  # doubtful: below CALL_MARGIN
-            items = run(engine, constraint, judge=lambda: (), said=asked)
+            items = run(engine, constraint, judge=lambda: (), asked=asked)
         assert (texts(items) == "".join(call)) is made
         assert made or (engine.asked[2].constraint == TEXT_AGAIN and texts(items) == "4.")
+
+
+def test_a_follow_up_with_a_doubtful_fit_is_a_call_where_it_takes_a_value_from_the_message():
+    weather = ToolSpec("get_weather", "", {"type": "object", "properties": {"city": {"type": "string"}},
+                                           "required": ["city"]})
+    constraint = OutputConstraint(tools=(weather,), calls="optional", grammar="calls")
+    call = ["<tool_call>\n", '{"name": "get_weather", "arguments": {"city": "Lyon"}}', "\n</tool_call>"]
+    answer = ["It", " is", " sunny", " in", " Lyon", "."]  # answered from the old results, not called
+    for follow_up, asked, made in ((True, "And in Lyon?", True), (True, "Thanks!", False),
+                                   (False, "And in Lyon?", False)):
+        engine = ScriptedEngine([answer, call, answer] if follow_up else [answer, answer])
+
+        async def collect():
+            deferred = Deferred(judge=lambda: (), asked=asked, follow_up=follow_up)
+            return [item async for item in generation(engine, PROMPT, GREEDY, constraint, deferred, asked)()]
+
+        with patch("qwend.chat.decide.fit", AsyncMock(return_value=0.0)):  # doubtful
+            items = asyncio.run(collect())
+        assert (texts(items) == "".join(call)) is made
