@@ -8,7 +8,8 @@ whether an answer is tool calls or text is decided here, as a step of its own; t
 2. For optional calls the model is asked whether a tool fits (chat/relevance.py), as small models reach for
    a tool whatever is asked, and as often write a call after a sentence of text: a clear fit (CALL_MARGIN)
    is calls whatever the start; a doubtful one (down to DOUBT_FLOOR) only where the model began a call (or
-   the request follows tool results) and the first call's arguments take a value from the user's message.
+   the request follows tool results). Where the fit is doubtful or the model began text, the first call must
+   also be whole and take a value from the user's message.
 3. Calls are generated greedily under the call grammar (`_calls`), from the (cached) prompt, the first one to
    the tool the start named, and only whole calls go on (chat/calls.py). Text is generated again at the
    answer's temperature (where greedy, the held start goes on as it is); text where a call may not be made
@@ -154,6 +155,7 @@ class _DecidedAnswer:
                 if released >= limit and deciding.max_tokens != self.params.max_tokens:
                     yield Finished("length")
                     return
+        began_text = choice == "text"
         score = None if required or choice not in ("calls", "text") else await self._fit()
         if required:
             choice = "calls"
@@ -168,7 +170,7 @@ class _DecidedAnswer:
             prompt = rendered or replace(self.prompt, pin=False)
             constraint = await self._first_call_to(called_name("".join(p.text for p in held)))
             restarted = _calls(self.backend, prompt, self.params, constraint, self.said)
-            if score is not None and score < CALL_MARGIN:  # a doubtful fit: the call must show it
+            if score is not None and (score < CALL_MARGIN or began_text):  # the call must show the fit
                 restarted = self._unless_made_up(restarted)
         elif choice == "text_again":
             restarted = self._text_again()
@@ -205,8 +207,9 @@ class _DecidedAnswer:
                 yield item
 
     async def _unless_made_up(self, calls: AsyncIterator[Generated]) -> AsyncIterator[Generated]:
-        """`calls`, unless the first one's required arguments hold nothing the user's last message said (a tool
-        that does not fit, called anyway: get_weather(city="New York") for "What is 2 + 2?"): then text."""
+        """`calls`, unless the first one is cut off, or its required arguments hold nothing the user's last
+        message said (a tool that does not fit, called anyway: get_weather(city="New York") for "What is
+        2 + 2?"): then text."""
         held: list[Generated] = []
         text = ""
         try:
@@ -215,7 +218,7 @@ class _DecidedAnswer:
                 text += item.text if isinstance(item, Piece) else ""
                 if CALL_CLOSE.strip() in text or isinstance(item, Finished):
                     break
-            if not made_up(text, self.constraint.tools, self.deferred.asked):
+            if CALL_CLOSE.strip() in text and not made_up(text, self.constraint.tools, self.deferred.asked):
                 for item in held:
                     yield item
                 async for item in calls:

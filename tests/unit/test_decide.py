@@ -250,3 +250,20 @@ def test_a_follow_up_with_a_doubtful_fit_is_a_call_where_it_takes_a_value_from_t
         with patch("qwend.chat.decide.fit", AsyncMock(return_value=0.0)):  # doubtful
             items = asyncio.run(collect())
         assert (texts(items) == "".join(call)) is made
+
+
+def test_a_call_the_model_did_not_begin_or_that_is_cut_off_must_show_the_fit_or_is_text():
+    weather = ToolSpec("get_weather", "", {"type": "object", "properties": {"city": {"type": "string"}},
+                                           "required": ["city"]})
+    constraint = OutputConstraint(tools=(weather,), calls="optional", grammar="calls")
+    call = ["<tool_call>\n", '{"name": "get_weather", "arguments": {"city": "New York"}}', "\n</tool_call>"]
+    answer = ["Here", " is", " how", " list", " comprehensions", " work", "."]
+    engine = ScriptedEngine([answer, call, answer])  # a clear fit, but the model began text
+    with patch("qwend.chat.decide.fit", AsyncMock(return_value=1.0)):
+        items = run(engine, constraint, judge=lambda: (), asked="Explain list comprehensions, without tools.")
+    assert texts(items) == "".join(answer) and engine.asked[2].constraint == TEXT_AGAIN
+    engine = ScriptedEngine([call, call, ["Hi", "!"]])  # doubtful, and the call is cut by max_tokens
+    with patch("qwend.chat.decide.fit", AsyncMock(return_value=0.0)):
+        items = run(engine, constraint, params=SamplingParams(temperature=0.0, max_tokens=2), judge=lambda: (),
+                    asked="Say hello in New York.")
+    assert texts(items) == "Hi!"
