@@ -23,6 +23,7 @@ class FakeBackend(TemplatedPrompts):
         self.replies = list(replies)
         self.prompts: list[str] = []  # every rendered prompt, in order, for tests to inspect
         self.generated: list[Prompt] = []  # every Prompt generated from, in order
+        self.sampled: list[SamplingParams] = []  # and the sampling of each
         self.delay = delay
         self.info = ModelInfo(context_length, context_length, 256, 1000, 1, True, embeddings=embeddings,
                               logprobs=logprobs)
@@ -58,6 +59,7 @@ class FakeBackend(TemplatedPrompts):
         self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None
     ) -> AsyncIterator[Generated]:
         self.generated.append(prompt)
+        self.sampled.append(params)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         if self.replies:

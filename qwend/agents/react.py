@@ -16,12 +16,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from qwend.agents.loop import Reading, Refusal, StepDone, ToolResultEvent, run_tool_loop
-from qwend.agents.react_prompt import FINISH, format_help, observation_message, observation_text, opening, \
-    parameter_lines, plan_messages, repeated
+from qwend.agents.react_prompt import FINISH, REPEATED, answer_messages, format_help, observation_message, \
+    observation_text, opening, parameter_lines, plan_messages, repeated
 from qwend.chat.service import Completion, chat, complete
 from qwend.errors import InvalidRequest
 from qwend.runtime import Runtime
@@ -34,6 +34,12 @@ STEP_SAMPLING = SamplingParams(
     temperature=0.2, max_tokens=400, stop=("\nObservation:", "\nObservation :", "\n**Observation", "\nobservation:"),
 )
 PLAN_SAMPLING = SamplingParams(temperature=0.2, max_tokens=300, repeat_penalty=1.1)  # penalty: no loops
+# The step after a refused repeat: at STEP_SAMPLING's temperature the default model wrote the refused call
+# again, word for word, until the iterations ran out (measured: "average of the first 10 primes", "write and
+# run a Fibonacci function"); sampled freely it changes the input or finishes. A second refused repeat of a
+# call that failed ends the run with an answer without tools (ANSWER_SAMPLING).
+CHANGE_COURSE_TEMPERATURE = 0.9
+ANSWER_SAMPLING = SamplingParams(temperature=0.2, max_tokens=200)
 
 Status = Literal["observing", "completed", "error"]
 
@@ -99,6 +105,7 @@ async def run(
     yield AgentStarted(loaded.name, goal, limit)
     steps: list[Step] = []
     results: dict[tuple[str, str], str] = {}  # what each call that ran returned, by tool and arguments
+    repeats = 0  # calls refused as repeats
     loop = run_tool_loop(runtime, opening(dialect.tools.values(), goal, context), tools=(), model=model,
                          sampling=STEP_SAMPLING, max_steps=limit, chain=True, who=who,
                          dialect=dialect, loaded=loaded)
@@ -114,16 +121,20 @@ async def run(
                 ran = (event.call.name, event.call.arguments)
                 if event.refused is None and event.result.success:
                     results[ran] = observation_text(event.result).removeprefix("Success: ")
-                elif event.refused == "repeated" and ran in results:
-                    # small models ask again for a result they have (all iterations spent on refused repeats,
-                    # measured): that result is the answer, and the run ends with it
-                    steps.append(step)
-                    yield step
-                    step = Step(len(steps) + 1, "I already have the result that answers the goal.", FINISH,
-                                {"answer": results[ran]}, None, "completed")
-                    steps.append(step)
-                    yield step
-                    break
+                elif event.refused == "repeated":
+                    repeats += 1
+                    if ran in results or repeats > 1:
+                        # small models ask again for a result they have, or for a call that failed, until the
+                        # iterations run out (measured): the run ends with that result, or with an answer
+                        # without tools the second time (the first, the step after is sampled more freely)
+                        steps.append(step)
+                        yield step
+                        step = Step(len(steps) + 1, "I already have the result that answers the goal.", FINISH,
+                                    {"answer": results[ran]}, None, "completed") if ran in results \
+                            else await _answer_without_tools(runtime, goal, steps, model, who)
+                        steps.append(step)
+                        yield step
+                        break
             else:
                 continue
             steps.append(step)
@@ -136,6 +147,18 @@ async def run(
     }
     answer = steps[-1].action_input["answer"] if finished else None
     yield AgentResult(finished, answer, tuple(steps), metadata)
+
+
+async def _answer_without_tools(
+    runtime: Runtime, goal: str, steps: Sequence[Step], model: str | None, who: Requester,
+) -> Step:
+    """The run's last step where the model kept asking for a call that failed: the answer, asked for without
+    tools from the goal and what the tools returned."""
+    observations = [s.observation for s in steps if s.observation and s.status == "observing"]
+    request = who.attach(ChatRequest(answer_messages(goal, observations), model=model, sampling=ANSWER_SAMPLING))
+    answer = (await complete(chat(runtime, request))).text.strip()
+    return Step(len(steps) + 1, "The tools cannot help further, so I answer from what I know.", FINISH,
+                {"answer": answer}, None, "completed" if answer else "error")
 
 
 async def collect(events: AsyncIterator[AgentEvent]) -> AgentResult:
@@ -172,6 +195,9 @@ class ReactSteps:
     answers_after_limit: bool = False
 
     def request(self, base: ChatRequest, step: int, may_call: bool) -> ChatRequest:
+        last = base.messages[-1].content if base.messages else ""
+        if REPEATED.partition("{")[0] in last:  # the step after a refused repeat: see CHANGE_COURSE_TEMPERATURE
+            return replace(base, sampling=replace(base.sampling, temperature=CHANGE_COURSE_TEMPERATURE))
         return base
 
     def read(self, completion: Completion) -> Reading:
@@ -234,7 +260,16 @@ def tool_arguments(value: Any, schema: Mapping[str, Any]) -> Any:
         if target and len(value) == 1 and next(iter(value)) not in properties:
             return {target: next(iter(value.values()))}
         return value
+    if target and isinstance(value, str):
+        value = _unwrapped(value, target)
     return {target: value} if target else value
+
+
+def _unwrapped(text: str, name: str) -> str:
+    """The value inside `{"name": "..."}` written as an object that is not valid JSON (small models leave a
+    program's quotes and newlines unescaped), else `text`: the program is the value, not the object."""
+    match = re.match(rf"""\{{\s*["']?{re.escape(name)}["']?\s*:\s*(["']?)(.*?)\1?\s*\}}?\s*$""", text, re.DOTALL)
+    return match.group(2) if match else text
 
 
 def finish_answer(value: Any) -> str | None:

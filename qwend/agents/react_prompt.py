@@ -176,11 +176,23 @@ def observation_text(result: ToolResult) -> str:
     return bounded(text, MAX_OBSERVATION_CHARS)
 
 
+REPEATED = "you already ran {tool} with this exact input"
+
+
 def repeated(tool: str, earlier: str) -> str:
     """The observation for a call identical to an earlier one, which is not run again."""
     advice = ("Change the Action Input to avoid that error, or use another tool." if earlier.startswith("Error:")
               else "Use that result: if it answers the goal, finish with it.")
-    return f"you already ran {tool} with this exact input; the observation was: {earlier}\n{advice}"
+    return f"{REPEATED.format(tool=tool)}; the observation was: {earlier}\n{advice}"
+
+
+def answer_messages(goal: str, observations: Iterable[str]) -> tuple[Message, ...]:
+    """The conversation for an answer without tools, once the run's tools have stopped helping (the model
+    asked again for a call that failed): the goal and what the tools said, asked for the answer itself."""
+    tried = "\n".join(f"- {text}" for text in observations) or "- nothing"
+    return (Message("system", "You answer the user's goal directly, in one or two sentences."),
+            Message("user", f"Goal: {goal}\n\nWhat the tools returned:\n{tried}\n\n"
+                            "The tools cannot help further. Answer the goal now from what you know."))
 
 
 def format_help(names: Iterable[str]) -> str:

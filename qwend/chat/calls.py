@@ -15,13 +15,13 @@ Dropped pieces still count as generated tokens (their text is left out).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
+from qwend.chat.parser import json_or_none
 from qwend.engine.base import Finished, Generated, Piece
 from qwend.engine.grammar import CALL_CLOSE, CALL_OPEN
 from qwend.types import ToolSpec
@@ -39,21 +39,20 @@ async def whole_calls(generated: AsyncIterator[Generated], said: str) -> AsyncIt
     `said` is the text the calls' values come from (Said)."""
     known = Said(said)
     held: list[Piece] = []
+    text = ""  # the held pieces' text
     seen: list[Any] = []
     async with aclosing(generated) as items:
         async for item in items:
-            if not isinstance(item, Piece):
-                if isinstance(item, Finished) and _open_call(held):
-                    yield _dropped(held)
-                    yield replace(item, reason="cancelled" if item.reason == "cancelled" else "length")
-                    return
-                if isinstance(item, Finished):
-                    for piece in _release(held):
-                        yield piece
+            if isinstance(item, Piece):
+                held.append(item)
+                text += item.text
+            elif isinstance(item, Finished) and text.strip():  # a call still open
+                yield _dropped(held)
+                yield replace(item, reason="cancelled" if item.reason == "cancelled" else "length")
+                return
+            else:
                 yield item
                 continue
-            held.append(item)
-            text = "".join(p.text for p in held)
             end = text.find(CALL_CLOSE.strip())
             if end < 0:
                 if _degenerate(text):
@@ -68,8 +67,9 @@ async def whole_calls(generated: AsyncIterator[Generated], said: str) -> AsyncIt
                 return
             seen.append(call)
             known.add(call)
-            for piece in _release(held):
+            for piece in held:
                 yield piece
+            held, text = [], ""
 
 
 def made_up(text: str, tools: Sequence[ToolSpec], said: str) -> bool:
@@ -83,32 +83,16 @@ def made_up(text: str, tools: Sequence[ToolSpec], said: str) -> bool:
     arguments = call["arguments"]
     required = [arguments[name] for name in tool.parameters.get("required") or () if name in arguments]
     known = Said(said)
-    return bool(required) and not any(known.grounds({"arguments": {"value": value}}) for value in required)
+    return bool(required) and not any(known.grounds_value(value) for value in required)
 
 
 def _block(text: str) -> Any:
     """The call JSON in a block's text (up to its closing tag)."""
-    return _loads(text.strip().removeprefix(CALL_OPEN.strip()))
-
-
-def _release(held: list[Piece]) -> Iterator[Piece]:
-    pieces, held[:] = list(held), []
-    yield from pieces
+    return json_or_none(text.strip().removeprefix(CALL_OPEN.strip()))
 
 
 def _dropped(held: list[Piece]) -> Piece:
     return Piece("", tokens=sum(p.tokens for p in held))
-
-
-def _open_call(held: list[Piece]) -> bool:
-    return bool("".join(p.text for p in held).strip())
-
-
-def _loads(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        return text
 
 
 def _degenerate(text: str) -> bool:
@@ -138,7 +122,7 @@ class Said:
 
     def grounds(self, call: Any) -> bool:
         arguments = call.get("arguments") if isinstance(call, dict) else None
-        return all(self._grounds(value) for value in _values(arguments))
+        return all(self.grounds_value(value) for value in _values(arguments))
 
     def add(self, call: Any) -> None:
         """A call the answer made: its values (a time every event shares) ground the later calls' too."""
@@ -147,7 +131,7 @@ class Said:
             self.numbers.update(numbers(text))
             self.words.update(_words(text))
 
-    def _grounds(self, value: bool | int | float | str) -> bool:
+    def grounds_value(self, value: Any) -> bool:
         if isinstance(value, bool):
             return True
         if isinstance(value, (int, float)):

@@ -55,6 +55,7 @@ class Deferred:
     # the conversation without the tools: a text answer where no offered tool fits is generated from it (shown
     # tools it may not call, the model writes about them: "Here is the json object for the function call")
     plain: Callable[[], Prompt] | None = None
+    said: str = ""  # the conversation's text: calls take their values from it (chat/calls.py)
     asked: str = ""  # the user's last message: a doubtful call must take a value from it
     # the request follows tool results: small models answer it from the old results instead of calling again,
     # so a doubtful fit is put to the first call's arguments whatever the answer began with
@@ -63,14 +64,14 @@ class Deferred:
 
 def generation(
     backend: Backend, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None,
-    deferred: Deferred = Deferred(), said: str = "",
+    deferred: Deferred = Deferred(),
 ) -> Generation:
     """The job for `prompt`. `constraint` carries its grammar where the backend enforces one; other backends get
-    it as a hint. `said` is the conversation's text, which calls take their values from (chat/calls.py)."""
+    it as a hint."""
     if constraint is not None and backend.info.grammar and constraint.tools:
         if constraint.calls == "required" and len(constraint.tools) == 1:  # nothing left to decide
-            return lambda: _calls(backend, prompt, params, constraint, said)
-        return _DecidedAnswer(backend, prompt, params, constraint, deferred, said).generate
+            return lambda: _calls(backend, prompt, params, constraint, deferred.said)
+        return _DecidedAnswer(backend, prompt, params, constraint, deferred).generate
     return lambda: backend.generate(prompt, params, constraint)
 
 
@@ -107,7 +108,6 @@ class _DecidedAnswer:
     params: SamplingParams
     constraint: OutputConstraint
     deferred: Deferred
-    said: str
 
     async def generate(self) -> AsyncIterator[Generated]:
         """Prefill, Pieces and one Finished, as one generation: the restarted one's own Prefill is left out
@@ -169,7 +169,7 @@ class _DecidedAnswer:
             rendered = await asyncio.to_thread(self.deferred.calls) if self.deferred.calls else None
             prompt = rendered or replace(self.prompt, pin=False)
             constraint = await self._first_call_to(called_name("".join(p.text for p in held)))
-            restarted = _calls(self.backend, prompt, self.params, constraint, self.said)
+            restarted = _calls(self.backend, prompt, self.params, constraint, self.deferred.said)
             if score is not None and (score < CALL_MARGIN or began_text):  # the call must show the fit
                 restarted = self._unless_made_up(restarted)
         elif choice == "text_again":

@@ -190,7 +190,7 @@ class OutputParser:
             return False
         self._buffer = "" if end < 0 else self._buffer[end + len(CALL_CLOSE):]
         self._mode, self._call_searched = "content", 0
-        if end < 0 and self._streamed is None and _loads(body) is None:
+        if end < 0 and self._streamed is None and json_or_none(body) is None:
             # cut off (max_tokens): dropped, never markup in the content (a whole call missing only its
             # closing tag, as small models write it, is kept)
             self.outcomes["truncated"] += 1
@@ -343,7 +343,8 @@ def _json_values(text: str) -> list[Any]:
     return values
 
 
-def _loads(text: str) -> Any | None:
+def json_or_none(text: str) -> Any | None:
+    """The JSON value in `text`, or None."""
     try:
         return json.loads(text.strip())
     except (ValueError, RecursionError):
@@ -353,7 +354,7 @@ def _loads(text: str) -> Any | None:
 def _loads_repairing(text: str) -> tuple[Any, bool] | None:
     """(value, repaired) for a JSON object, closing one cut off at the end; None if hopeless."""
     text = text.strip()
-    if (whole := _loads(text)) is not None:
+    if (whole := json_or_none(text)) is not None:
         return whole, False
     for closing in ("}", "}}", "\"}}", "}}}", "\"}", "]}}"):
         try:

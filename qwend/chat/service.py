@@ -165,13 +165,14 @@ def _prepare(
         if constraint.tools:  # each schema is bounded; the call grammar holds them all
             check_grammar_weight(sum(grammar_weight(t.parameters) for t in constraint.tools), param="tools")
         constraint = replace(constraint, grammar=backend.grammar_for(constraint))
-    generated, deferred = prompt, Deferred()
+    # what calls take their values from (chat/calls.py)
+    generated, deferred = prompt, Deferred(said="\n".join(m.content for m in request.messages))
     if enforced and constraint.calls == "optional":
         asked = user_messages(request.messages)
-        deferred = Deferred(judge=functools.partial(judge_prompts, backend, request.messages, tools),
-                            plain=functools.partial(build_prompt, backend, request.messages, ()),
-                            asked=asked[-1] if asked else "",
-                            follow_up=any(m.role == "tool" for m in request.messages))
+        deferred = replace(deferred, judge=functools.partial(judge_prompts, backend, request.messages, tools),
+                           plain=functools.partial(build_prompt, backend, request.messages, ()),
+                           asked=asked[-1] if asked else "",
+                           follow_up=any(m.role == "tool" for m in request.messages))
     if enforced and constraint.tools and constraint.parallel:
         # once calls are decided on, ask for one per item (irrelevance is settled by then; see PARALLEL_HINT)
         deferred = replace(deferred, calls=functools.partial(_calls_prompt, backend, request, tools))
@@ -186,8 +187,7 @@ def _prepare(
         in_reasoning=prompt.text.rstrip().endswith("<think>"),
         max_calls=None if request.parallel_tool_calls else 1,
     )
-    said = "\n".join(m.content for m in request.messages)  # what calls take their values from (chat/calls.py)
-    return prompt, generation(backend, generated, request.sampling, constraint, deferred, said), parser
+    return prompt, generation(backend, generated, request.sampling, constraint, deferred), parser
 
 
 def _calls_prompt(backend, request: ChatRequest, tools: tuple[ToolSpec, ...]) -> Prompt | None:

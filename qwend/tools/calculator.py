@@ -22,12 +22,15 @@ MAX_RESULT_BITS = 100_000  # about 30,000 decimal digits
 MAX_FACTORIAL = 1000
 FUNCTIONS = ("sqrt", "sin", "cos", "tan", "asin", "acos", "atan", "log", "ln", "exp", "abs", "floor",
              "ceiling", "sinh", "cosh", "tanh", "factorial")
+# of any count of numbers, written as arguments or one list: models reach for them ("sum(2, 3, 5) / 3")
+AGGREGATES = ("sum", "mean", "average", "avg", "min", "max")
 CONSTANTS = ("pi", "e", "E", "I")
 
 
 @tool(timeout=5)
 def calculator(expression: str) -> str:
-    """Evaluate a mathematical expression: + - * / ** (power), sqrt, sin, cos, tan, log, exp, pi, e.
+    """Evaluate a mathematical expression: + - * / ** (power), sqrt, sin, cos, tan, log, exp, pi, e,
+    sum, mean, min, max.
 
     Args:
         expression: Mathematical expression to evaluate, for example "2**10 + sqrt(144)".
@@ -79,6 +82,9 @@ class _Builder:
         self.functions = {name: getattr(sympy, name) for name in FUNCTIONS if name not in ("ln", "abs")}
         self.functions |= {"ln": sympy.log, "abs": sympy.Abs}
         self.constants = {"pi": sympy.pi, "e": sympy.E, "E": sympy.E, "I": sympy.I}
+        mean = lambda *values: sympy.Add(*values) / len(values)  # noqa: E731
+        self.aggregates = {"sum": lambda *values: sympy.Add(*values), "mean": mean, "average": mean, "avg": mean,
+                           "min": sympy.Min, "max": sympy.Max}
 
     def build(self, node: ast.AST, depth: int) -> Any:
         if depth > MAX_DEPTH:
@@ -98,10 +104,12 @@ class _Builder:
             return self._binary(node.op, left, right)
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name) or node.keywords:
-                raise ToolError(f"only plain calls of {', '.join(FUNCTIONS)} are allowed")
+                raise ToolError(f"only plain calls of {', '.join(FUNCTIONS + AGGREGATES)} are allowed")
+            if node.func.id in self.aggregates:
+                return self._aggregate(node.func.id, node.args, depth)
             function = self.functions.get(node.func.id)
             if function is None:
-                raise ToolError(f"unknown function {node.func.id!r}; allowed: {', '.join(FUNCTIONS)}")
+                raise ToolError(f"unknown function {node.func.id!r}; allowed: {', '.join(FUNCTIONS + AGGREGATES)}")
             arguments = [self.build(arg, depth + 1) for arg in node.args]
             if node.func.id == "factorial" and not (
                 len(arguments) == 1 and arguments[0].is_Integer and 0 <= arguments[0] <= MAX_FACTORIAL
@@ -109,6 +117,14 @@ class _Builder:
                 raise ToolError(f"factorial takes one whole number from 0 to {MAX_FACTORIAL}")
             return function(*arguments)
         raise ToolError(f"{type(node).__name__} is not allowed in an expression")
+
+    def _aggregate(self, name: str, arguments: list[ast.expr], depth: int) -> Any:
+        """sum/mean/min/max of numbers given as arguments, or as one list or tuple of them."""
+        if len(arguments) == 1 and isinstance(arguments[0], (ast.List, ast.Tuple)):
+            arguments = arguments[0].elts
+        if not arguments:
+            raise ToolError(f"{name} needs at least one number")
+        return self.aggregates[name](*(self.build(arg, depth + 1) for arg in arguments))
 
     def _binary(self, op: ast.operator, left: Any, right: Any) -> Any:
         if isinstance(op, ast.Add):

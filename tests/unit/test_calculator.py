@@ -23,6 +23,10 @@ from qwend.tools.calculator import calculator
         ("factorial(5) / 4", "30"),
         ("15/100 * 240", "36"),
         ("9/4", "2.25"),
+        ("sum(2, 3, 5, 7) / 4", "4.25"),  # aggregates, as models write them
+        ("mean([2, 3, 5, 7])", "4.25"),
+        ("average(1, 2)", "1.5"),
+        ("max(3, 9, 2) - min((4, 1))", "8"),
     ],
 )
 def test_seed_capabilities(expression, value):
@@ -50,6 +54,8 @@ def test_seed_capabilities(expression, value):
         ("1/0", "division by zero"),
         ("log(0)", "undefined or infinite"),
         ("2 +", "not a valid expression"),
+        ("sum()", "sum needs at least one number"),
+        ("sum([1, [2]])", "List is not allowed"),
     ],
 )
 def test_refusals(expression, reason):

@@ -64,8 +64,8 @@ GREEDY = SamplingParams(temperature=0.0)
 def run(engine: ScriptedEngine, constraint=OPTIONAL, params=GREEDY, calls_prompt=lambda: CALLS_PROMPT, judge=None,
         asked=""):
     async def collect():
-        deferred = Deferred(calls=calls_prompt, judge=judge, asked=asked)
-        return [item async for item in generation(engine, PROMPT, params, constraint, deferred, asked)()]
+        deferred = Deferred(calls=calls_prompt, judge=judge, said=asked, asked=asked)
+        return [item async for item in generation(engine, PROMPT, params, constraint, deferred)()]
 
     return asyncio.run(collect())
 
@@ -244,8 +244,8 @@ def test_a_follow_up_with_a_doubtful_fit_is_a_call_where_it_takes_a_value_from_t
         engine = ScriptedEngine([answer, call, answer] if follow_up else [answer, answer])
 
         async def collect():
-            deferred = Deferred(judge=lambda: (), asked=asked, follow_up=follow_up)
-            return [item async for item in generation(engine, PROMPT, GREEDY, constraint, deferred, asked)()]
+            deferred = Deferred(judge=lambda: (), said=asked, asked=asked, follow_up=follow_up)
+            return [item async for item in generation(engine, PROMPT, GREEDY, constraint, deferred)()]
 
         with patch("qwend.chat.decide.fit", AsyncMock(return_value=0.0)):  # doubtful
             items = asyncio.run(collect())

@@ -268,6 +268,28 @@ async def test_a_repeated_call_is_not_run_again(tmp_path):
     assert len(body["steps"]) == 3 and body["steps"][2]["action"] == "finish" and body["final_answer"] == "1024"
 
 
+async def test_a_repeated_failing_call_changes_course_then_ends_with_an_answer(tmp_path):
+    failing = CALC.replace("2**10", "sum(1, 2")
+    body, backend = await execute(tmp_path, [failing, failing, failing, "2 to the power of 10 is 1024."])
+    body = body.json()
+    # the step after the first refused repeat is sampled freely, to change the input
+    assert [p.temperature for p in backend.sampled[:3]] == [0.2, 0.2, 0.9]
+    assert [s["status"] for s in body["steps"]] == ["error", "error", "error", "completed"]
+    assert "already ran calculator with this exact input" in body["steps"][2]["observation"]
+    # the second ends the run with an answer asked for without tools
+    assert body["success"] is True and body["final_answer"] == "2 to the power of 10 is 1024."
+    assert "The tools cannot help further" in backend.prompts[-1] and "Action:" not in backend.prompts[-1]
+
+
+def test_an_input_object_that_is_not_json_gives_its_value():
+    from qwend.agents.react import tool_arguments
+
+    code = 'def f(n): return "x" if n else 1\nprint(f(3))'
+    assert tool_arguments(parse_input('{"code": "' + code + '"}'), SCHEMAS["python_repl"]) == {"code": code}
+    assert tool_arguments(parse_input('{"code": "print(1)'), SCHEMAS["python_repl"]) == {"code": "print(1)"}
+    assert tool_arguments(parse_input("print({1: 2})"), SCHEMAS["python_repl"]) == {"code": "print({1: 2})"}
+
+
 async def test_non_text_results_are_json_and_long_ones_truncated(tmp_path):
     from qwend.agents.react_prompt import MAX_OBSERVATION_CHARS, observation_text
     from qwend.tools.base import ToolResult
