@@ -17,6 +17,8 @@ from prometheus_client import (
     CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector, generate_latest,
 )
 
+from qwend.types import Speculated
+
 if TYPE_CHECKING:
     from qwend.engine.manager import ModelManager
 
@@ -60,6 +62,10 @@ class Metrics:
                                      ["model"], registry=r)
         self.cached_tokens = Counter("qwend_cached_prompt_tokens", "Prompt tokens whose KV state was reused "
                                      "instead of evaluated", ["model"], registry=r)
+        self.drafted = Counter("qwend_draft_tokens", "Tokens drafted by speculation (n-gram lookup) and verified",
+                               ["model"], registry=r)
+        self.draft_accepted = Counter("qwend_draft_accepted_tokens", "Drafted tokens the model's own samples "
+                                      "confirmed (acceptance rate: this / qwend_draft_tokens)", ["model"], registry=r)
         self.parse_outcomes = Counter("qwend_tool_parse_outcomes", "Tool calls read from model output, by how "
                                       "the parser got them (parsed, repaired, fell_back, truncated, invalid, "
                                       "dropped)", ["outcome"], registry=r)
@@ -134,10 +140,13 @@ class GenerationTimer:
             self.metrics.ttft.labels(self.model).observe(now - self.submitted)
         self.last = now
 
-    def finished(self, prompt_tokens: int, cached_tokens: int, completion_tokens: int) -> None:
+    def finished(self, prompt_tokens: int, cached_tokens: int, completion_tokens: int,
+                 speculated: Speculated = Speculated()) -> None:
         """Record a generation that ran to its end (a stop, a length limit, a stop string)."""
         m = self.metrics
         m.generated.labels(self.model).inc(completion_tokens)
+        m.drafted.labels(self.model).inc(speculated.drafted)
+        m.draft_accepted.labels(self.model).inc(speculated.accepted)
         m.prompt_tokens.labels(self.model).inc(prompt_tokens)
         m.cached_tokens.labels(self.model).inc(cached_tokens)
         # n tokens span n-1 gaps: the first token's time belongs to the prompt (TTFT), not to decoding

@@ -104,6 +104,10 @@ class Settings(BaseSettings):
                                   "keeps (at least parallel), least recently used dropped first.")
     prompt_cache: bool = Field(True, description="Reuse the KV cache of a prompt's start that an earlier one "
                                "shared (llama.cpp); off, every prompt is read whole (a benchmark's baseline).")
+    draft_max: int = Field(48, ge=0, le=256, description="Tokens a llama.cpp model drafts at most per "
+                           "step from the answer's own past (n-gram speculation: an answer that copies its input, "
+                           "as code edits do, comes several times faster; the output is unchanged). 0: off. A "
+                           "request's draft_max overrides it.")
     kv_ram_mb: int = Field(1024, ge=0, description="RAM for the KV state of conversations a llama.cpp model let "
                            "go of (its context was needed for others); least recently used move to disk.")
     kv_disk_mb: int = Field(8192, ge=0, description="Disk for saved KV states (kv_cache_dir), kept across "

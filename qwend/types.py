@@ -78,6 +78,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     max_tokens: int | None = None
     logprobs: int | None = None  # report each token's log probability and this many alternatives (None: off)
+    draft_max: int | None = None  # tokens drafted at most per step (engine/speculation.py); 0: off, None: the model's
 
 
 @dataclass(frozen=True)
@@ -151,10 +152,23 @@ class ChatRequest:
 
 
 @dataclass(frozen=True)
+class Speculated:
+    """An answer's drafted tokens (engine/speculation.py): tried, and kept because the model's own samples
+    confirmed them."""
+
+    drafted: int = 0
+    accepted: int = 0
+
+    def __add__(self, other: Speculated) -> Speculated:
+        return Speculated(self.drafted + other.drafted, self.accepted + other.accepted)
+
+
+@dataclass(frozen=True)
 class Usage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    speculated: Speculated = Speculated()
 
     @property
     def total_tokens(self) -> int:

@@ -19,7 +19,7 @@ from qwend.api.wire import openai as wire
 from qwend.api.wire.embeddings import EmbeddingsBody, embeddings_body, to_embedding_request
 from qwend.chat.embeddings import embed
 from qwend.models.facts import read_all_facts
-from qwend.types import ChatEvent, Done, Reasoning, Started, Token, ToolCallDelta, ToolCallStart, Usage
+from qwend.types import ChatEvent, Done, Reasoning, Speculated, Started, Token, ToolCallDelta, ToolCallStart, Usage
 
 log = logging.getLogger(__name__)
 router = APIRouter(route_class=JsonRoute.answering(wire.OPENAI), prefix="/v1", tags=["OpenAI"])
@@ -46,7 +46,8 @@ async def _completion(pairs: AsyncIterator[tuple[int, ChatEvent]], n: int, logpr
 
 def _usage(usages: list[Usage]) -> Usage:
     """Choices of one request share its prompt: counted once; every choice's answer counted."""
-    return Usage(usages[0].prompt_tokens, sum(u.completion_tokens for u in usages), usages[0].cached_tokens)
+    return Usage(usages[0].prompt_tokens, sum(u.completion_tokens for u in usages), usages[0].cached_tokens,
+                 sum((u.speculated for u in usages), Speculated()))
 
 
 async def _chunks(pairs: AsyncIterator[tuple[int, ChatEvent]], n: int, include_usage: bool, logprobs: bool

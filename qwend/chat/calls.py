@@ -121,8 +121,11 @@ class Said:
         self.words = set(_words(text))
 
     def grounds(self, call: Any) -> bool:
-        arguments = call.get("arguments") if isinstance(call, dict) else None
-        return all(self.grounds_value(value) for value in _values(arguments))
+        return self.grounds_value(call.get("arguments") if isinstance(call, dict) else None)
+
+    def grounds_value(self, value: Any) -> bool:
+        """Whether each of a JSON value's leaves was said."""
+        return all(self._grounds(leaf) for leaf in _values(value))
 
     def add(self, call: Any) -> None:
         """A call the answer made: its values (a time every event shares) ground the later calls' too."""
@@ -131,7 +134,7 @@ class Said:
             self.numbers.update(numbers(text))
             self.words.update(_words(text))
 
-    def grounds_value(self, value: Any) -> bool:
+    def _grounds(self, value: bool | int | float | str) -> bool:
         if isinstance(value, bool):
             return True
         if isinstance(value, (int, float)):

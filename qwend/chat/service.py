@@ -29,7 +29,7 @@ from qwend.metrics import Metrics
 from qwend.settings import Settings
 from qwend.types import (
     ChatEvent, ChatRequest, Done, FinishReason, Message, OutputConstraint, Queued, Reasoning, SamplingParams, Started,
-    Token, TokenLogprob, ToolCall, ToolCallEnd, ToolSpec, Usage,
+    Speculated, Token, TokenLogprob, ToolCall, ToolCallEnd, ToolSpec, Usage,
 )
 
 
@@ -63,6 +63,7 @@ async def chat(
     stops = StopMatcher(request.sampling.stop)
     completion_tokens, cached_tokens, prompt_length = 0, 0, prompt.length
     finish: FinishReason = "stop"
+    speculated = Speculated()
     logprobs = _LogprobsToText()
     job = loaded.scheduler.run_work(generation, client=request.client, priority=request.priority)
     timer = runtime.metrics.generation(loaded.name)  # queue wait, time to first token, decode rate
@@ -85,19 +86,19 @@ async def chat(
                         yield logprobs.attach(event)
                     if hit:
                         break  # leaving the block closes the job, which stops the backend
-                case Finished(reason, prompt_tokens, counted):
-                    finish = reason
+                case Finished(reason, prompt_tokens, counted, drafts):
+                    finish, speculated = reason, drafts or speculated
                     prompt_length = prompt_tokens or prompt_length
                     completion_tokens = counted if counted is not None else completion_tokens
                     for event in parser.feed(stops.flush()):
                         yield logprobs.attach(event)
     for event in parser.finish():
         yield logprobs.attach(event)
-    timer.finished(prompt_length, cached_tokens, completion_tokens)
+    timer.finished(prompt_length, cached_tokens, completion_tokens, speculated)
     runtime.metrics.tool_parse(parser.outcomes)
     if parser.calls and finish == "stop":
         finish = "tool_calls"
-    yield Done(finish, Usage(prompt_length, completion_tokens, cached_tokens))
+    yield Done(finish, Usage(prompt_length, completion_tokens, cached_tokens, speculated))
 
 
 class _LogprobsToText:

@@ -44,10 +44,10 @@ class Answer:
     text: str
 
 
-def stream_chat(base: str, model: str, messages: list[dict], max_tokens: int) -> Answer:
+def stream_chat(base: str, model: str, messages: list[dict], max_tokens: int, extra: dict | None = None) -> Answer:
     """One greedy streamed chat completion, timed from the request to the first text and to the end."""
     body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}
+            "stream_options": {"include_usage": True}, **(extra or {})}
     start = time.perf_counter()
     first = last = None
     pieces, usage = [], {}

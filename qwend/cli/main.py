@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -205,6 +206,19 @@ def bench_stream(
 
     settings = _settings(model=model, data_dir=data_dir, backend=backend, upstream_url=upstream_url)
     run_stream_bench(settings, max_tokens=max_tokens, rounds=rounds, console=Console())
+
+
+@bench_app.command("peers")
+def bench_peers(
+    model: Annotated[Optional[str], typer.Option(help="Model to measure (default: the configured one).")] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads, the same for both servers.")] = os.cpu_count() or 1,
+    data_dir: DataDir = None,
+) -> None:
+    """qwend vs llama.cpp's own llama-server (built once, cached), plain and with n-gram speculation: decode,
+    8 streams, prefill, cached conversations, a code edit, a short request behind a long prompt."""
+    from qwend.cli.bench_peers import run_peers_bench
+
+    run_peers_bench(_settings(model=model, data_dir=data_dir), threads=threads, console=Console())
 
 
 @bench_app.command("concurrent")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from qwend.engine.specials import ControlTexts
 from qwend.errors import ContextOverflow, InvalidRequest
-from qwend.types import FinishReason, Message, OutputConstraint, SamplingParams, TokenLogprob, ToolSpec
+from qwend.types import FinishReason, Message, OutputConstraint, SamplingParams, Speculated, TokenLogprob, ToolSpec
 
 if TYPE_CHECKING:
     from qwend.engine.template import ChatTemplate
@@ -80,6 +80,7 @@ class Finished:
     # exact counts known only once the answer is done (an upstream server's usage); None: count locally
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    speculated: Speculated | None = None  # drafted tokens, where the engine drafted (engine/speculation.py)
 
 
 Generated = Prefill | Piece | Finished

@@ -3,7 +3,9 @@ loop in its own thread.
 
 Each step is one `llama_decode` over a batch holding the next token of every sequence that is generating
 plus chunks of the prompts still being read (chunked prefill, taken round-robin, so a long prompt never
-stalls the others). Each sequence samples on its own logits with its own native sampler chain.
+stalls the others). Each sequence samples on its own logits with its own native sampler chain. A sequence
+whose recent tokens occurred before has the tokens that followed them drafted (engine/speculation.py): they
+go into the same step, and as many as the model's own samples confirm are kept.
 
 Sequences run in slots (llama.cpp sequence ids), more slots than may run at once. A slot keeps its KV cells
 after its sequence ends, so the next prompt that starts the same way (the next turn of a conversation, the
@@ -28,14 +30,18 @@ from dataclasses import dataclass, field
 from qwend.engine.base import common_prefix
 from qwend.engine.kv_tiers import KvTiers, SavedState
 from qwend.engine.llama_sampler import Sampler, token_logprob
+from qwend.engine.speculation import NgramDrafter
 from qwend.errors import BackendError
-from qwend.types import SamplingParams, TokenLogprob
+from qwend.types import SamplingParams, Speculated, TokenLogprob
 
 READ_AHEAD = 2  # tokens a sequence may run ahead of its reader
 # a slot's tokens past a prompt's common start that may be dropped to continue its conversation: those read
 # ahead past where its reader stopped, and an answer's last word tokenized otherwise when sent back
 DISPOSABLE_TOKENS = READ_AHEAD + 2
 PREFILL_WHILE_DECODING = 128  # prompt tokens per step while others generate: a step stays short
+# drafted tokens per step at most, shared by the sequences generating: each costs about as much as a prompt
+# token (a row of logits included), so with many sequences at once (the CPU already busy) each drafts less
+DRAFTS_PER_STEP = 48
 MIN_SAVED_TOKENS = 64  # shorter states are read again faster than they are saved and found
 MIN_RESTORED_GAIN = 32  # tokens a saved state must add to what the context holds to be worth restoring
 
@@ -47,8 +53,14 @@ class TokenStream:
     the sequence) counts the prompt tokens whose KV cells were reused."""
 
     def __init__(self, decoder: BatchDecoder, prompt: Sequence[int], sampler, pin: bool = False,
-                 logprobs: int | None = None) -> None:
+                 logprobs: int | None = None, draft_max: int = 0) -> None:
         self.prompt = list(prompt)
+        # guesses of its next tokens from its own past, verified in the decode steps (None: not drafted)
+        self.drafter = NgramDrafter(self.prompt, draft_max) if draft_max > 0 else None
+        self.drafted = self.accepted = 0  # draft tokens tried and kept, as far as the decode loop got
+        self.undrafted = False  # its next step reads its token alone (engine/llama_batch.py _verify)
+        self.taken = 0  # tokens its reader took
+        self.burst = 1  # tokens its last step gave
         self.logprobs = logprobs  # alternatives to report with each token's log probability (None: off)
         self._logprobs: deque[TokenLogprob] = deque()  # the decode loop's, for tokens not yet read
         self.sampler = sampler  # a Sampler, freed by the decode loop
@@ -80,10 +92,15 @@ class TokenStream:
             raise StopIteration
         if isinstance(item, BaseException):
             raise item
+        self.taken += 1
         return item
 
     def close(self) -> None:
         self._decoder.close_stream(self)
+
+    @property
+    def speculated(self) -> Speculated:
+        return Speculated(self.drafted, self.accepted)
 
     def take_logprob(self) -> TokenLogprob | None:
         """The log probability of the token just read (when asked for)."""
@@ -116,15 +133,17 @@ class _Entry:
     stream: TokenStream
     tokens: list[int]
     logits: bool  # sample after this entry (its last token ends the prompt, or it is a generated token)
+    drafted: int = 0  # its last tokens are a draft: sampled after each, kept while the samples confirm them
 
 
 class BatchDecoder:
     def __init__(
         self, model, *, n_ctx: int, n_batch: int, parallel: int, slots: int, threads: int, reuse: bool = True,
-        saved: KvTiers | None = None,
+        saved: KvTiers | None = None, draft_max: int = 0,
     ) -> None:
         """`parallel` sequences run at once; `slots` (at least as many) keep their KV cells afterwards for
-        prompts that share their start (unless `reuse` is off), and `saved` keeps the states they let go."""
+        prompts that share their start (unless `reuse` is off), and `saved` keeps the states they let go.
+        `draft_max`: tokens drafted at most per step for a sequence whose request does not say (0: none)."""
         import llama_cpp
 
         self._lib = llama_cpp
@@ -145,6 +164,9 @@ class BatchDecoder:
         self.parallel = parallel
         self.reuse = reuse
         self.saved = saved if reuse else None
+        # a recurrent state cannot drop the positions of a rejected draft: such models are never drafted for
+        self.drafts = not (llama_cpp.llama_model_is_recurrent(model.model) or llama_cpp.llama_model_is_hybrid(model.model))
+        self.draft_max = draft_max if self.drafts else 0
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._slots = [_Slot(seq_id) for seq_id in range(slots)]
@@ -162,7 +184,8 @@ class BatchDecoder:
     def open(self, prompt: Sequence[int], params: SamplingParams, rules: str | None, pin: bool = False) -> TokenStream:
         """Start generating after `prompt` (at least one token), sampling as `params` say, under the GBNF
         `rules` when given. `pin` keeps the prompt's state in the saved tiers for good."""
-        stream = TokenStream(self, prompt, Sampler(self._model, params, rules), pin, params.logprobs)
+        draft_max = params.draft_max if params.draft_max is not None and self.drafts else self.draft_max
+        stream = TokenStream(self, prompt, Sampler(self._model, params, rules), pin, params.logprobs, draft_max)
         with self._cond:
             if self._stopping:
                 stream.sampler.free()
@@ -218,7 +241,8 @@ class BatchDecoder:
         return len(self._running) < self.parallel and self._free_slot() is not None
 
     def _wants_token(self, stream: TokenStream) -> bool:
-        return stream.next_token is not None and not stream.ended and stream.unread < READ_AHEAD
+        # after a confirmed draft, the next step runs while the reader takes the burst of tokens it got
+        return stream.next_token is not None and not stream.ended and stream.unread < READ_AHEAD + stream.burst - 1
 
     def _free_slot(self) -> _Slot | None:
         return next((slot for slot in self._slots if slot.stream is None), None)
@@ -230,6 +254,7 @@ class BatchDecoder:
                 self._opening.remove(stream)
             else:
                 self._running.remove(stream)
+                self._forget_unread(stream)
                 stream.slot.stream = None
                 stream.slot.used = time.monotonic()
                 if stream.pin and self.saved is not None and stream.slot.tokens[:len(stream.prompt)] == stream.prompt:
@@ -237,9 +262,18 @@ class BatchDecoder:
             stream.sampler.free()
             stream.emit(_END)
 
+    def _forget_unread(self, stream: TokenStream) -> None:
+        """Drop the cells of tokens generated past what the closed stream's reader took (a draft confirmed
+        beyond max_tokens or a stop string): its conversation's next turn goes on from what was read."""
+        read = len(stream.prompt) + stream.taken
+        if len(stream.slot.tokens) > read + READ_AHEAD:
+            self._lib.llama_memory_seq_rm(self._memory, stream.slot.seq_id, read, -1)
+            del stream.slot.tokens[read:]
+
     def _place(self) -> None:
         """Give waiting streams a slot, keeping or sharing the longest cached prefix of their prompt, or
-        restoring a longer one from the saved tiers."""
+        restoring a longer one from the saved tiers; then idle conversations leave the context."""
+        placed = bool(self._opening) and self._can_place()
         while self._opening and self._can_place():
             stream = self._opening.pop(0)
             prompt = stream.prompt
@@ -263,6 +297,22 @@ class BatchDecoder:
             slot.stream = stream
             stream.place(slot, reuse)
             self._running.append(stream)
+        if placed and self.saved is not None:
+            self._trim_idle()
+
+    def _trim_idle(self) -> None:
+        """Idle slots keep only what they share with a running prompt (a system prompt, tools), their whole
+        state kept in the saved tiers for their next turn: a token's attention spans every cell the context
+        holds, so idle conversations slowed reading new prompts (16 of them: 0.6x llama-server's speed,
+        which keeps 8). Shared cells are held by reference and cost nothing more."""
+        running = [stream.prompt for stream in self._running]
+        for slot in self._slots:
+            if slot.stream is None and slot.tokens:
+                keep = max((common_prefix(slot.tokens, prompt) for prompt in running), default=0)
+                if len(slot.tokens) - keep >= MIN_SAVED_TOKENS:  # (a short one stays: it costs little)
+                    self._save(slot)
+                    self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1)
+                    slot.tokens = slot.tokens[:keep]
 
     def _prefixes(self, prompt: list[int]) -> dict[_Slot, int]:
         """How many of the prompt's first tokens each slot holds."""
@@ -280,13 +330,18 @@ class BatchDecoder:
 
     def _plan(self) -> list[_Entry]:
         """This step's batch: one token for each generating sequence, then prompt chunks round-robin."""
+        generating = [stream for stream in self._running if self._wants_token(stream)]
         entries = []
-        for stream in self._running:
-            if self._wants_token(stream):
-                entries.append(_Entry(stream, [stream.next_token], True))
-                stream.next_token = None
+        for stream in generating:
+            # drafts share what the batch has room for, and the window: the last cell stays for the answer
+            room = min((self.n_batch - len(generating)) // len(generating), DRAFTS_PER_STEP // len(generating),
+                       self.n_ctx - len(stream.slot.tokens) - 2)
+            draft = stream.drafter.draft(room) if stream.drafter and not stream.undrafted else []
+            stream.undrafted = False
+            entries.append(_Entry(stream, [stream.next_token, *draft], True, len(draft)))
+            stream.next_token = None
         reading = [s for s in self._running if s.pending]
-        budget = self.n_batch - len(entries)
+        budget = self.n_batch - sum(len(entry.tokens) for entry in entries)
         if entries:
             budget = min(budget, PREFILL_WHILE_DECODING)
         if reading:
@@ -313,7 +368,7 @@ class BatchDecoder:
                     n = batch.n_tokens
                     batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, len(slot.tokens) + i, 1
                     batch.seq_id[n][0] = slot.seq_id
-                    batch.logits[n] = entry.logits and i == len(entry.tokens) - 1
+                    batch.logits[n] = entry.logits and i >= len(entry.tokens) - 1 - entry.drafted
                     batch.n_tokens += 1
             status = lib.llama_decode(self._ctx, batch)
             if status == 0:
@@ -329,16 +384,51 @@ class BatchDecoder:
                 return
         index = 0
         for entry in entries:
-            stream = entry.stream
-            stream.slot.tokens += entry.tokens
-            index += len(entry.tokens)
-            if entry.logits:
-                token = stream.sampler.sample(self._ctx, index - 1)
-                if stream.logprobs is not None:  # before the token is emitted: its reader takes both
-                    stream._logprobs.append(token_logprob(self._ctx, self._model, index - 1, token, stream.logprobs))
-                stream.ended = lib.llama_vocab_is_eog(self._model.vocab, token)
-                stream.next_token = token
-                stream.emit(token)
+            start, index = index, index + len(entry.tokens)
+            if not entry.logits:
+                entry.stream.slot.tokens += entry.tokens
+            elif not entry.drafted:
+                entry.stream.slot.tokens += entry.tokens
+                entry.stream.burst = 1
+                self._sample(entry.stream, index - 1)
+            else:
+                self._verify(entry, start)
+
+    def _sample(self, stream: TokenStream, index: int) -> int:
+        """Sample the stream's next token from the batch's logits at `index` and hand it to its reader."""
+        token = stream.sampler.sample(self._ctx, index)
+        if stream.logprobs is not None:  # before the token is emitted: its reader takes both
+            stream._logprobs.append(token_logprob(self._ctx, self._model, index, token, stream.logprobs))
+        stream.ended = self._lib.llama_vocab_is_eog(self._model.vocab, token)
+        stream.next_token = token
+        if stream.drafter is not None:
+            stream.drafter.extend((token,))
+        stream.emit(token)
+        return token
+
+    def _verify(self, entry: _Entry, start: int) -> None:
+        """Sample after the entry's token and each drafted one, in order, while each sample equals the draft's
+        next token; the cells of the drafted tokens past the first miss are dropped. A greedy answer stops at
+        a close race (Sampler.clear): its token is read again alone, and so decided as it would be without
+        drafts."""
+        stream, slot = entry.stream, entry.stream.slot
+        kept, unsure = 0, False
+        for i in range(len(entry.tokens)):
+            if stream.sampler.greedy and not stream.sampler.clear(self._ctx, start + i):
+                unsure = True
+                break
+            token = self._sample(stream, start + i)
+            if stream.ended or i == entry.drafted or token != entry.tokens[i + 1]:
+                break
+            kept += 1
+        slot.tokens += entry.tokens[:kept if unsure else kept + 1]
+        stream.burst = kept + (not unsure)
+        self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, len(slot.tokens), -1)
+        if unsure:  # read again alone, without a draft
+            stream.next_token, stream.undrafted = entry.tokens[kept], True
+        stream.drafted += entry.drafted
+        stream.accepted += kept
+        stream.drafter.accepted(entry.drafted, kept)
 
     def _evict(self, spare: _Slot | None = None) -> bool:
         """Empty the least recently used idle slot that holds cells (but `spare`), saving its state first;

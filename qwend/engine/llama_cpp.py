@@ -36,7 +36,7 @@ from qwend.errors import BackendError, ContextOverflow, InvalidRequest
 from qwend.models.mmproj import find_mmproj
 from qwend.models.store import LocalModel
 from qwend.settings import Settings
-from qwend.types import Message, OutputConstraint, SamplingParams, ToolSpec
+from qwend.types import Message, OutputConstraint, SamplingParams, Speculated, ToolSpec
 
 TOKENIZER_CONTEXT = 256  # the Llama object's own context, when the batch decoder's serves instead
 
@@ -113,7 +113,7 @@ class LlamaCppBackend(TemplatedPrompts):
                             ram_bytes=settings.kv_ram_mb << 20, disk_bytes=settings.kv_disk_mb << 20)
             decoder = BatchDecoder(llama._model, n_ctx=n_ctx, n_batch=settings.batch_size,
                                    parallel=settings.parallel, slots=settings.cached_sequences, threads=threads,
-                                   reuse=settings.prompt_cache, saved=saved)
+                                   reuse=settings.prompt_cache, saved=saved, draft_max=settings.draft_max)
         except BackendError:
             llama.close()
             raise
@@ -194,7 +194,7 @@ class LlamaCppBackend(TemplatedPrompts):
         # (a grammar over all of it would cost ~35% speed), from the prompt and those tokens (cached)
         shaped = constraint.grammar_tokens if rules and constraint.grammar_tokens else None
         tokens = self._open(list(prompt), params, rules or None, pin=request.pin)
-        count, reason = 0, "length"
+        count, reason, speculated = 0, "length", Speculated()
         try:
             yield Prefill(tokens.cached)
             while (token := next(tokens, None)) is not None:
@@ -213,12 +213,13 @@ class LlamaCppBackend(TemplatedPrompts):
                     prompt.append(token)
                     if count == shaped:
                         tokens.close()
+                        speculated += tokens.speculated
                         tokens, shaped = self._open(list(prompt), params, None), None
         finally:
             tokens.close()
         if tail := decoder.decode(b"", final=True):
             yield Piece(tail, tokens=0)
-        yield Finished(reason)
+        yield Finished(reason, speculated=speculated + tokens.speculated)
 
     def _open(self, prompt: list[int], params: SamplingParams, rules: str | None, pin: bool = False):
         """The tokens sampled after `prompt` (under the GBNF `rules` when given); `.cached` says how many

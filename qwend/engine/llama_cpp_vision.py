@@ -23,7 +23,7 @@ from pathlib import Path
 from qwend.engine.base import Prompt, TemplatedPrompts, common_prefix
 from qwend.engine.llama_sampler import RANDOM_SEED
 from qwend.errors import BackendError, InvalidRequest
-from qwend.types import Image, Message, SamplingParams, ToolSpec
+from qwend.types import Image, Message, SamplingParams, Speculated, ToolSpec
 
 # Formats stb_image (inside libmtmd) decodes; WebP is not one of them
 READABLE_TYPES = "JPEG, PNG, BMP, GIF, TGA, PSD, HDR, PIC or PNM"
@@ -238,6 +238,8 @@ class LlamaCppImages:
 
 class _LlamaTokens:
     """llama.generate's tokens, with how many prompt tokens it kept from the KV cache (as TokenStream)."""
+
+    speculated = Speculated()  # llama.generate drafts nothing
 
     def __init__(self, tokens: Iterator[int], cached: int) -> None:
         self._tokens, self.cached = tokens, cached

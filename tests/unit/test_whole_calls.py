@@ -92,3 +92,19 @@ def test_values_the_schema_names_or_an_earlier_call_made_ground_later_calls():
            block("event", '{"title": "Gym", "date": "2025-03-17", "time": "14:00"}')]
     said = "Add Gym to my calendar on 2025-03-10 and again on 2025-03-17."
     assert handed_on(gym[0] + gym[1], said)[0] == "".join(gym[0] + gym[1])
+
+
+def test_a_first_call_is_made_up_when_no_required_value_was_said_whatever_its_shape():
+    from qwend.chat.calls import made_up
+    from qwend.types import ToolSpec
+
+    schema = {"type": "object", "properties": {"where": {}, "options": {}}, "required": ["where", "options"]}
+    tools = [ToolSpec("get_weather", "", schema)]
+
+    def call(arguments: str) -> str:
+        return "".join(block("get_weather", arguments))
+
+    # objects and lists as required values are read leaf by leaf (they crashed the check once)
+    assert made_up(call('{"where": {"city": "New York"}, "options": ["celsius"]}'), tools, "What is 2 + 2?")
+    assert not made_up(call('{"where": {"city": "Paris"}, "options": []}'), tools, "Weather in Paris?")
+    assert not made_up(call('{"where": "nowhere"'), tools, "What is 2 + 2?")  # not whole: not judged here

@@ -35,6 +35,8 @@ class Options(_Wire):
     stop: str | list[str] | None = None
     seed: int | None = Field(None, description="negative: a random seed")
     repeat_penalty: float | None = Field(None, gt=0)
+    draft_max: int | None = Field(None, ge=0, le=256, description="tokens drafted at most per step by "
+                                  "speculation, 0: off (qwend extension)")
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
 
@@ -198,6 +200,7 @@ def sampling(options: Options | None) -> SamplingParams:
         presence_penalty=_pick(o.presence_penalty, defaults.presence_penalty),
         frequency_penalty=_pick(o.frequency_penalty, defaults.frequency_penalty),
         repeat_penalty=_pick(o.repeat_penalty, defaults.repeat_penalty),
+        draft_max=o.draft_max,
         seed=o.seed if o.seed is not None and o.seed >= 0 else None,
         stop=tuple(s for s in stops if s),
         max_tokens=o.num_predict if o.num_predict is not None and o.num_predict > 0 else None,

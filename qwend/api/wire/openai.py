@@ -8,7 +8,7 @@ import uuid
 from dataclasses import replace
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from qwend.api.wire.codec import Codec, Failure, sse
 from qwend.api.wire.images import from_data_url
@@ -93,6 +93,9 @@ class SamplingFields(_Wire):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     repeat_penalty: float | None = Field(None, gt=0, description="llama.cpp extension")
+    draft_max: int | None = Field(None, ge=0, le=256, validation_alias=AliasChoices("draft_max", "speculative.n_max"),
+                                  description="tokens drafted at most per step by speculation, 0: off (qwend "
+                                  "extension; llama-server's speculative.n_max is read too)")
     seed: int | None = None
     stop: str | list[str] | None = None
 
@@ -174,6 +177,7 @@ def sampling_of(body: SamplingFields) -> SamplingParams:
         presence_penalty=_pick(body.presence_penalty, defaults.presence_penalty),
         frequency_penalty=_pick(body.frequency_penalty, defaults.frequency_penalty),
         repeat_penalty=_pick(body.repeat_penalty, defaults.repeat_penalty),
+        draft_max=body.draft_max,
         seed=body.seed,
         stop=tuple(stops),
         max_tokens=getattr(body, "max_completion_tokens", None) or body.max_tokens,
@@ -230,6 +234,11 @@ def usage_body(usage: Usage) -> dict[str, Any]:
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        # OpenAI's fields for tokens of a predicted output: here, those drafted by speculation
+        "completion_tokens_details": {
+            "accepted_prediction_tokens": usage.speculated.accepted,
+            "rejected_prediction_tokens": usage.speculated.drafted - usage.speculated.accepted,
+        },
     }
 
 

@@ -1,0 +1,35 @@
+"""Prompt-lookup drafts (engine/speculation.py): what followed the last n tokens before, adapting in length."""
+
+from qwend.engine.speculation import MIN_DRAFT, NgramDrafter
+
+
+def test_a_draft_is_what_followed_the_latest_earlier_occurrence():
+    drafter = NgramDrafter([1, 2, 3, 4, 5, 6, 9, 1, 2, 3, 4, 5, 7, 8], ngrams=(3,))
+    drafter.extend([1, 2, 3])
+    assert drafter.draft(3) == [4, 5, 7]  # the latest occurrence of 1 2 3 went on 4 5 7, not 4 5 6
+    assert drafter.draft(10) == [4, 5, 7, 8, 1, 2, 3]  # up to the sequence's end
+
+
+def test_nothing_is_drafted_without_a_match_or_room():
+    drafter = NgramDrafter([1, 2, 3, 4], ngrams=(3,))
+    assert drafter.draft(8) == []  # 2 3 4 never occurred before
+    drafter.extend([1, 2, 3])
+    assert drafter.draft(0) == [] and NgramDrafter([1, 2], ngrams=(3,)).draft(8) == []
+
+
+def test_the_length_follows_what_was_accepted():
+    drafter = NgramDrafter(list(range(40)) + list(range(8)), max_draft=16, ngrams=(8,))
+    assert len(drafter.draft(100)) == 16  # at most max_draft
+    drafter.accepted(16, 0)
+    assert len(drafter.draft(100)) == MIN_DRAFT  # a miss: a short draft next
+    drafter.accepted(2, 2)
+    assert len(drafter.draft(100)) == 2 * 2 + MIN_DRAFT  # about twice the run that held
+    drafter.accepted(6, 6)
+    drafter.accepted(14, 14)
+    assert len(drafter.draft(100)) == 16
+
+
+def test_a_shorter_match_drafts_where_the_longest_did_not_occur():
+    drafter = NgramDrafter([9, 9, 5, 6, 1, 2, 3, 4], ngrams=(4, 2))
+    drafter.extend([7, 7, 5, 6])  # 7 7 5 6 never occurred; 5 6 did, followed by 1 2 3
+    assert drafter.draft(3) == [1, 2, 3]
