@@ -344,6 +344,11 @@ class BatchDecoder:
         budget = self.n_batch - sum(len(entry.tokens) for entry in entries)
         if entries:
             budget = min(budget, PREFILL_WHILE_DECODING)
+        short = [len(s.pending) for s in reading if len(s.pending) <= PREFILL_WHILE_DECODING]
+        if short and len(short) < len(reading):
+            # a short prompt beside a long one: short steps until it is read, so its answer starts after about
+            # one chunk, not after the long prompt's next full ones (5 s behind a 3,000-token prompt here)
+            budget = min(budget, sum(short) + PREFILL_WHILE_DECODING)
         if reading:
             first = next(self._turn) % len(reading)
             for i, stream in enumerate(reading[first:] + reading[:first]):

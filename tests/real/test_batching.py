@@ -133,3 +133,28 @@ async def test_a_full_context_evicts_idle_conversations(model_path):
             assert text and reason in ("stop", "length")
     finally:
         small.close()
+
+
+async def test_a_short_prompt_behind_a_long_one_starts_after_about_one_chunk(backend, monkeypatch):
+    """A short request arriving while a ~4,000-token prompt is read gets short steps of its own: its first
+    token is sampled before the long prompt has read much more than the chunk under way."""
+    from qwend.engine.llama_batch import PREFILL_WHILE_DECODING
+
+    decoder, read_then = backend.decoder, []
+    sample = decoder._sample
+
+    def watched(stream, index):  # how far the long prompt was read when the short one's first token came
+        if len(stream.prompt) < 100 and not read_then:
+            read_then.extend(len(s.prompt) - len(s.pending) for s in decoder._running if len(s.prompt) > 1000)
+        return sample(stream, index)
+
+    monkeypatch.setattr(decoder, "_sample", watched)
+    notes = " ".join(f"Note {i}: the harbour had {i * 7 % 31} boats." for i in range(300))
+    long = asyncio.create_task(answer(backend, ask(notes), SamplingParams(temperature=0, max_tokens=1)))
+    while not any(len(s.pending) > 1000 for s in decoder._running):
+        await asyncio.sleep(0.005)
+    text, _, _ = await answer(backend, ask("Say hi."), SamplingParams(temperature=0, max_tokens=1))
+    await long
+    assert text and len(read_then) == 1
+    # the chunk under way (with a cached start), then steps of the short prompt plus at most 128 of the long
+    assert read_then[0] <= decoder.n_batch + 64 + 2 * PREFILL_WHILE_DECODING, read_then
