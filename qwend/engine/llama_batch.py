@@ -20,19 +20,17 @@ from __future__ import annotations
 import ctypes
 import itertools
 import math
-import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from qwend.engine.base import common_prefix
 from qwend.engine.kv_tiers import KvTiers, SavedState
 from qwend.engine.llama_sampler import Sampler, token_logprob
-from qwend.engine.speculation import NgramDrafter
+from qwend.engine.llama_stream import END, TokenStream
 from qwend.errors import BackendError
-from qwend.types import SamplingParams, Speculated, TokenLogprob
+from qwend.types import SamplingParams
 
 READ_AHEAD = 2  # tokens a sequence may run ahead of its reader
 # a slot's tokens past a prompt's common start that may be dropped to continue its conversation: those read
@@ -47,81 +45,6 @@ DRAFTING_STREAMS = 2
 DRAFTS_PER_STEP = 48
 MIN_SAVED_TOKENS = 64  # shorter states are read again faster than they are saved and found
 MIN_RESTORED_GAIN = 32  # tokens a saved state must add to what the context holds to be worth restoring
-
-_END = object()
-
-
-class TokenStream:
-    """One sequence's sampled tokens, read by one thread. `cached` (known once the decode loop has placed
-    the sequence) counts the prompt tokens whose KV cells were reused."""
-
-    def __init__(self, decoder: BatchDecoder, prompt: Sequence[int], sampler, pin: bool = False,
-                 logprobs: int | None = None, draft_max: int = 0) -> None:
-        self.prompt = list(prompt)
-        # guesses of its next tokens from its own past, verified in the decode steps (None: not drafted)
-        self.drafter = NgramDrafter(self.prompt, draft_max) if draft_max > 0 else None
-        self.drafted = self.accepted = 0  # draft tokens tried and kept, as far as the decode loop got
-        self.undrafted = False  # its next step reads its token alone (engine/llama_batch.py _verify)
-        self.taken = 0  # tokens its reader took
-        self.burst = 1  # tokens its last step gave
-        self.logprobs = logprobs  # alternatives to report with each token's log probability (None: off)
-        self._logprobs: deque[TokenLogprob] = deque()  # the decode loop's, for tokens not yet read
-        self.sampler = sampler  # a Sampler, freed by the decode loop
-        self.pin = pin  # keep the prompt's state pinned in the saved tiers once read
-        self._decoder = decoder
-        self._out: queue.SimpleQueue = queue.SimpleQueue()
-        self._placed = threading.Event()
-        self._cached = 0
-        self.closed = False
-        # decode-loop state
-        self.slot: _Slot | None = None
-        self.pending: list[int] = []  # prompt tokens not yet read
-        self.next_token: int | None = None  # sampled, not yet decoded
-        self.ended = False  # sampled an end-of-generation token
-
-    @property
-    def cached(self) -> int:
-        self._placed.wait()
-        return self._cached
-
-    def __iter__(self) -> TokenStream:
-        return self
-
-    def __next__(self) -> int:
-        item = self._out.get()
-        self._decoder.wake()  # it may have waited for this reader to catch up
-        if item is _END:
-            self._out.put(_END)
-            raise StopIteration
-        if isinstance(item, BaseException):
-            raise item
-        self.taken += 1
-        return item
-
-    def close(self) -> None:
-        self._decoder.close_stream(self)
-
-    @property
-    def speculated(self) -> Speculated:
-        return Speculated(self.drafted, self.accepted)
-
-    def take_logprob(self) -> TokenLogprob | None:
-        """The log probability of the token just read (when asked for)."""
-        return self._logprobs.popleft() if self._logprobs else None
-
-    # called by the decode loop
-    def place(self, slot: _Slot, cached: int) -> None:
-        self.slot, self._cached = slot, cached
-        self.pending = self.prompt[cached:]
-        self._placed.set()
-
-    def emit(self, item) -> None:
-        self._out.put(item)
-
-    @property
-    def unread(self) -> int:
-        return self._out.qsize()
-
 
 @dataclass(eq=False)
 class _Slot:
@@ -263,7 +186,7 @@ class BatchDecoder:
                 if stream.pin and self.saved is not None and stream.slot.tokens[:len(stream.prompt)] == stream.prompt:
                     self._save(stream.slot, len(stream.prompt), pinned=True)
             stream.sampler.free()
-            stream.emit(_END)
+            stream.emit(END)
 
     def _forget_unread(self, stream: TokenStream) -> None:
         """Drop the cells of tokens generated past what the closed stream's reader took (a draft confirmed
