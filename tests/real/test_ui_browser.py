@@ -17,8 +17,10 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # a profile without tools, so that a long answer is only text
+# greedy: sampled at 0.8 the model once answered "I'm sorry, but I can't assist with that request." (13 tokens)
 STORYTELLER = ('name = "storyteller"\ndescription = "Long stories, no tools."\n'
-               'system_prompt = "You are a storyteller. Write long, detailed answers."\n')
+               'system_prompt = "You are a storyteller. Write long, detailed answers."\n'
+               '[sampling]\ntemperature = 0\n')
 QUESTION = "Run this Python code: print(123456789 * 987654321)"  # asked to compute it, the model forgets print
 PRODUCT = str(123456789 * 987654321)  # 121932631112635269
 SECOND = 1000  # Playwright counts milliseconds; the model decodes ~20 tokens/s on a shared CPU
