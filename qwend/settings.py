@@ -30,8 +30,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="QWEND_", env_file=".env", extra="ignore", populate_by_name=True)
 
     # server
-    host: str = Field("127.0.0.1", description="Address to bind; loopback by default.")
-    port: int = Field(5997, ge=1, le=65535, description="TCP port to serve on.")
+    host: str = Field("127.0.0.1", validation_alias=_alias("host"),
+                      description="Address to bind; loopback by default (HOST, as seed 001's .env, too).")
+    port: int = Field(5997, ge=1, le=65535, validation_alias=_alias("port"), description="TCP port to serve on.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
     log_file: Path | None = Field(None, description="Rotating log file (JSON lines) beside the console; default "
                                   "<data_dir>/inference_server.log (seed 003).")
@@ -78,10 +79,13 @@ class Settings(BaseSettings):
     # models on disk
     data_dir: Path = Field(default_factory=default_data_dir, description="Where pulled models and state live.")
     models_dir: Path = Field(
-        Path("models"), description="A folder of GGUF files usable by file name (seed 004's `models/`)."
+        Path("models"), validation_alias=AliasChoices("models_dir", "QWEND_MODELS_DIR", "MODEL_CACHE_DIR"),
+        description="A folder of GGUF files (or model folders) usable by name (seed 004's `models/`, seed 001's "
+        "MODEL_CACHE_DIR).",
     )
     model: str = Field(
-        DEFAULT_MODEL, validation_alias=AliasChoices("model", "QWEND_MODEL", "INFERENCE_MODEL_ID"),
+        DEFAULT_MODEL,
+        validation_alias=AliasChoices("model", "QWEND_MODEL", "INFERENCE_MODEL_ID", "DEFAULT_MODEL"),
         description="Model loaded at start and used when a request names none: a catalog name, a .gguf file, "
         "a Hugging Face model folder (transformers, mlx) or the upstream's model id.",
     )
@@ -253,14 +257,26 @@ class Settings(BaseSettings):
     )
 
     # agents (seed 001's ENABLE_AGENTS, MAX_AGENT_ITERATIONS, DEFAULT_AGENT_VERBOSE are read too)
+    # seed 001's generation defaults (its .env), for its chat routes (/api/chat/...) where a request sets none
+    default_max_tokens: int | None = Field(None, ge=1, validation_alias=_alias("default_max_tokens"),
+                                           description="Seed 001's chat routes: max_tokens when a request sets none.")
+    default_temperature: float | None = Field(None, ge=0, le=2, validation_alias=_alias("default_temperature"),
+                                              description="Seed 001's chat routes: temperature when a request sets none.")
+    default_top_p: float | None = Field(None, gt=0, le=1, validation_alias=_alias("default_top_p"),
+                                        description="Seed 001's chat routes: top_p when a request sets none.")
     enable_agents: bool = Field(True, validation_alias=_alias("enable_agents"), description="Serve /api/agents/*.")
     max_agent_iterations: int = Field(
         10, ge=1, le=100, validation_alias=_alias("max_agent_iterations"),
         description="ReAct steps an agent run may take when the request does not say.",
     )
     default_agent_verbose: bool = Field(
-        True, validation_alias=_alias("default_agent_verbose"), description="Agent runs return every step."
+        True, validation_alias=_alias("default_agent_verbose"), description="Agent runs log every step."
     )
+
+    @field_validator("models_dir", mode="after")
+    @classmethod
+    def _home(cls, value: Path) -> Path:
+        return value.expanduser()  # `~/.cache/mlx-models`, as seed 001's .env writes it
 
     @field_validator("api_keys", "operator_keys", "allowed_hosts", "cors_origins", mode="before")
     @classmethod

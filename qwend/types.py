@@ -175,8 +175,8 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-# Events of one chat stream, in order: Queued* Started (Reasoning | Token | ToolCallStart ToolCallDelta*
-# ToolCallEnd)* Done.
+# Events of one chat stream, in order: Queued* Started PromptProgress* (Reasoning | Token | ToolCallStart
+# ToolCallDelta* ToolCallEnd | PromptProgress)* Done.
 
 
 @dataclass(frozen=True)
@@ -189,6 +189,16 @@ class Queued:
 class Started:
     model: str
     prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class PromptProgress:
+    """Prompt tokens read so far of `total` (cached ones included), while an engine reads a prompt in chunks
+    (llama-server's `return_progress`): what a long prompt's answer waits on before its first token. Also an
+    engine's item (engine/base.py Generated)."""
+
+    read: int
+    total: int
 
 
 @dataclass(frozen=True)
@@ -225,6 +235,8 @@ class ToolCallEnd:
 class Done:
     finish_reason: FinishReason
     usage: Usage
+    stop_sequence: str | None = None  # the request's stop string that ended the answer, where one did
 
 
-ChatEvent = Queued | Started | Reasoning | Token | ToolCallStart | ToolCallDelta | ToolCallEnd | Done
+ChatEvent = (Queued | Started | PromptProgress | Reasoning | Token | ToolCallStart | ToolCallDelta | ToolCallEnd
+             | Done)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-OLLAMA = frozenset(f"/api/{name}" for name in ("chat", "generate", "embed", "tags", "ps", "show", "pull", "delete"))
+OLLAMA = frozenset(f"/api/{name}" for name in ("chat", "generate", "embed", "tags", "ps", "show", "pull", "delete",
+                                                     "embeddings", "version"))
 NATIVE_V1 = ("/v1/sessions", "/v1/tools", "/v1/profiles")  # with /v1/chat: seed 000, FastAPI's {"detail"}
 
 

@@ -155,10 +155,12 @@ class ToolCalls:
 async def run_tool_loop(
     runtime: Runtime, messages: Sequence[Message], *, tools: Sequence[ToolSpec], model: str | None,
     sampling: SamplingParams, max_steps: int, chain: bool = False, execute: ToolExecutor | None = None,
-    who: Requester = Requester(), dialect: Dialect = ToolCalls(), server_tools: Collection[str] | None = None, loaded: LoadedModel | None = None,
+    who: Requester = Requester(), dialect: Dialect = ToolCalls(), server_tools: Collection[str] | None = None,
+    loaded: LoadedModel | None = None, json_schema: dict[str, Any] | None = None,
 ) -> AsyncIterator[LoopEvent]:
     """Chat events of every step, a StepDone per generation, a ToolResultEvent per call, then TurnEnd.
     `server_tools`: the tools qwend runs here, a call to any other is the client's (None: every call runs).
+    `json_schema`: the shape of the text answer (structured output), where the steps come to one.
     `loaded`: `model` as the caller resolved it, so that no step resolves it again."""
     history = list(messages)
     added: list[Message] = []
@@ -171,7 +173,8 @@ async def run_tool_loop(
     answered = False  # the last round's calls all succeeded
     while step < max_steps or dialect.answers_after_limit:
         may_call = step < max_steps and (chain or not answered)
-        base = who.attach(ChatRequest(tuple(history), model=model, sampling=sampling, tools=tuple(tools)))
+        base = who.attach(ChatRequest(tuple(history), model=model, sampling=sampling, tools=tuple(tools),
+                                      json_schema=json_schema))
         answer = CompletionBuilder()
         async with aclosing(chat(runtime, dialect.request(base, step, may_call), loaded=loaded)) as events:
             async for event in events:

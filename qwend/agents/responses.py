@@ -4,8 +4,9 @@ what it produced, the built-in tools it ran) are stored, and a later response na
 database. Function-call items and their outputs are part of the chain like any other item.
 
 Items are kept in the Responses API's own shapes (what clients send as input is what a chain replays):
-`message`, `function_call` (the client runs it), `function_call_output`, and `mcp_call` (a qwend tool that
-ran here, with its output: server-side, as OpenAI's MCP calls are). `respond` tells the loop's events as
+`message`, `function_call` (the client runs it; `namespace` set for a tool of a namespace), `custom_tool_call`
+(a free-text tool of the client's: its `input` is the one string the model wrote), their `..._output`s, and
+`mcp_call` (a qwend tool that ran here, with its output: server-side, as OpenAI's MCP calls are). `respond` tells the loop's events as
 those items; a call to one of the client's functions is the loop's hand-off, which ends the response.
 """
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from qwend.agents.loop import StepDone, ToolCalls, ToolResultEvent, TurnEnd, run_tool_loop, tool_result_text
-from qwend.errors import InvalidRequest
+from qwend.errors import InvalidRequest, ToolNotFound
 from qwend.runtime import Runtime
 from qwend.sessions.responses import ResponseStore, response_for
 from qwend.sessions.store import Caller
@@ -33,16 +34,30 @@ SERVER_LABEL = "qwend"  # the server_label of mcp_call items: qwend's own tools
 
 
 @dataclass(frozen=True)
+class ClientTool:
+    """A tool the client runs: a `function`, or a `custom` one (free text in: to the model, a function of one
+    string argument, CUSTOM_INPUT), either of them perhaps inside a `namespace`."""
+
+    spec: ToolSpec
+    custom: bool = False
+    namespace: str | None = None
+
+
+CUSTOM_INPUT = "input"  # the argument a custom tool's text travels in, between the model and its item
+
+
+@dataclass(frozen=True)
 class ResponseRequest:
     items: tuple[dict[str, Any], ...]  # the input, as items
     model: str | None = None
     instructions: str | None = None  # a system message for this response only (not carried down a chain)
-    function_tools: tuple[ToolSpec, ...] = ()  # the client's: their calls end the response as function_call items
+    client_tools: tuple[ClientTool, ...] = ()  # their calls end the response as function or custom call items
     builtin_tools: tuple[str, ...] = ()  # qwend's tools by name: run here, and the model answers from them
     tool_choice: Literal["none", "auto", "required"] = "auto"
     tool_name: str | None = None  # required to call this one
     parallel_tool_calls: bool = True
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    json_schema: dict[str, Any] | None = None  # `text.format`: the shape of the text answer ({}: any object)
     previous_response_id: str | None = None
     client: str | None = None
     priority: Priority = "interactive"
@@ -109,7 +124,9 @@ def to_messages(items: Sequence[dict[str, Any]]) -> list[Message]:
             messages.append(Message(role, content_text(item["content"], f"input[{index}].content")))
         elif kind == "function_call":
             call(item["call_id"], item["name"], item.get("arguments") or "{}")
-        elif kind == "function_call_output":
+        elif kind == "custom_tool_call":
+            call(item["call_id"], item["name"], json.dumps({CUSTOM_INPUT: item["input"]}))
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             output = item["output"] if isinstance(item["output"], str) else json.dumps(item["output"])
             messages.append(Message("tool", output, tool_call_id=item["call_id"], name=names.get(item["call_id"])))
         elif kind == "mcp_call":  # a qwend tool that ran: its call, then its result as the model read it
@@ -142,12 +159,14 @@ async def respond(runtime: Runtime, request: ResponseRequest, history: Sequence[
     messages = to_messages([*history, *request.items])
     if request.instructions:
         messages.insert(0, Message("system", request.instructions))
-    builtin = {runtime.tools.get(name).name for name in request.builtin_tools}  # an unknown one is a 404
-    tools = (*request.function_tools, *runtime.tools.specs(sorted(builtin)))
+    builtin = {_served(runtime, name) for name in request.builtin_tools}
+    clients = {tool.spec.name: tool for tool in request.client_tools}
+    tools = (*(tool.spec for tool in request.client_tools), *runtime.tools.specs(sorted(builtin)))
     asking = ToolCalls(notes=False, tool_choice=request.tool_choice, tool_name=request.tool_name,
                        parallel_tool_calls=request.parallel_tool_calls)
     loop = run_tool_loop(runtime, messages, tools=tools, model=request.model, sampling=request.sampling,
                          max_steps=runtime.settings.max_tool_steps, chain=True, dialect=asking, server_tools=builtin,
+                         json_schema=request.json_schema,
                          who=Requester(request.client, request.priority, request.affinity))
     output: list[dict[str, Any]] = []
     message: dict[str, Any] | None = None  # this step's text, once it starts
@@ -164,7 +183,7 @@ async def respond(runtime: Runtime, request: ResponseRequest, history: Sequence[
                     message = message_item("", status="in_progress")
                     yield start(message)
                 case ToolCallStart(_, call_id, name) if name not in builtin:
-                    calls[call_id] = function_call_item(call_id, name)
+                    calls[call_id] = client_call_item(call_id, clients.get(name), name)
                     yield start(calls[call_id])
                 case StepDone(_, _, reading):
                     if message is not None:
@@ -173,9 +192,9 @@ async def respond(runtime: Runtime, request: ResponseRequest, history: Sequence[
                     for call in reading.calls:
                         if call.name not in builtin:
                             if call.id not in calls:  # a call the parser found only at the end has no start yet
-                                calls[call.id] = function_call_item(call.id, call.name)
+                                calls[call.id] = client_call_item(call.id, clients.get(call.name), call.name)
                                 yield start(calls[call.id])
-                            calls[call.id].update(arguments=call.arguments, status="completed")
+                            calls[call.id].update(_called_with(calls[call.id], call.arguments), status="completed")
                             yield ItemDone(output.index(calls[call.id]), calls[call.id])
                     message, calls = None, {}
                     continue
@@ -189,9 +208,36 @@ async def respond(runtime: Runtime, request: ResponseRequest, history: Sequence[
             yield event
 
 
-def function_call_item(call_id: str, name: str) -> dict[str, Any]:
-    return {"id": f"fc_{uuid.uuid4().hex[:24]}", "type": "function_call", "call_id": call_id, "name": name,
-            "arguments": "", "status": "in_progress"}
+def _served(runtime: Runtime, kind: str) -> str:
+    """The qwend tool a built-in tool type names; a type qwend cannot serve is refused by name."""
+    try:
+        return runtime.tools.get(kind).name
+    except ToolNotFound as exc:
+        raise InvalidRequest(
+            f"tool type {kind!r} is not served here ({exc.message}): qwend serves function, custom and namespace "
+            f"tools, and its own tools by name ({', '.join(runtime.tools.names()) or 'none enabled'})",
+            param="tools") from None
+
+
+def client_call_item(call_id: str, tool: ClientTool | None, name: str) -> dict[str, Any]:
+    """The item of a call to one of the client's tools, its arguments (or input) to come."""
+    if tool is not None and tool.custom:
+        item = {"id": f"ctc_{uuid.uuid4().hex[:24]}", "type": "custom_tool_call", "call_id": call_id, "name": name,
+                "input": "", "status": "in_progress"}
+    else:
+        item = {"id": f"fc_{uuid.uuid4().hex[:24]}", "type": "function_call", "call_id": call_id, "name": name,
+                "arguments": "", "status": "in_progress"}
+    return item | ({"namespace": tool.namespace} if tool is not None and tool.namespace else {})
+
+
+def _called_with(item: dict[str, Any], arguments: str) -> dict[str, Any]:
+    if item["type"] != "custom_tool_call":
+        return {"arguments": arguments}
+    try:
+        text = json.loads(arguments).get(CUSTOM_INPUT, "")
+    except (ValueError, AttributeError):
+        text = arguments
+    return {"input": text if isinstance(text, str) else json.dumps(text)}
 
 
 def message_item(text: str, *, status: str = "completed", item_id: str | None = None) -> dict[str, Any]:

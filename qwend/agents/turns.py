@@ -1,24 +1,25 @@
 """One turn of a profile chat (seed 000's `/v1/chat` and session chats): the second entry point besides
 `chat.service.chat`. It resolves the profile and the model once (the loaded model goes to the window fitting
 and to every step of the loop), waits its turn in the session, fits the history into the window, runs the tool
-loop, and stores the whole turn in one transaction once it is complete. The route that read the session hands
+loop, and stores the whole turn in one transaction once it is complete (or, stopped midway, as far as it came). The route that read the session hands
 it over, so a turn reads it no second time.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from functools import partial
 
-from qwend.agents.loop import LoopEvent, StepDone, ToolExecutor, TurnEnd, run_tool_loop
+from qwend.agents.loop import LoopEvent, StepDone, ToolExecutor, ToolResultEvent, TurnEnd, run_tool_loop
 from qwend.engine.manager import LoadingModel
 from qwend.errors import InvalidRequest
 from qwend.runtime import Runtime
 from qwend.sessions.context import fit_session
 from qwend.sessions.store import SessionRecord, StoredMessage
-from qwend.types import Message, Queued, Requester, SamplingOverrides, ToolSpec
+from qwend.types import Message, Queued, Requester, SamplingOverrides, Token, ToolSpec
 
 
 @dataclass(frozen=True)
@@ -96,21 +97,57 @@ async def run_turn(runtime: Runtime, request: Turn) -> AsyncIterator[LoopEvent |
                                  tools=tools, budget=length - sampling.max_tokens, context_length=length,
                                  prompt=loaded.backend.prompt, summarize=summarize,
                                  overflow=runtime.settings.context_overflow)
-        steps: list[StepDone] = []
-        async with aclosing(loop(view)) as events:
-            async for event in events:
-                if isinstance(event, StepDone):
-                    steps.append(event)
-                if isinstance(event, TurnEnd):
-                    await runtime.sessions.append_turn(session.id, _stored(user, event, steps))
-                yield event
+        so_far = _TurnSoFar(user)
+        try:
+            async with aclosing(loop(view)) as events:
+                async for event in events:
+                    so_far.add(event)
+                    if isinstance(event, TurnEnd):
+                        await runtime.sessions.append_turn(session.id, so_far.stored(event.messages))
+                        so_far.kept = True
+                    yield event
+        except (GeneratorExit, asyncio.CancelledError):
+            # stopped (the client's Stop, a closed tab, a dropped connection): the question stays, and the answer
+            # as far as it came, marked stopped, as chat UIs keep them; shielded, as the task may be cancelled
+            if not so_far.kept:
+                await asyncio.shield(runtime.sessions.append_turn(session.id, so_far.stopped()))
+            raise
 
 
-def _stored(user: Message, end: TurnEnd, steps: list[StepDone]) -> list[StoredMessage]:
+class _TurnSoFar:
+    """What a turn has produced, event by event: its finished steps and tool results, and the text of the step
+    under way, so that a turn stopped midway is stored as far as it came."""
+
+    def __init__(self, user: Message) -> None:
+        self.user, self.kept = user, False
+        self.steps: list[StepDone] = []
+        self.messages: list[Message] = []  # finished steps and tool results, as the loop adds them
+        self.partial: list[str] = []  # the text of the step under way
+
+    def add(self, event: LoopEvent) -> None:
+        match event:
+            case Token(text):
+                self.partial.append(text)
+            case StepDone(_, _, reading):
+                self.steps.append(event)
+                self.partial = []
+                if reading is not None:
+                    self.messages.append(reading.reply)
+            case ToolResultEvent(call):
+                self.messages.append(Message("tool", event.observation, name=call.name, tool_call_id=call.id))
+
+    def stopped(self) -> list[StoredMessage]:
+        return [*self.stored(self.messages), StoredMessage("assistant", "".join(self.partial), stopped=True)]
+
+    def stored(self, messages: Sequence[Message]) -> list[StoredMessage]:
+        return _stored(self.user, messages, self.steps)
+
+
+def _stored(user: Message, messages: Sequence[Message], steps: list[StepDone]) -> list[StoredMessage]:
     """The turn as stored: the user's message, then each assistant step (with its token counts) and tool result."""
     usages = iter(steps)
     stored = [StoredMessage("user", user.content)]
-    for message in end.messages:
+    for message in messages:
         row = StoredMessage(
             message.role, message.content, reasoning=message.reasoning or "", tool_calls=message.tool_calls,
             tool_call_id=message.tool_call_id, name=message.name,

@@ -1,4 +1,5 @@
-"""Anthropic: POST /v1/messages (text, tools, streaming events). A translator, nothing more."""
+"""Anthropic: POST /v1/messages (text, tools, streaming events) and POST /v1/messages/count_tokens. A
+translator, nothing more. (Its models list is GET /v1/models, shared with OpenAI: api/openai.py.)"""
 
 from __future__ import annotations
 
@@ -11,10 +12,15 @@ from qwend.api.answer import answer
 from qwend.api.deps import RequesterDep, RuntimeDep
 from qwend.api.jsonbody import JsonRoute
 from qwend.api.wire import anthropic as wire
-from qwend.chat.service import chat, complete
+from qwend.chat.service import chat, complete, prompt_tokens
 from qwend.types import ChatEvent, Done, Reasoning, Started, Token, ToolCallDelta, ToolCallEnd, ToolCallStart, Usage
 
 router = APIRouter(route_class=JsonRoute.answering(wire.ANTHROPIC), prefix="/v1", tags=["Anthropic"])
+
+
+@router.post("/messages/count_tokens", summary="Count the tokens a message request's prompt takes (Anthropic)")
+async def count_message_tokens(body: wire.CountTokensRequest, runtime: RuntimeDep):
+    return {"input_tokens": await prompt_tokens(runtime, wire.to_chat_request(body))}
 
 
 @router.post("/messages", summary="Create a message (Anthropic)")
@@ -26,9 +32,9 @@ async def create_message(body: wire.MessagesRequest, request: Request, runtime: 
 async def _message(events: AsyncIterator[ChatEvent]) -> dict[str, Any]:
     result = await complete(events)
     content = wire.content_blocks(result.text, result.tool_calls, result.reasoning)
-    return wire.message_body(
-        wire.message_id(), result.model, content, wire.STOP_REASONS[result.finish_reason], result.usage
-    )
+    return wire.message_body(wire.message_id(), result.model, content,
+                             wire.stop_reason(result.finish_reason, result.stop_sequence), result.usage,
+                             result.stop_sequence)
 
 
 def _event(name: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -90,9 +96,9 @@ async def _events(events: AsyncIterator[ChatEvent]) -> AsyncIterator[dict[str, A
             case ToolCallEnd(index) if blocks.call_index == index:
                 for frame in blocks.stop():
                     yield frame
-            case Done(reason, usage):
+            case Done(reason, usage, stop_sequence):
                 for frame in blocks.stop():
                     yield frame
-                delta = {"stop_reason": wire.STOP_REASONS[reason], "stop_sequence": None}
+                delta = {"stop_reason": wire.stop_reason(reason, stop_sequence), "stop_sequence": stop_sequence}
                 yield _event("message_delta", {"delta": delta, "usage": wire.usage_body(usage)})
                 yield _event("message_stop", {})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -19,13 +20,15 @@ from qwend.api.jsonbody import JsonRoute, loads
 from qwend.api.streaming import unless_disconnected
 from qwend.api.wire import cortex as wire
 from qwend.api.wire.agents import AGENTS, AgentExecuteBody, PlanBody, info_body, result_body, step_body
-from qwend.api.wire.openai import completion_id, to_chat_request
+from qwend.api.wire.openai import completion_id
 from qwend.api.wire.tools import ExecuteBody, cortex_tool, openai_definition
 from qwend.chat.service import chat, complete
 from qwend.errors import QwendError
 from qwend.models.facts import read_all_facts
 from qwend.runtime import Runtime
 from qwend.types import ChatEvent
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(route_class=JsonRoute.answering(wire.CORTEX), prefix="/api", tags=["cortex (seed 001)"])
 
@@ -35,14 +38,14 @@ router = APIRouter(route_class=JsonRoute.answering(wire.CORTEX), prefix="/api", 
 
 @router.post("/chat/completions", summary="A chat completion; the answer is at message.content (SSE with stream)")
 async def chat_completion(body: wire.CortexChatRequest, request: Request, runtime: RuntimeDep, who: RequesterDep):
-    events = chat(runtime, who.attach(to_chat_request(body)))
+    events = chat(runtime, who.attach(wire.to_cortex_request(body, runtime.settings)))
     return await answer(request, wire.CORTEX, events, stream=body.stream, frames=_frames, fold=_answered)
 
 
 @router.post("/chat/completions/stream", summary="A streaming chat completion (SSE frames: start, token, done)")
 async def chat_completion_stream(body: wire.CortexChatRequest, request: Request, runtime: RuntimeDep,
                                  who: RequesterDep):
-    events = chat(runtime, who.attach(to_chat_request(body)))
+    events = chat(runtime, who.attach(wire.to_cortex_request(body, runtime.settings)))
     return await answer(request, wire.CORTEX, events, stream=True, frames=_frames, fold=_answered)
 
 
@@ -103,7 +106,8 @@ async def chat_websocket(websocket: WebSocket):
 
 async def _stream_to(websocket: WebSocket, runtime: Runtime, body: wire.WsChat) -> None:
     try:
-        async with aclosing(chat(runtime, requester(websocket).attach(to_chat_request(body)))) as events:
+        request = requester(websocket).attach(wire.to_cortex_request(body, runtime.settings))
+        async with aclosing(chat(runtime, request)) as events:
             async for event in events:
                 if (frame := wire.frame(event)) is not None:
                     await websocket.send_json(frame)
@@ -196,21 +200,31 @@ async def agent_execute(body: AgentExecuteBody, request: Request, runtime: Runti
     events = react.run(
         runtime, body.goal, max_iterations=body.max_iterations, model=body.model, context=body.context, who=who
     )
-    return await answer(request, AGENTS, events, stream=body.stream, frames=lambda opened: _steps(opened, verbose),
-                        fold=lambda opened: _agent_answer(opened, verbose))
+    if verbose:
+        events = _logged(events)
+    return await answer(request, AGENTS, events, stream=body.stream, frames=_steps, fold=_agent_answer)
 
 
-async def _agent_answer(events: AsyncIterator[react.AgentEvent], verbose: bool) -> dict[str, Any]:
-    return result_body(await react.collect(events), verbose)
+async def _logged(events: AsyncIterator[react.AgentEvent]) -> AsyncIterator[react.AgentEvent]:
+    """seed 001's `verbose`: each step in the daemon's log as it is taken."""
+    async with aclosing(events):
+        async for event in events:
+            if isinstance(event, react.Step):
+                log.info("agent step %d: %s -> %s", event.step_number, event.action or "(no action)",
+                         (event.observation or "")[:200])
+            yield event
 
 
-async def _steps(events: AsyncIterator[react.AgentEvent], verbose: bool
-                 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+async def _agent_answer(events: AsyncIterator[react.AgentEvent]) -> dict[str, Any]:
+    return result_body(await react.collect(events))
+
+
+async def _steps(events: AsyncIterator[react.AgentEvent]) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     async for event in events:
         if isinstance(event, react.Step):
             yield "step", step_body(event)
         elif isinstance(event, react.AgentResult):
-            yield "done", result_body(event, verbose)
+            yield "done", result_body(event)
 
 
 @router.get("/agents/info", dependencies=AGENTS_ON, summary="The agents this daemon offers")

@@ -48,6 +48,11 @@ async def metrics(runtime: RuntimeDep):
     return Response(runtime.metrics.render(runtime.models, sessions), media_type=CONTENT_TYPE_LATEST)
 
 
+@router.head("/", include_in_schema=False)
+async def alive() -> Response:
+    return Response()  # Ollama's client asks this before anything else
+
+
 @router.get("/", summary="Name, version and status (seeds 000, 001 and 004)")
 async def root(runtime: RuntimeDep):
     return {

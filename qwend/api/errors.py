@@ -70,8 +70,9 @@ def _route_for(scope: Scope) -> BaseRoute | None:
 
 
 def _not_json(exc: RequestValidationError) -> bool:
-    """FastAPI hands a body whose Content-Type is not JSON to validation as raw bytes. Such bodies stay
-    refused: text/plain, form and type-less POSTs are what a hostile web page can send without a preflight."""
+    """FastAPI hands a body whose Content-Type is not JSON to validation as raw bytes. From a page (it sent
+    Origin, api/jsonbody.py) such bodies stay refused: text/plain, form and type-less POSTs are what a hostile
+    web page can send without a preflight."""
     first = exc.errors()[0]
     return tuple(first.get("loc", ())) == ("body",) and isinstance(first.get("input"), bytes)
 
@@ -108,6 +109,13 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(request, 415, message, code="unsupported_media_type")
         message, param = _validation_message(exc)
         return error_response(request, 400, message, code="invalid_request", param=param)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # a fault of qwend's or of a library under it: still the protocol's shape (clients parse it), and the
+        # traceback in the log (Starlette logs what this handler was called for)
+        return error_response(request, 500, f"internal error: {type(exc).__name__}: {exc}"[:500],
+                              type_="server_error", code="internal_error")
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

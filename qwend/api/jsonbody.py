@@ -5,6 +5,11 @@ UTF-8 encoder takes, and it failed later, as a 500, in the tokenizer, SQLite or 
 such halves when they cut a string in the middle of an emoji, so like Go's encoding/json (Ollama) we read
 a lone half as U+FFFD, the replacement character, and keep the rest of the text. Nesting too deep for
 the decoder is a malformed body (400), not a RecursionError.
+
+A body is read as JSON whatever its Content-Type says where the request has no Origin header: litellm's Ollama
+providers send none, Ollama's own `curl -d` examples send a form type, and seed 003's clients any. A browser
+sends Origin with every cross-site POST (and the guard refuses origins not allowed), so a page cannot use this
+to slip a "simple" form or text/plain request past CORS; with an Origin, a body must say it is JSON (415).
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ LARGE_BODY = 1 << 20  # bytes past which a body is decoded in a worker thread
 _ESCAPES = r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[dD][89a-fA-F][0-9a-fA-F]{2}|\\."
 _ESCAPE_TEXT, _ESCAPE_BYTES = re.compile(_ESCAPES), re.compile(_ESCAPES.encode())
 _LONE_TEXT, _LONE_BYTES = re.compile(r"\\u[dD][89a-fA-F]"), re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+# what a JSON body may be sent as without an Origin (a form or multipart upload keeps its own type)
+_UNDECLARED = {"", "text/plain", "application/x-www-form-urlencoded", "application/octet-stream"}
 
 
 def loads(raw: str | bytes) -> Any:
@@ -69,6 +78,16 @@ class JsonRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def route(request: Request) -> Response:
-            return await handler(JsonRequest(request.scope, request.receive))
+            return await handler(JsonRequest(_read_as_json(request), request.receive))
 
         return route
+
+
+def _read_as_json(request: Request) -> dict[str, Any]:
+    """The request's scope, its Content-Type set to JSON where it sent none of JSON's and no Origin (above)."""
+    headers = request.headers
+    declared = (headers.get("content-type") or "").split(";")[0].strip().lower()
+    if "origin" in headers or declared not in _UNDECLARED:
+        return request.scope
+    raw = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
+    return {**request.scope, "headers": [*raw, (b"content-type", b"application/json")]}

@@ -34,8 +34,10 @@ async def load_model(body: wire.LoadBody, runtime: RuntimeDep):
     before = set(runtime.models.loaded)
     try:
         loaded = await runtime.models.load(body.model_key, exclusive=body.exclusive)
-    except QwendError as exc:  # the seed answers a failed load with its own body: {"loaded": false, "error"}
-        return JSONResponse(wire.load_failure_body(body.model_key, exc.message), status_code=exc.status)
+    except QwendError as exc:
+        # the seed answers a failed load with its own body, {"loaded": false, "error"}, as a 200: its clients
+        # (PowerShell's Invoke-RestMethod) throw on any other status before they can read the body
+        return JSONResponse(wire.load_failure_body(body.model_key, exc.message))
     unloaded = sorted(before - set(runtime.models.loaded))
     return wire.load_body(body, loaded.name, already_loaded=loaded.name in before, unloaded=unloaded)
 

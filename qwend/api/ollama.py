@@ -1,4 +1,5 @@
-"""Ollama: /api/chat, /api/generate, /api/embed, /api/tags, /api/ps, /api/show, /api/pull, /api/delete. A translator, nothing more.
+"""Ollama: /api/chat, /api/generate, /api/embed (and the older /api/embeddings), /api/tags, /api/ps, /api/show,
+/api/pull, /api/delete, /api/version. A translator, nothing more.
 
 Answers stream as NDJSON by default (`"stream": false` for one object); errors are `{"error": message}`, in
 the body before the stream starts and as the last line after (its codec, replies.OLLAMA). What Ollama reports
@@ -127,6 +128,21 @@ async def embed_texts(body: OllamaEmbedBody, runtime: RuntimeDep, who: Requester
     result = await embed(runtime, who.attach(request))
     return {"model": result.model, "embeddings": result.vectors, "total_duration": time.perf_counter_ns() - started,
             "load_duration": 0, "prompt_eval_count": result.tokens}
+
+
+@router.post("/embeddings", summary="The embedding of one prompt (Ollama's older route; /api/embed is the current one)")
+async def embed_prompt(body: wire.LegacyEmbeddingsBody, runtime: RuntimeDep, who: RequesterDep):
+    keep_alive = wire.keep_alive_seconds(body.keep_alive)
+    if not body.prompt:  # Ollama's way to load the model
+        await _load(runtime, _local_model(runtime, body.model).name, keep_alive)
+        return {"embedding": []}
+    request = EmbeddingRequest((body.prompt,), model=body.model, keep_alive=keep_alive)
+    return {"embedding": (await embed(runtime, who.attach(request))).vectors[0]}
+
+
+@router.get("/version", summary="The Ollama API version qwend answers as (Ollama)")
+async def version():
+    return {"version": replies.OLLAMA_VERSION}
 
 
 @router.get("/tags", summary="Models on disk (Ollama)")

@@ -1,5 +1,5 @@
-"""OpenAI: `POST /v1/chat/completions` (JSON and SSE), `POST /v1/embeddings` and `GET /v1/models`. A
-translator, nothing more."""
+"""OpenAI: `POST /v1/chat/completions` (JSON and SSE), `POST /v1/embeddings`, `GET /v1/models` and
+`GET /v1/models/{id}` (which the Anthropic SDK asks too: answered in its shape). A translator, nothing more."""
 
 from __future__ import annotations
 
@@ -18,10 +18,14 @@ from qwend.api.streaming import fold_choices, merged, open_streams
 from qwend.api.wire import openai as wire
 from qwend.api.wire.embeddings import EmbeddingsBody, embeddings_body, to_embedding_request
 from qwend.chat.embeddings import embed
-from qwend.models.facts import read_all_facts
+from qwend.api.wire import anthropic as anthropic_wire
+from qwend.errors import ModelNotFound
+from qwend.models.facts import ModelFacts, read_all_facts
+from qwend.runtime import Runtime
 from qwend.types import ChatEvent, Done, Reasoning, Speculated, Started, Token, ToolCallDelta, ToolCallStart, Usage
 
 log = logging.getLogger(__name__)
+ANTHROPIC_VERSION = "anthropic-version"  # the header every Anthropic SDK request carries
 router = APIRouter(route_class=JsonRoute.answering(wire.OPENAI), prefix="/v1", tags=["OpenAI"])
 
 
@@ -66,7 +70,7 @@ async def _chunks(pairs: AsyncIterator[tuple[int, ChatEvent]], n: int, include_u
             case Token(text, token_logprobs):
                 yield chunk(index, {"content": text}, token_logprobs=token_logprobs if logprobs else None)
             case Reasoning(text):
-                yield chunk(index, {"reasoning_content": text})
+                yield chunk(index, wire.reasoning_fields(text))
             case ToolCallStart(call_index, call_id, name):
                 call = {"index": call_index, "id": call_id, "type": "function",
                         "function": {"name": name, "arguments": ""}}
@@ -87,25 +91,39 @@ async def create_embeddings(body: EmbeddingsBody, runtime: RuntimeDep, who: Requ
     return embeddings_body(result, body.encoding_format)
 
 
-@router.get("/models", summary="Every model qwend can serve (OpenAI), with what it can do")
-async def list_models(runtime: RuntimeDep):
-    data = []
+@router.get("/models", summary="Every model qwend can serve (OpenAI; Anthropic's shape when the request carries "
+            "anthropic-version), with what it can do")
+async def list_models(request: Request, runtime: RuntimeDep):
+    listed = await asyncio.to_thread(read_all_facts, await runtime.models.available())
+    if ANTHROPIC_VERSION in request.headers:  # the Anthropic SDK's models.list() asks the same path
+        return anthropic_wire.models_body(listed)
+    return {"object": "list", "data": [_model_body(facts, runtime) for facts in listed]}
+
+
+@router.get("/models/{model_id:path}", summary="One model (OpenAI's models.retrieve; Anthropic's with "
+            "anthropic-version)")
+async def retrieve_model(model_id: str, request: Request, runtime: RuntimeDep):
     for facts in await asyncio.to_thread(read_all_facts, await runtime.models.available()):
-        data.append(
-            {
-                "id": facts.name,
-                "object": "model",
-                "created": int(facts.modified_at),
-                "owned_by": "qwend",
-                "loaded": facts.name in runtime.models.loaded,
-                # beyond OpenAI's fields, as LM Studio's /api/v0/models gives them
-                "engine": runtime.settings.backend,
-                "capabilities": list(facts.capabilities),
-                "context_length": facts.context_length,
-                "quantization": facts.quantization,
-                "size_bytes": facts.size or None,
-                "aliases": list(facts.aliases),
-            }
-            | ({"error": facts.error} if facts.error else {})  # a damaged file: listed, with why it cannot load
-        )
-    return {"object": "list", "data": data}
+        if model_id == facts.name or model_id in facts.aliases:
+            if ANTHROPIC_VERSION in request.headers:
+                return anthropic_wire.model_body(facts)
+            return _model_body(facts, runtime)
+    raise ModelNotFound(f"model {model_id!r} is not among this daemon's models (GET /v1/models lists them); "
+                        f"`qwend pull {model_id}` fetches a catalog model", param="model")
+
+
+def _model_body(facts: ModelFacts, runtime: Runtime) -> dict[str, Any]:
+    return {
+        "id": facts.name,
+        "object": "model",
+        "created": int(facts.modified_at),
+        "owned_by": "qwend",
+        "loaded": facts.name in runtime.models.loaded,
+        # beyond OpenAI's fields, as LM Studio's /api/v0/models gives them
+        "engine": runtime.settings.backend,
+        "capabilities": list(facts.capabilities),
+        "context_length": facts.context_length,
+        "quantization": facts.quantization,
+        "size_bytes": facts.size or None,
+        "aliases": list(facts.aliases),
+    } | ({"error": facts.error} if facts.error else {})  # a damaged file: listed, with why it cannot load

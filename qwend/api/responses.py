@@ -154,8 +154,8 @@ class ResponseJob:
                         self._emit("response.output_text.delta", item_id=self.output[-1]["id"],
                                    output_index=len(self.output) - 1, content_index=0, delta=text, logprobs=[])
                     case ToolCallStart(index, call_id, _):
-                        for item in self.output:
-                            if item.get("call_id") == call_id:
+                        for item in self.output:  # a custom tool's input is told whole, at its end
+                            if item.get("call_id") == call_id and item["type"] == "function_call":
                                 calls[index] = item
                     case ToolCallDelta(index, arguments) if index in calls:
                         self._emit("response.function_call_arguments.delta", item_id=calls[index]["id"],
@@ -197,6 +197,9 @@ class ResponseJob:
         elif item["type"] == "function_call":
             self._emit("response.function_call_arguments.done", item_id=item["id"], output_index=index,
                        name=item["name"], arguments=item["arguments"])
+        elif item["type"] == "custom_tool_call":
+            self._emit("response.custom_tool_call_input.done", item_id=item["id"], output_index=index,
+                       input=item["input"])
         else:  # a built-in tool that ran here: it has no deltas, so it is added and done at once
             self._emit("response.output_item.added", output_index=index, item=item)
         self._emit("response.output_item.done", output_index=index, item=item)

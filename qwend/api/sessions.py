@@ -16,7 +16,7 @@ from qwend.api.jsonbody import JsonRoute
 from qwend.api.wire import daemon as wire
 from qwend.runtime import Runtime
 from qwend.sessions.store import session_for
-from qwend.types import Queued, Reasoning, SamplingOverrides, Started, Token, ToolCallEnd
+from qwend.types import PromptProgress, Queued, Reasoning, SamplingOverrides, Started, Token, ToolCallEnd
 
 router = APIRouter(route_class=JsonRoute.answering(wire.NATIVE), prefix="/v1", tags=["qwend"])
 
@@ -91,8 +91,8 @@ async def _answered(events: AsyncIterator, profile: str, session_id: str | None)
 
 
 async def _progress(events: AsyncIterator, session_id: str | None) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """The native event vocabulary: queued, started, reasoning, token, tool_call, tool_result, usage, done (and
-    error: wire.NATIVE)."""
+    """The native event vocabulary: queued, started, progress (prompt tokens read of total), reasoning, token,
+    tool_call, tool_result, usage, done (and error: wire.NATIVE)."""
     started = False
     async for event in events:
         match event:
@@ -103,6 +103,8 @@ async def _progress(events: AsyncIterator, session_id: str | None) -> AsyncItera
             case Started(model, prompt_tokens) if not started:
                 started = True
                 yield "started", {"model": model, "prompt_tokens": prompt_tokens, "session_id": session_id}
+            case PromptProgress(read, total):
+                yield "progress", {"read": read, "total": total}
             case Reasoning(text):
                 yield "reasoning", {"text": text}
             case Token(text):

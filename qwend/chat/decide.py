@@ -14,7 +14,9 @@ whether an answer is tool calls or text is decided here, as a step of its own; t
    the tool the start named, and only whole calls go on (chat/calls.py). Text is generated again at the
    answer's temperature (where greedy, the held start goes on as it is); text where a call may not be made
    (tools shown for context only, a tool that was not offered or does not fit) only its first token kept
-   from opening a call, as the grammar for the rest would cost the speed.
+   from opening a call, as the grammar for the rest would cost the speed. Where the request also asks for a
+   response format (JSON beside tools: an agent's structured final answer), text is always generated again,
+   under that format's grammar (`Deferred.text`).
 Every generation runs in the one scheduler job: the slot is kept between them.
 """
 
@@ -31,7 +33,7 @@ from qwend.chat.parser import call_intent, called_name
 from qwend.chat.relevance import CALL_MARGIN, DOUBT_FLOOR, fit
 from qwend.engine.base import Backend, Finished, Generated, Piece, Prefill, Prompt, answer_limit
 from qwend.engine.grammar import CALL_CLOSE, NO_CALL_START, TEXT_ONLY_START
-from qwend.types import OutputConstraint, SamplingParams
+from qwend.types import OutputConstraint, PromptProgress, SamplingParams
 
 MAX_HELD_TOKENS = 6  # an answer's intent (call or text) shows within its first few tokens
 MAX_NAME_TOKENS = 24  # and a call's tool name within these
@@ -60,6 +62,9 @@ class Deferred:
     # the request follows tool results: small models answer it from the old results instead of calling again,
     # so a doubtful fit is put to the first call's arguments whatever the answer began with
     follow_up: bool = False
+    # the grammar of a text answer where the request asks for a response format beside its tools (JSON); a
+    # text answer is then always generated again under it
+    text: OutputConstraint | None = None
 
 
 def generation(
@@ -125,11 +130,14 @@ class _DecidedAnswer:
         released = 0
         async with aclosing(self.backend.generate(self.prompt, deciding, None)) as answer:
             async for item in answer:
-                if isinstance(item, Prefill):
+                if isinstance(item, (Prefill, PromptProgress)):
                     yield item
                     continue
                 if isinstance(item, Finished):
                     if required:
+                        break
+                    if self.deferred.text is not None:  # ended while unclear: text, in the asked format
+                        choice = "text"
                         break
                     for piece in held:  # the answer ended while still ambiguous: it was text
                         if piece.tokens and released >= limit:
@@ -143,7 +151,8 @@ class _DecidedAnswer:
                     choice = decide("".join(p.text for p in held), sum(p.tokens for p in held), self.constraint)
                     if choice is None:
                         continue
-                    if choice != "text" or sampled or required or self.deferred.judge is not None:
+                    if (choice != "text" or sampled or required or self.deferred.judge is not None
+                            or self.deferred.text is not None):
                         break  # closes this generation, before the next one opens
                 pieces, held = held or [item], []
                 for piece in pieces:
@@ -175,7 +184,8 @@ class _DecidedAnswer:
         elif choice == "text_again":
             restarted = self._text_again()
         elif choice == "text":  # decided from the greedy start, which is generated again at the temperature
-            restarted = self.backend.generate(replace(self.prompt, pin=False), self.params, TEXT_SAMPLED)
+            restarted = self.backend.generate(replace(self.prompt, pin=False), self.params,
+                                              self.deferred.text or TEXT_SAMPLED)
         else:
             return
         async with aclosing(restarted):
@@ -202,7 +212,7 @@ class _DecidedAnswer:
     async def _text_again(self) -> AsyncIterator[Generated]:
         plain = self.deferred.plain
         prompt = await asyncio.to_thread(plain) if plain else replace(self.prompt, pin=False)
-        async with aclosing(self.backend.generate(prompt, self.params, TEXT_AGAIN)) as again:
+        async with aclosing(self.backend.generate(prompt, self.params, self.deferred.text or TEXT_AGAIN)) as again:
             async for item in again:
                 yield item
 

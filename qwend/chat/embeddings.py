@@ -38,12 +38,16 @@ class Embeddings:
 
 async def embed(runtime: Daemon, request: EmbeddingRequest) -> Embeddings:
     """Unit-length vectors for the request's texts, in order. Raises InvalidRequest (400) for no texts, too
-    many, a model that cannot embed, or `dimensions` beyond the model's."""
+    many, an empty one, a model that cannot embed, or `dimensions` beyond the model's."""
     if not request.texts:
         raise InvalidRequest("input must hold at least one text", param="input")
     if len(request.texts) > MAX_INPUTS:
         raise InvalidRequest(f"{len(request.texts)} inputs are more than the {MAX_INPUTS} one request may carry",
                              param="input")
+    for index, text in enumerate(request.texts):  # no tokens, nothing to read: llama.cpp fails on it (as OpenAI)
+        if not text:
+            raise InvalidRequest(f"input {index} is an empty string: there is nothing to embed; leave it out or "
+                                 "send some text", param="input")
     loaded = await runtime.models.request(request.model, keep_alive=request.keep_alive)
     if isinstance(loaded, LoadingModel):
         loaded = await loaded.ready()

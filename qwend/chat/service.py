@@ -28,7 +28,8 @@ from qwend.errors import BackendError, ContextOverflow, InvalidRequest
 from qwend.metrics import Metrics
 from qwend.settings import Settings
 from qwend.types import (
-    ChatEvent, ChatRequest, Done, FinishReason, Message, OutputConstraint, Queued, Reasoning, SamplingParams, Started,
+    ChatEvent, ChatRequest, Done, FinishReason, Message, OutputConstraint, PromptProgress, Queued, Reasoning,
+    SamplingParams, Started,
     Speculated, Token, TokenLogprob, ToolCall, ToolCallEnd, ToolSpec, Usage,
 )
 
@@ -77,6 +78,8 @@ async def chat(
                     yield Started(loaded.name, prompt.length)
                 case Prefill(cached):
                     cached_tokens = cached
+                case PromptProgress():
+                    yield item
                 case Piece(piece, tokens, logprob):
                     timer.piece(tokens)
                     completion_tokens += tokens
@@ -98,7 +101,7 @@ async def chat(
     runtime.metrics.tool_parse(parser.outcomes)
     if parser.calls and finish == "stop":
         finish = "tool_calls"
-    yield Done(finish, Usage(prompt_length, completion_tokens, cached_tokens, speculated))
+    yield Done(finish, Usage(prompt_length, completion_tokens, cached_tokens, speculated), stops.matched)
 
 
 class _LogprobsToText:
@@ -117,6 +120,16 @@ class _LogprobsToText:
             event = replace(event, logprobs=tuple(self.pending))
             self.pending = []
         return event
+
+
+async def prompt_tokens(runtime: Daemon, request: ChatRequest) -> int:
+    """How many tokens the request's prompt takes, rendered with its tools as its answer's would be (Anthropic's
+    count_tokens); the model is loaded for its tokenizer."""
+    request = _within_limits(request, runtime.settings)
+    found = await runtime.models.request(request.model, keep_alive=request.keep_alive)
+    loaded = found if isinstance(found, LoadedModel) else await found.ready()
+    tools, _ = tool_plan(request)
+    return (await asyncio.to_thread(build_prompt, loaded.backend, request.messages, tools)).length
 
 
 def _within_limits(request: ChatRequest, settings: Settings) -> ChatRequest:
@@ -145,7 +158,10 @@ def _prepare(
         prompt = loaded.backend.text_prompt(request.text_prompt, request.suffix)
         prompt = replace(prompt, affinity=request.affinity, suffix=request.suffix)
         check_fits(prompt.length, request.sampling, loaded.backend.info.context_length)
-        return prompt, generation(loaded.backend, prompt, request.sampling, None), PlainText()
+        constraint = OutputConstraint(json_schema=request.json_schema) if request.json_schema is not None else None
+        if constraint is not None and loaded.backend.info.grammar:
+            constraint = replace(constraint, grammar=loaded.backend.grammar_for(constraint))
+        return prompt, generation(loaded.backend, prompt, request.sampling, constraint), PlainText()
     if request.tool_choice == "auto" and request.messages[-1].role == "tool" and runtime.settings.answer_after_tool_results:
         request = replace(request, tool_choice="text")  # see ANSWER_NOTE
     tools, constraint = tool_plan(request)
@@ -174,6 +190,9 @@ def _prepare(
                            plain=functools.partial(build_prompt, backend, request.messages, ()),
                            asked=asked[-1] if asked else "",
                            follow_up=any(m.role == "tool" for m in request.messages))
+    if enforced and constraint.tools and request.json_schema is not None:
+        text = OutputConstraint(json_schema=request.json_schema)
+        deferred = replace(deferred, text=replace(text, grammar=backend.grammar_for(text)))
     if enforced and constraint.tools and constraint.parallel:
         # once calls are decided on, ask for one per item (irrelevance is settled by then; see PARALLEL_HINT)
         deferred = replace(deferred, calls=functools.partial(_calls_prompt, backend, request, tools))
@@ -234,10 +253,11 @@ def tool_plan(request: ChatRequest) -> tuple[tuple[ToolSpec, ...], OutputConstra
     """The tools the model is shown and the output constraint that `tool_choice` and the response
     format ask for (None when nothing is constrained)."""
     choice, tools = request.tool_choice, request.tools
-    if request.json_schema is not None:
-        if tools and choice != "none":
-            raise InvalidRequest("response_format json cannot be combined with tools", param="response_format")
-        return (), OutputConstraint(json_schema=request.json_schema) if request.constrained else None
+    if request.json_schema is not None and (not tools or choice in ("none", "text")):
+        shown = tools if choice == "text" else ()  # text is the answer; the JSON grammar keeps calls out of it
+        return shown, OutputConstraint(json_schema=request.json_schema) if request.constrained else None
+    # with tools that may be called, a response format shapes the text answer the decision may come to
+    # (`Deferred.text`): an agent's final, structured answer after its calls
     if not tools or choice == "none":
         return (), None
     calls = {"auto": "optional", "required": "required", "text": "none"}[choice]
@@ -275,6 +295,7 @@ class Completion:
     tool_calls: tuple[ToolCall, ...] = ()
     reasoning: str = ""
     logprobs: tuple[TokenLogprob, ...] = ()  # of the answer's text, when asked for
+    stop_sequence: str | None = None  # the stop string that ended it
 
 
 class CompletionBuilder:
@@ -301,7 +322,7 @@ class CompletionBuilder:
     def completion(self) -> Completion:
         assert self.done is not None, "a chat stream ended without Done"
         return Completion(self.model, "".join(self.parts), self.done.finish_reason, self.done.usage,
-                          tuple(self.calls), "".join(self.thoughts), tuple(self.logprobs))
+                          tuple(self.calls), "".join(self.thoughts), tuple(self.logprobs), self.done.stop_sequence)
 
 
 async def complete(events: AsyncIterator[ChatEvent]) -> Completion:

@@ -9,16 +9,18 @@ class StopMatcher:
     def __init__(self, stops: Sequence[str]) -> None:
         self.stops = [s for s in stops if s]
         self._held = ""
+        self.matched: str | None = None  # the stop string that ended the text (Anthropic reports it)
 
     def feed(self, text: str) -> tuple[str, bool]:
         """Return (text safe to emit, whether a stop string was hit). After a hit, stop feeding."""
         if not self.stops:
             return text, False
         buffer = self._held + text
-        hits = [i for i in (buffer.find(s) for s in self.stops) if i >= 0]
+        hits = [(i, stop) for stop in self.stops if (i := buffer.find(stop)) >= 0]
         if hits:
+            at, self.matched = min(hits, key=lambda hit: hit[0])
             self._held = ""
-            return buffer[: min(hits)], True
+            return buffer[:at], True
         hold = max((partial_suffix(buffer, s) for s in self.stops), default=0)
         self._held = buffer[len(buffer) - hold :]
         return buffer[: len(buffer) - hold], False

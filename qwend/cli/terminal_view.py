@@ -39,10 +39,11 @@ class TurnView:
             handler(data)
 
     def stopped(self) -> None:
-        """The user stopped the answer (Ctrl-C): the stream was closed, so the daemon cancelled the turn."""
+        """The user stopped the answer (Ctrl-C): the stream was closed, so the daemon cancelled the turn and
+        kept it as far as it came."""
         self.close()
         self._end_line()
-        self.console.print(Text("[stopped: this turn is not stored]", style="yellow"))
+        self.console.print(Text("[stopped: kept as far as it came]", style="yellow"))
 
     def close(self) -> None:
         """Stop the spinner, if one runs (before anything else is printed, and when the turn ends)."""
@@ -150,6 +151,8 @@ def show_history(console: Console, session: dict) -> None:
                                             (" " + short(call.get("arguments", "")), TOOL_STYLE)))
             if content:
                 console.print(Text(content, style=dim))
+            if message.get("stopped"):
+                console.print(Text("[stopped]", style="yellow"))
         elif role == "tool":
             console.print(Text(f"  -> {message.get('name') or 'tool'}: {short(content)}", style=dim or "green"))
         elif role == "summary":

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from qwend.engine.specials import ControlTexts
 from qwend.errors import ContextOverflow, InvalidRequest
-from qwend.types import FinishReason, Message, OutputConstraint, SamplingParams, Speculated, TokenLogprob, ToolSpec
+from qwend.types import (
+    FinishReason, Message, OutputConstraint, PromptProgress, SamplingParams, Speculated, TokenLogprob, ToolSpec,
+)
 
 if TYPE_CHECKING:
     from qwend.engine.template import ChatTemplate
@@ -83,7 +85,7 @@ class Finished:
     speculated: Speculated | None = None  # drafted tokens, where the engine drafted (engine/speculation.py)
 
 
-Generated = Prefill | Piece | Finished
+Generated = Prefill | PromptProgress | Piece | Finished  # PromptProgress: between Prefill and the first Piece
 
 
 @dataclass(frozen=True)

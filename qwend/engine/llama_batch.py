@@ -319,6 +319,7 @@ class BatchDecoder:
             start, index = index, index + len(entry.tokens)
             if not entry.logits:
                 entry.stream.slot.tokens += entry.tokens
+                entry.stream.read_more()
             elif not entry.drafted:
                 entry.stream.slot.tokens += entry.tokens
                 entry.stream.burst = 1

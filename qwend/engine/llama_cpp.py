@@ -36,7 +36,7 @@ from qwend.errors import BackendError, ContextOverflow, InvalidRequest
 from qwend.models.mmproj import find_mmproj
 from qwend.models.store import LocalModel
 from qwend.settings import Settings
-from qwend.types import Message, OutputConstraint, SamplingParams, Speculated, ToolSpec
+from qwend.types import Message, OutputConstraint, PromptProgress, SamplingParams, Speculated, ToolSpec
 
 TOKENIZER_CONTEXT = 256  # the Llama object's own context, when the batch decoder's serves instead
 
@@ -198,6 +198,9 @@ class LlamaCppBackend(TemplatedPrompts):
         try:
             yield Prefill(tokens.cached)
             while (token := next(tokens, None)) is not None:
+                if isinstance(token, PromptProgress):
+                    yield token
+                    continue
                 logprob = tokens.take_logprob()
                 if stop.is_set():
                     reason = "cancelled"

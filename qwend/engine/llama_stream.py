@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from qwend.engine.speculation import NgramDrafter
-from qwend.types import Speculated, TokenLogprob
+from qwend.types import PromptProgress, Speculated, TokenLogprob
 
 
 class DecodeLoop(Protocol):
@@ -67,6 +67,8 @@ class TokenStream:
             raise StopIteration
         if isinstance(item, BaseException):
             raise item
+        if isinstance(item, PromptProgress):
+            return item  # not a token: its reader passes it on
         self.taken += 1
         return item
 
@@ -89,6 +91,10 @@ class TokenStream:
 
     def emit(self, item) -> None:
         self._out.put(item)
+
+    def read_more(self) -> None:
+        """A chunk of its prompt was read, and more is to come: tell its reader how far it got."""
+        self._out.put(PromptProgress(len(self.prompt) - len(self.pending), len(self.prompt)))
 
     @property
     def unread(self) -> int:

@@ -34,6 +34,13 @@ LOCAL_FOLDER = re.compile(r"\w[\w.+ -]*")  # a Hugging Face folder there (transf
 HUB_SYNTAX = "hf:OWNER/REPO or hf:OWNER/REPO:FILE.gguf (FILE a plain file name, no folders)"
 
 
+def is_hub_repo(name: str) -> bool:
+    """Whether `name` reads as OWNER/REPO, a Hugging Face repository written without `hf:` (each part checked
+    alone and bounded first: the part pattern backtracks on long runs)."""
+    parts = name.split("/")
+    return len(parts) == 2 and all(len(p) <= MAX_REPO_CHARS and _REPO_PART.fullmatch(p) for p in parts)
+
+
 def check_name(name: str) -> None:
     """Refuse, as an invalid request, a name no model can have: too long, or with control characters or
     backslashes (a NUL cuts a path short in C; a backslash separates folders on Windows)."""

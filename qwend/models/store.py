@@ -25,7 +25,7 @@ from pathlib import Path
 from qwend.errors import InvalidRequest, ModelFetchError, ModelNotFound, QwendError
 from qwend.models.catalog import CATALOG, CatalogEntry, find_entry
 from qwend.models.names import (
-    HUB_FILE, HUB_SYNTAX, LOCAL_FOLDER, LOCAL_GGUF, check_name, inside, parse_hub_name, real_path,
+    HUB_FILE, HUB_SYNTAX, LOCAL_FOLDER, LOCAL_GGUF, check_name, inside, is_hub_repo, parse_hub_name, real_path,
 )
 from qwend.models.sources import PYPI, HubFile, HubFolder, OnProgress, no_progress
 
@@ -103,11 +103,8 @@ class ModelStore:
             for root in (self.models_dir, self.store_dir):
                 if (path := inside(root, name)) is not None and path.is_file():
                     return LocalModel(name, path, None)
-        raise ModelNotFound(
-            f"model {name!r} not found; known names: {', '.join(e.name for e in CATALOG)}, "
-            f"hf:OWNER/REPO[:FILE], or a .gguf file in {self.models_dir}",
-            param="model",
-        )
+        raise self._not_found(name, f"hf:OWNER/REPO[:FILE] (a GGUF on Hugging Face), or a .gguf file in "
+                                    f"{self.models_dir}")
 
     def _resolve_folder(self, name: str) -> LocalModel:
         if entry := find_entry(name):
@@ -126,12 +123,16 @@ class ModelStore:
         for configured, path in self.configured.items():
             if wanted == path and is_model_folder(path):
                 return LocalModel(configured, path)
-        raise ModelNotFound(
-            f"model {name!r} not found; known names: {', '.join(e.name for e in CATALOG)}, hf:OWNER/REPO, "
-            f"or a Hugging Face model folder in {self.models_dir} (a path elsewhere only when the settings name "
-            "it, as QWEND_MODEL)",
-            param="model",
-        )
+        raise self._not_found(name, f"hf:OWNER/REPO, or a Hugging Face model folder in {self.models_dir} (a path "
+                                    "elsewhere only when the settings name it, as QWEND_MODEL)")
+
+    def _not_found(self, name: str, other_names: str) -> ModelNotFound:
+        """What exists, and how to fetch what does not: the answer to a request naming a model not here."""
+        here = ", ".join(self._names_on_disk()) or "none"
+        repo = f" (as a Hugging Face repository: `qwend pull hf:{name}`)" if is_hub_repo(name) else ""
+        return ModelNotFound(
+            f"model {name!r} not found{repo}. On disk: {here}. `qwend pull NAME` (or Ollama's POST /api/pull) fetches "
+            f"a catalog model ({', '.join(e.name for e in CATALOG)}); other names: {other_names}", param="model")
 
     def _in_store(self, name: str, *parts: str) -> Path:
         """`<store>/parts...`, resolved; a symlink in the store that leads out of it makes the name not found."""
@@ -223,6 +224,17 @@ class ModelStore:
         else:
             raise ModelFetchError(f"{model.name!r} is not a name qwend can fetch")
         return model
+
+    def _names_on_disk(self) -> list[str]:
+        """For messages: the catalog models present, and the files of the models folder, read without resolving
+        anything (`list` resolves each name, and a name that fails would ask for this message again)."""
+        present = [e.name for e in CATALOG if self.resolve(e.name).present]
+        try:
+            files = sorted(p.name for p in self.models_dir.iterdir()) if self.models_dir.is_dir() else []
+        except OSError:
+            files = []
+        return present + [f for f in files if (f.lower().endswith(".gguf") and not self.folders) or
+                          (self.folders and is_model_folder(self.models_dir / f))]
 
     def list(self) -> list[LocalModel]:
         """Every model on disk: catalog models, hub pulls and the models folder. Only what its own name

@@ -41,7 +41,7 @@ class StoredMessage:
     """One message of a session's history.
 
     `folded` is True once a summary replaced the message in what the model sees; it still shows in the
-    history. `id`, `turn` and `created_at` are set by the store; whatever a caller passes there is ignored.
+    history. `stopped` marks an answer cut short (the client stopped it or left): kept as far as it came. `id`, `turn` and `created_at` are set by the store; whatever a caller passes there is ignored.
     """
 
     role: StoredRole
@@ -53,6 +53,7 @@ class StoredMessage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     folded: bool = False
+    stopped: bool = False
     id: int | None = None
     turn: int | None = None
     created_at: float | None = None
@@ -106,7 +107,8 @@ def message_from_row(row: Mapping[str, Any]) -> StoredMessage:
     calls = tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in json.loads(row["tool_calls"]))
     return StoredMessage(role=row["role"], content=row["content"], reasoning=row["reasoning"], tool_calls=calls,
                          tool_call_id=row["tool_call_id"], name=row["name"], prompt_tokens=row["prompt_tokens"],
-                         completion_tokens=row["completion_tokens"], folded=bool(row["folded"]), id=row["id"],
+                         completion_tokens=row["completion_tokens"], folded=bool(row["folded"]),
+                         stopped=bool(row["stopped"]), id=row["id"],
                          turn=row["turn"], created_at=row["created_at"])
 
 

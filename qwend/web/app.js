@@ -263,6 +263,9 @@ async function send(text) {
         model = data.model;
         setStatus("Thinking…");
         break;
+      case "progress": // a long prompt read in chunks before the first token
+        setStatus(`Reading the conversation: ${data.read.toLocaleString()} of ${data.total.toLocaleString()} tokens…`);
+        break;
       case "reasoning":
         setStatus("Reasoning…");
         answer.addReasoning(data.text);
@@ -309,7 +312,7 @@ async function send(text) {
     if (!finished) answer.fail("The connection closed before the answer was complete.");
   } catch (error) {
     answer.flush();
-    if (error.name === "AbortError") answer.note("Stopped: this turn was not saved.", "stopped");
+    if (error.name === "AbortError") answer.note("Stopped: kept in the session as far as it came.", "stopped");
     else answer.fail(error.message);
   } finally {
     state.controller = null;

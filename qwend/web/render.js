@@ -188,10 +188,13 @@ export function renderHistory(log, messages) {
   let answer = null;
   let tokens = 0;
   let steps = 0;
+  let stopped = false; // the answer was cut short (Stop, a closed tab): kept as far as it came
   const close = () => {
     answer?.flush();
-    if (answer && tokens) answer.note(`${tokens} tokens${steps > 1 ? ` · ${steps} steps` : ""}`);
+    if (answer && stopped) answer.note("Stopped", "stopped");
+    else if (answer && tokens) answer.note(`${tokens} tokens${steps > 1 ? ` · ${steps} steps` : ""}`);
     tokens = steps = 0;
+    stopped = false;
   };
   for (const message of messages) {
     if (message.role === "system") continue;
@@ -210,6 +213,7 @@ export function renderHistory(log, messages) {
     if (message.role === "assistant") {
       tokens += message.completion_tokens || 0;
       steps += 1;
+      stopped ||= Boolean(message.stopped);
       if (message.reasoning) answer.addReasoning(message.reasoning);
       answer.newPart();
       answer.addText(message.content);

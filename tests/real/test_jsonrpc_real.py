@@ -70,7 +70,7 @@ def final_text(messages: list[dict]) -> str:
 
 
 async def test_seed_examples_and_a_client_side_tool_round_trip(daemon):
-    sid = create_session(daemon, SEED_TOOLS)
+    sid = create_session(daemon, {**SEED_TOOLS, "persistent": True})  # the turn is stored: checked below
     async with connect(socket_url(daemon, sid)) as ws:
         # the seed's body, made greedy: sampled, the model sometimes answers without calling the tool
         greedy = {**SEED_GENERATE, "params": {**SEED_GENERATE["params"], "do_sample": False}}
@@ -113,7 +113,7 @@ async def test_the_seed_generate_body_verbatim(daemon):
 
 
 async def test_cancel_mid_generation_then_the_socket_is_reused(daemon):
-    sid = create_session(daemon)
+    sid = create_session(daemon, {"persistent": True})
     async with connect(socket_url(daemon, sid)) as ws:
         await send(ws, "generate", LONG, id=1)
         assert (await receive(ws))["result"] == {"status": "processing"}
@@ -134,11 +134,13 @@ async def test_cancel_mid_generation_then_the_socket_is_reused(daemon):
     assert first not in {m["params"]["task_id"] for m in rest}  # nothing more of the cancelled task
     assert "Paris" in final_text(rest)
     history = httpx.get(f"{daemon}/v1/sessions/{sid}", timeout=30).json()["messages"]
-    assert [m["role"] for m in history] == ["user", "assistant"]  # the cancelled turn left nothing
+    # the cancelled turn is kept as far as it came, its answer marked stopped
+    assert [(m["role"], m["stopped"]) for m in history] == [("user", False), ("assistant", True), ("user", False),
+                                                            ("assistant", False)]
 
 
-async def test_a_disconnect_cancels_and_stores_nothing(daemon):
-    sid = create_session(daemon)
+async def test_a_disconnect_cancels_and_keeps_the_turn_so_far(daemon):
+    sid = create_session(daemon, {"persistent": True})
     async with connect(socket_url(daemon, sid)) as ws:
         await send(ws, "generate", LONG)
         await until(ws, "text_chunk")
@@ -148,13 +150,28 @@ async def test_a_disconnect_cancels_and_stores_nothing(daemon):
         await receive(ws)
         assert final_text(await until(ws)).strip()
     history = httpx.get(f"{daemon}/v1/sessions/{sid}", timeout=30).json()["messages"]
-    assert [(m["role"], m["turn"]) for m in history] == [("user", 1), ("assistant", 1)]
-    assert history[0]["content"] == "Say OK."
+    assert [(m["role"], m["turn"], m["stopped"]) for m in history] == [
+        ("user", 1, False), ("assistant", 1, True), ("user", 2, False), ("assistant", 2, False)]
+    assert history[2]["content"] == "Say OK." and history[1]["content"]
 
 
-async def test_message_continues_the_session_and_history_is_answered_as_sent(daemon):
-    sid = create_session(daemon)
+async def test_message_starts_afresh_unless_the_session_is_persistent(daemon):
+    """As the seed's generate: `message` alone is a new conversation. A session created `persistent` (qwend's
+    opt-in) remembers; `history` is always answered as sent."""
     greedy = {"do_sample": False, "max_new_tokens": 24}
+    sid = create_session(daemon)
+    async with connect(socket_url(daemon, sid)) as ws:
+        await send(ws, "generate", {"message": "I asked you about the weather in Oslo. Reply with: Noted.", **greedy})
+        await receive(ws)
+        await until(ws)
+        await send(ws, "generate", {"message": "What was the last thing I asked you about?", **greedy})
+        await receive(ws)
+        fresh = final_text(await until(ws))
+    print("afresh:", fresh)
+    assert "oslo" not in fresh.lower()
+    assert httpx.get(f"{daemon}/v1/sessions/{sid}", timeout=30).json()["messages"] == []
+
+    sid = create_session(daemon, {"persistent": True})
     async with connect(socket_url(daemon, sid)) as ws:
         await send(ws, "generate", {"message": "My name is Ada. Reply with: Noted.", **greedy})
         await receive(ws)
@@ -200,12 +217,12 @@ async def test_internal_error_for_a_session_with_broken_tools(daemon):
     assert reply["id"] == 9 and reply["error"]["code"] == -32603 and "invalid tools" in reply["error"]["message"]
 
 
-async def test_unknown_session_error_then_close_4004(daemon):
+async def test_unknown_session_error_then_close_1008(daemon):
     async with connect(socket_url(daemon, "no-such-session")) as ws:
         message = await receive(ws)
         assert message["method"] == "error" and message["params"]["error"]["code"] == -32000
         with pytest.raises(ConnectionClosed) as closed:
             await receive(ws)
-    assert closed.value.rcvd.code == 4004
+    assert closed.value.rcvd.code == 1008
     assert httpx.post(f"{daemon}/create_session", json={"tools": [{"name": "x", "parameters": {"type": 3}}]},
                       timeout=30).status_code == 400

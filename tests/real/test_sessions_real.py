@@ -46,11 +46,31 @@ def test_progress_stream_with_a_tool_run_by_the_code_runner(daemon):
         events = named_events(response.iter_lines())
     names = [name for name, _ in events]
     assert names[0] in ("queued", "started") and names[-2:] == ["usage", "done"]
-    assert set(names) <= {"queued", "started", "reasoning", "token", "tool_call", "tool_result", "usage", "done"}
+    assert set(names) <= {"queued", "started", "progress", "reasoning", "token", "tool_call", "tool_result", "usage",
+                          "done"}
     results = [data for name, data in events if name == "tool_result"]
     calls = [data for name, data in events if name == "tool_call"]
     assert [c["id"] for c in calls] == [r["id"] for r in results]
     print("code_runner calls:", calls, "results:", results, "answer:", events[-1][1]["response"])
+
+
+def test_a_long_prompt_reports_how_far_it_is_read(daemon):
+    """A long first turn streams `progress` (prompt tokens read of total, as llama-server's return_progress)
+    while its prompt is read in chunks, before the first token."""
+    client = httpx.Client(base_url=daemon, timeout=300)
+    notes = "\n".join(f"Note {i}: the shipment of crate {i} left the harbour on day {i % 30 + 1}." for i in range(120))
+    question = {"message": f"{notes}\n\nWhich day did crate 7 leave? Answer with the day only.",
+                "profile": "general", "stream": True, "max_tokens": 8}
+    with client.stream("POST", "/v1/chat", json=question) as response:
+        events = named_events(response.iter_lines())
+    names = [name for name, _ in events]
+    progress = [data for name, data in events if name == "progress"]
+    started = next(data for name, data in events if name == "started")
+    assert progress, names
+    first = [p for p in progress if p["total"] == started["prompt_tokens"]]  # the answer's own prompt
+    assert len(first) >= 2 and [p["read"] for p in first] == sorted({p["read"] for p in first})  # it grows
+    assert 0 < first[-1]["read"] < first[-1]["total"]
+    assert names.index("progress") < min([names.index(n) for n in ("token", "tool_call") if n in names] or [99])
 
 
 @pytest.fixture(scope="module")

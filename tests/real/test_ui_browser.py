@@ -167,8 +167,14 @@ def test_stop_ends_a_long_answer_and_the_daemon_stops_generating(server, browser
         time.sleep(0.25)
     page.wait_for_timeout(1500)
     assert len(text.inner_text()) == length, "text kept arriving after Stop"
-    assert httpx.get(f"{server.url}/v1/sessions/{sid}").json()["messages"] == []  # a stopped turn is not stored
+    # the question stays, with the answer as far as it came, marked stopped; so it shows after a reload
+    kept = httpx.get(f"{server.url}/v1/sessions/{sid}").json()["messages"]
+    assert [(m["role"], m["stopped"]) for m in kept] == [("user", False), ("assistant", True)]
+    assert kept[0]["content"].startswith("Write a very long story") and len(kept[1]["content"]) > 100
     page.screenshot(path=str(ARTIFACTS / "ui-stopped.png"))
+    page.reload()
+    page.click(f"#sessions .session[data-id='{sid}'] .session-open")
+    expect(page.locator(".msg.assistant .meta").last).to_contain_text("Stopped")
     assert not problems, problems
     page.close()
 

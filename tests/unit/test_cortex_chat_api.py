@@ -57,6 +57,27 @@ async def test_errors_are_detail_bodies(client):
     assert reply.status_code == 400 and "messages" in reply.json()["detail"]
     reply = await client.post("/api/chat/completions", json={**HELLO, "model": "mlx-community__Llama-3.2-3B-Instruct-4bit"})
     assert reply.status_code == 404 and "not found" in reply.json()["detail"]
+    # the seed's own example names an MLX repository: the answer says what is here and how to fetch it
+    reply = await client.post("/api/chat/completions", json={**HELLO, "model": "mlx-community/Llama-3.1-8B-Instruct-4bit"})
+    detail = reply.json()["detail"]
+    assert reply.status_code == 404 and "On disk: fake.gguf" in detail
+    assert "qwend pull hf:mlx-community/Llama-3.1-8B-Instruct-4bit" in detail
+
+
+async def test_the_seeds_env_generation_defaults_fill_what_a_request_leaves_unset(tmp_path, monkeypatch):
+    """seed 001's .env: DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P (read under the seed's names)."""
+    for name, value in (("DEFAULT_MAX_TOKENS", "2"), ("DEFAULT_TEMPERATURE", "0.3"), ("DEFAULT_TOP_P", "0.5")):
+        monkeypatch.setenv(name, value)
+    backend = FakeBackend("Hi there, friend.")
+    async with client_for(fake_runtime(tmp_path, backend)) as client:
+        short = (await client.post("/api/chat/completions", json={"messages": HELLO["messages"]})).json()
+        assert short["message"]["content"] == "Hi there, " and short["finish_reason"] == "length"
+        assert (backend.sampled[-1].temperature, backend.sampled[-1].top_p) == (0.3, 0.5)
+        asked = (await client.post("/api/chat/completions", json={**HELLO, "top_p": 0.9})).json()
+        assert asked["message"]["content"] == "Hi there, friend."  # what the request sets wins
+        assert (backend.sampled[-1].temperature, backend.sampled[-1].top_p) == (0.7, 0.9)
+        await client.post("/v1/chat/completions", json={"messages": HELLO["messages"]})
+        assert backend.sampled[-1].temperature == 0.8  # the seed's defaults are for its own routes
 
 
 async def test_models_list_load_and_unload(client, runtime):

@@ -267,3 +267,31 @@ def test_a_call_the_model_did_not_begin_or_that_is_cut_off_must_show_the_fit_or_
         items = run(engine, constraint, params=SamplingParams(temperature=0.0, max_tokens=2), judge=lambda: (),
                     asked="Say hello in New York.")
     assert texts(items) == "Hi!"
+
+
+JSON_ANSWER = OutputConstraint(json_schema={"type": "object"}, grammar="root ::= object")
+
+
+def run_with_format(engine: ScriptedEngine, params=GREEDY):
+    async def collect():
+        deferred = Deferred(calls=lambda: CALLS_PROMPT, text=JSON_ANSWER)
+        return [item async for item in generation(engine, PROMPT, params, OPTIONAL, deferred)()]
+
+    return asyncio.run(collect())
+
+
+def test_beside_tools_a_response_format_shapes_the_text_answer_however_it_began():
+    """An agent's final answer (the Agents SDK's output_type): text decided on is generated again, under the
+    format's grammar, whether the start was clear text, ended while unclear, or reached for an unknown tool."""
+    for start in (["Paris", " is", " the", " capital", ".", " It", " is"], ["Hi"],
+                  ["<tool_call>", "\n", '{"', "name", '":', ' "', "nowhere", '",']):
+        engine = ScriptedEngine([start, ['{"', 'capital', '": "Paris"}']])
+        items = run_with_format(engine)
+        assert texts(items) == '{"capital": "Paris"}'
+        assert engine.asked[-1].constraint == JSON_ANSWER and engine.asked[0].closed
+
+
+def test_beside_a_response_format_a_call_is_still_a_call():
+    engine = ScriptedEngine([CALL, CALL])
+    items = run_with_format(engine)
+    assert texts(items) == "".join(CALL) and engine.asked[-1].constraint.tools == (WEATHER,)

@@ -55,7 +55,9 @@ async def test_base64_is_little_endian_float32_and_dimensions_cut_and_renormaliz
 
 @pytest.mark.parametrize(("body", "status", "says"), [
     ({"input": []}, 400, "at least one text"),
-    ({"input": [1, 2, 3]}, 400, "token ids is not supported"),
+    ({"input": [1, 2, 3]}, 400, "check_embedding_ctx_length=False"),
+    ({"input": ""}, 400, "input 0 is an empty string"),
+    ({"input": ["hello", ""]}, 400, "input 1 is an empty string"),
     ({"input": "hi", "dimensions": 27}, 400, "have 26"),
     ({"input": "hi", "dimensions": 0}, 400, "dimensions"),
     ({"input": ["x"] * 2049}, 400, "2048"),
@@ -82,6 +84,30 @@ async def test_ollama_embed(client):
     assert one["embeddings"] == reply["embeddings"][1:]
     missing = await client.post("/api/embed", json={"model": "nope:1b", "input": "x"})
     assert missing.status_code == 404 and "error" in missing.json()
+    empty = await client.post("/api/embed", json={"model": "fake.gguf", "input": ["hello", ""]})
+    assert empty.status_code == 400 and "input 1 is an empty string" in empty.json()["error"]
+    # the older route (LangChain's and litellm's older providers): one prompt; an empty one only loads
+    legacy = (await client.post("/api/embeddings", json={"model": "fake.gguf", "prompt": "hello"})).json()
+    assert legacy == {"embedding": one["embeddings"][0]}
+    assert (await client.post("/api/embeddings", json={"model": "fake.gguf", "prompt": ""})).json() == {"embedding": []}
+
+
+async def test_a_fault_below_the_api_is_a_500_in_the_protocols_shape(tmp_path, monkeypatch):
+    """What no refusal foresaw (a library raising) still reaches the client as its protocol's error body."""
+    backend = FakeBackend(embeddings=True)
+
+    async def broken(texts):
+        raise RuntimeError("llama_decode returned -1")
+
+    monkeypatch.setattr(backend, "embed", broken)
+    app_client = client_for(fake_runtime(tmp_path, backend))
+    app_client._transport = httpx.ASGITransport(app=app_client._transport.app, raise_app_exceptions=False)
+    async with app_client as client:
+        openai_reply = await client.post("/v1/embeddings", json={"input": "hi"})
+        ollama_reply = await client.post("/api/embed", json={"model": "fake.gguf", "input": "hi"})
+    assert openai_reply.status_code == 500 and openai_reply.json()["error"]["type"] == "server_error"
+    assert "llama_decode returned -1" in openai_reply.json()["error"]["message"]
+    assert ollama_reply.status_code == 500 and "llama_decode" in ollama_reply.json()["error"]
 
 
 async def test_an_upstream_server_makes_the_vectors(monkeypatch):

@@ -106,7 +106,7 @@ def test_create_session_rejects_bad_tools(make, body, words):
 
 def test_generate_streams_chunks_then_final_text_and_end(make):
     client, runtime, backend = make("Hello there, friend.", "You said hi before.")
-    sid = session(client)
+    sid = session(client, {"persistent": True})
     with client.websocket_connect(f"/ws/{sid}") as ws:
         request(ws, "generate", {"message": "hi", "max_new_tokens": 64}, id=7)
         assert ws.receive_json() == {"jsonrpc": "2.0", "result": {"status": "processing"}, "id": 7}
@@ -117,7 +117,7 @@ def test_generate_streams_chunks_then_final_text_and_end(make):
         assert [m["method"] for m in messages[-2:]] == ["final_text", "end"]
         assert messages[-2]["params"]["final_text"] == "Hello there, friend."
         assert messages[-1]["params"] == {"session_id": sid, "task_id": task}
-        # `message` continues the stored session: the second turn sees the first answer
+        # in a persistent session `message` continues the stored conversation: the second turn sees the first
         request(ws, "generate", {"message": "what did I say?"}, id=8)
         ws.receive_json()
         second = until(ws)
@@ -130,7 +130,7 @@ def test_generate_streams_chunks_then_final_text_and_end(make):
 
 def test_client_side_tool_round_trip(make):
     client, runtime, backend = make(call("get_weather", location="London"), "It is 15°C and cloudy in London.")
-    sid = session(client, {"tools": [WEATHER]})
+    sid = session(client, {"tools": [WEATHER], "persistent": True})
     with client.websocket_connect(f"/ws/{sid}") as ws:
         request(ws, "generate", {"message": "What is the weather like in London?", "max_new_tokens": 512})
         ws.receive_json()
@@ -175,6 +175,18 @@ def test_request_tools_replace_the_session_tools(make):
         assert asked["tool_calls"][0]["tool"] == "get_time"
 
 
+def test_message_alone_starts_afresh_in_a_session_not_made_persistent(make):
+    client, runtime, backend = make("Hello.", "I cannot know.")
+    sid = session(client)
+    with client.websocket_connect(f"/ws/{sid}") as ws:
+        for message in ("hi", "what did I say?"):
+            request(ws, "generate", {"message": message})
+            ws.receive_json()
+            until(ws)
+    assert backend.prompts[-1] == "<user>what did I say?<assistant>"
+    assert stored(client, runtime, sid) == []
+
+
 def test_history_is_answered_as_sent_and_not_stored(make):
     client, runtime, backend = make("Blue.")
     sid = session(client)
@@ -190,7 +202,7 @@ def test_history_is_answered_as_sent_and_not_stored(make):
 
 def test_cancel_stops_the_backend_and_the_socket_stays_usable(make):
     client, runtime, backend = make(LONG, "Short answer.", delay=0.01)
-    sid = session(client)
+    sid = session(client, {"persistent": True})
     with client.websocket_connect(f"/ws/{sid}") as ws:
         request(ws, "generate", {"message": "talk a lot"})
         ws.receive_json()
@@ -208,7 +220,12 @@ def test_cancel_stops_the_backend_and_the_socket_stays_usable(make):
     assert all(m["method"] == "text_chunk" for m in after)
     assert {m["params"]["task_id"] for m in rest} != {first}
     assert notes(rest, "final_text")[0]["final_text"] == "Short answer."
-    assert [m.content for m in stored(client, runtime, sid)] == ["again", "Short answer."]  # nothing half-done
+    # the cancelled turn is kept as far as it came, marked stopped; the next one after it
+    kept = stored(client, runtime, sid)
+    assert [(m.role, m.stopped) for m in kept] == [("user", False), ("assistant", True), ("user", False),
+                                                   ("assistant", False)]
+    assert kept[0].content == "talk a lot" and LONG.startswith(kept[1].content) and kept[1].content
+    assert [m.content for m in kept[2:]] == ["again", "Short answer."]
 
 
 def test_cancel_while_waiting_for_a_tool_result(make):
@@ -226,16 +243,21 @@ def test_cancel_while_waiting_for_a_tool_result(make):
     assert stored(client, runtime, sid) == []
 
 
-def test_a_disconnect_cancels_the_generation_and_stores_nothing(make):
+def test_a_disconnect_cancels_the_generation_and_keeps_the_question(make):
     client, runtime, backend = make(LONG, delay=0.01)
-    sid = session(client)
-    with client.websocket_connect(f"/ws/{sid}") as ws:
-        request(ws, "generate", {"message": "talk a lot"})
-        ws.receive_json()
-        until(ws, "text_chunk")
-    client.portal.call(asyncio.sleep, 0.2)  # the server side notices the close and cancels
-    assert backend.stopped_early == 1 and backend.active == 0
-    assert stored(client, runtime, sid) == []
+    sid, plain = session(client, {"persistent": True}), session(client)
+    for socket in (sid, plain):
+        with client.websocket_connect(f"/ws/{socket}") as ws:
+            request(ws, "generate", {"message": "talk a lot"})
+            ws.receive_json()
+            until(ws, "text_chunk")
+        client.portal.call(asyncio.sleep, 0.2)  # the server side notices the close and cancels
+        assert backend.active == 0
+    assert backend.stopped_early == 2
+    kept = stored(client, runtime, sid)  # a persistent session keeps the question, and the answer marked stopped
+    assert [(m.role, m.content, m.stopped) for m in kept][0] == ("user", "talk a lot", False)
+    assert kept[1].role == "assistant" and kept[1].stopped and LONG.startswith(kept[1].content)
+    assert stored(client, runtime, plain) == []  # the seed's own sessions store nothing
 
 
 def test_errors_after_processing_arrive_as_error_notifications(make):
@@ -250,7 +272,7 @@ def test_errors_after_processing_arrive_as_error_notifications(make):
     assert error["session_id"] == sid and error["task_id"] == messages[-1]["params"]["task_id"]
 
 
-def test_unknown_session_gets_an_error_then_a_4004_close(make):
+def test_unknown_session_gets_an_error_then_a_1008_close(make):
     client, _, _ = make("x")
     with client.websocket_connect("/ws/no-such-session") as ws:
         message = ws.receive_json()
@@ -258,7 +280,7 @@ def test_unknown_session_gets_an_error_then_a_4004_close(make):
         assert message["params"]["error"]["code"] == -32000
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()
-    assert closed.value.code == 4004
+    assert closed.value.code == 1008
 
 
 @pytest.mark.parametrize(("raw", "code", "id_"), [

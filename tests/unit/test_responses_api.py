@@ -69,8 +69,10 @@ async def test_qwend_tools_run_here(tmp_path):
         assert [o["type"] for o in reply["output"]] == ["mcp_call", "message"]
         ran = reply["output"][0]
         assert (ran["name"], ran["output"], ran["error"], ran["server_label"]) == ("calculator", "42", None, "qwend")
-        missing = await client.post("/v1/responses", json={"input": "x", "tools": [{"type": "no_such_tool"}]})
-        assert missing.status_code == 404
+        for kind in ("no_such_tool", "local_shell", "computer_use_preview"):  # refused by name, in OpenAI's shape
+            refused = await client.post("/v1/responses", json={"input": "x", "tools": [{"type": kind}]})
+            assert refused.status_code == 400 and refused.json()["error"]["param"] == "tools"
+            assert repr(kind) in refused.json()["error"]["message"]
 
 
 async def test_the_stream_of_named_events(tmp_path):
@@ -141,3 +143,44 @@ async def test_a_call_for_the_client_ends_the_response_as_a_hand_off(tmp_path):
             "input": "x", "tools": [WEATHER, {"type": "calculator"}], "tool_choice": "required"})).json()
     assert [(o["type"], o["name"]) for o in reply["output"]] == [("function_call", "get_weather")]
     assert reply["status"] == "completed" and len(backend.prompts) == 1
+
+
+async def test_custom_and_namespaced_tools_come_back_in_their_own_items(tmp_path):
+    """Agent CLIs send free-text `custom` tools and `namespace` groups: their calls are custom_tool_call items
+    (the text as `input`) and function_call items naming the namespace, and both chain on."""
+    sql = {"type": "custom", "name": "run_sql", "description": "Run one SQL query"}
+    crm = {"type": "namespace", "name": "crm", "description": "Customer records",
+           "tools": [{"type": "function", "name": "find_customer", "parameters": {
+               "type": "object", "properties": {"email": {"type": "string"}}, "required": ["email"]}}]}
+    runtime, backend = runtime_for(tmp_path, call("run_sql", input="SELECT count(*) FROM users"),
+                                   call("find_customer", email="ada@example.com"), "There are 3 users.")
+    async with client_for(runtime) as client:
+        first = (await client.post("/v1/responses", json={"input": "How many users?", "tools": [sql, crm]})).json()
+        [custom] = first["output"]
+        assert (custom["type"], custom["name"], custom["input"]) == ("custom_tool_call", "run_sql",
+                                                                     "SELECT count(*) FROM users")
+        second = (await client.post("/v1/responses", json={
+            "previous_response_id": first["id"], "tools": [sql, crm], "tool_choice": "required",
+            "input": [{"type": "custom_tool_call_output", "call_id": custom["call_id"], "output": "3"}]})).json()
+        [found] = second["output"]
+        assert (found["type"], found["name"], found["namespace"]) == ("function_call", "find_customer", "crm")
+        third = (await client.post("/v1/responses", json={
+            "previous_response_id": second["id"], "tools": [sql, crm],
+            "input": [{"type": "function_call_output", "call_id": found["call_id"], "output": "{}"}]})).json()
+        assert third["output"][0]["content"][0]["text"] == "There are 3 users."
+        assert '<tool>3<assistant><tool>{}' in backend.prompts[-1]
+
+
+async def test_text_format_is_taken_and_echoed(tmp_path):
+    runtime, _ = runtime_for(tmp_path, '{"city": "Paris"}')
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    asked = {"type": "json_schema", "name": "place", "schema": schema, "strict": True}
+    async with client_for(runtime) as client:
+        reply = (await client.post("/v1/responses", json={"input": "Where?", "text": {"format": asked}})).json()
+        assert reply["text"] == {"format": asked}
+        plain = (await client.post("/v1/responses", json={"input": "Where?"})).json()
+        assert plain["text"] == {"format": {"type": "text"}}
+        for bad, param in (({"type": "yaml"}, "text.format.type"), ({"type": "json_schema", "name": "x"},
+                                                                    "text.format.schema")):
+            refused = await client.post("/v1/responses", json={"input": "x", "text": {"format": bad}})
+            assert refused.status_code == 400 and refused.json()["error"]["param"] == param

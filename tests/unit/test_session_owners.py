@@ -122,10 +122,10 @@ def test_another_keys_jsonrpc_session_cannot_be_connected_to(tmp_path):
 
         unknown_notice, unknown_code = refused_socket(client, UNKNOWN, B)
         notice, code = refused_socket(client, sid, B)
-        assert code == unknown_code == 4004
+        assert code == unknown_code == 1008
         assert json.dumps(notice) == json.dumps(unknown_notice).replace(UNKNOWN, sid)
         notice, code = refused_socket(client, f"{sid}?api_key=key-b", {})  # a browser's key, in the URL
-        assert code == 4004 and notice["params"]["error"]["code"] == unknown_notice["params"]["error"]["code"]
+        assert code == 1008 and notice["params"]["error"]["code"] == unknown_notice["params"]["error"]["code"]
 
         for key in (A, OPERATOR):
             with client.websocket_connect(f"/ws/{sid}", headers=key) as ws:

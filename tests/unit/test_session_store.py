@@ -201,7 +201,7 @@ async def test_sqlite_migrations_run_once_and_upgrade_old_databases(tmp_path, mo
     await (db := SqliteDatabase(path)).sessions.create("default", title="old")
     await db.close()
     known = len(sqlite_store.MIGRATIONS)
-    assert _user_version(path) == known == 4
+    assert _user_version(path) == known == 5
 
     applied = []
 

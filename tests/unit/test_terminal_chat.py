@@ -160,10 +160,12 @@ def test_ctrl_c_stops_the_answer_and_the_next_question_is_answered(tmp_path):
             time.sleep(0.02)
         assert backend.stopped_early == 1  # closing the stream cancelled the generation
     text = out.getvalue()
-    assert "[stopped: this turn is not stored]" in text and "word150" not in text
-    answer, history = text.split("[stopped: this turn is not stored]\n")[1].split("Short answer.\n", 1)
-    assert "word" not in history and history.startswith("[")  # the turn's footer, then the history:
-    assert history.split("]\n", 1)[1] == "you> and now?\nShort answer.\n"  # the stopped turn was not stored
+    assert "[stopped: kept as far as it came]" in text and "word150" not in text
+    answer, history = text.split("[stopped: kept as far as it came]\n")[1].split("Short answer.\n", 1)
+    assert history.startswith("[")  # the turn's footer, then the history: the stopped turn as far as it came
+    stopped_turn, rest = history.split("]\n", 1)[1].split("[stopped]\n")
+    assert stopped_turn.startswith("you> tell me a long story\nword0 word1") and "word150" not in stopped_turn
+    assert rest == "you> and now?\nShort answer.\n"
 
 
 def test_a_model_that_loads_shows_a_spinner(tmp_path, monkeypatch):

@@ -24,7 +24,8 @@ class AgentExecuteBody(BaseModel):
     max_iterations: int | None = Field(
         None, ge=1, le=100, description="Most ReAct steps to take; default MAX_AGENT_ITERATIONS."
     )
-    verbose: bool | None = Field(None, description="Return every step; default DEFAULT_AGENT_VERBOSE.")
+    verbose: bool | None = Field(None, description="Log every step in the daemon's log (the answer always holds "
+                                 "them); default DEFAULT_AGENT_VERBOSE.")
     model: str | None = Field(None, description="Model to reason with; default the daemon's model.")
     context: dict[str, Any] | None = Field(None, description="Extra facts or preferences shown to the agent.")
     stream: bool = Field(False, description="Answer text/event-stream: an `event: step` per step, then `done`.")
@@ -35,12 +36,13 @@ def step_body(step: Step) -> dict[str, Any]:
     return asdict(step)
 
 
-def result_body(result: AgentResult, verbose: bool) -> dict[str, Any]:
-    """The whole run: success, final_answer, steps (empty unless verbose), metadata."""
+def result_body(result: AgentResult) -> dict[str, Any]:
+    """The whole run: success, final_answer, steps, metadata (seed 001 returns the steps whatever `verbose`
+    says: it switches the server's step log)."""
     return {
         "success": result.success,
         "final_answer": result.final_answer,
-        "steps": [step_body(s) for s in result.steps] if verbose else [],
+        "steps": [step_body(s) for s in result.steps],
         "metadata": dict(result.metadata),
     }
 

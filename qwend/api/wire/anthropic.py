@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,6 +14,7 @@ from qwend.api.wire.codec import Codec, Failure, sse, sse_event
 from qwend.api.wire.images import from_base64
 from qwend.chat.schemas import prepare_schema
 from qwend.errors import InvalidRequest
+from qwend.models.facts import ModelFacts
 from qwend.types import ChatRequest, FinishReason, Message, SamplingParams, ToolCall, ToolSpec, Usage
 
 MAX_STOP_SEQUENCES = 16
@@ -90,6 +92,10 @@ class MessagesRequest(_Wire):
     thinking: dict[str, Any] | None = Field(None, description="accepted; models that reason always return thinking")
 
 
+class CountTokensRequest(MessagesRequest):
+    max_tokens: int | None = Field(None, ge=1)  # not asked for: nothing is generated
+
+
 def to_chat_request(body: MessagesRequest) -> ChatRequest:
     stops = body.stop_sequences or []
     if len(stops) > MAX_STOP_SEQUENCES:
@@ -119,9 +125,7 @@ def to_chat_request(body: MessagesRequest) -> ChatRequest:
         raise InvalidRequest(f"tool_choice {choice.type!r} needs at least one tool", param="tool_choice")
     if choice.type == "tool" and not choice.name:
         raise InvalidRequest("tool_choice of type 'tool' needs a name", param="tool_choice.name")
-    json_schema = _json_schema(body.output_config)
-    if json_schema is not None and tools and choice.type != "none":
-        raise InvalidRequest("output_config.format cannot be combined with tools", param="output_config.format")
+    json_schema = _json_schema(body.output_config)  # beside tools: the shape of the text answer, if text it is
     return ChatRequest(
         messages=tuple(messages), model=body.model, sampling=sampling, tools=tools,
         # "none" leaves the tools out of the prompt, as the OpenAI adapter does: shown but not callable ("text"),
@@ -250,6 +254,10 @@ STOP_REASONS: dict[FinishReason, str] = {
     "stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "cancelled": "end_turn"}
 
 
+def stop_reason(finish: FinishReason, stop_sequence: str | None) -> str:
+    return "stop_sequence" if stop_sequence is not None else STOP_REASONS[finish]
+
+
 def usage_body(usage: Usage) -> dict[str, int]:
     """Anthropic counts cache reads apart from input_tokens: their sum is the prompt."""
     return {
@@ -289,10 +297,11 @@ def tool_use_block(call_id: str, name: str, arguments: dict[str, Any]) -> dict[s
 
 def message_body(
     mid: str, model: str, content: list[dict[str, Any]], stop_reason: str | None, usage: Usage,
+    stop_sequence: str | None = None,
 ) -> dict[str, Any]:
     return {
         "id": mid, "type": "message", "role": "assistant", "model": model, "content": content,
-        "stop_reason": stop_reason, "stop_sequence": None, "usage": usage_body(usage),
+        "stop_reason": stop_reason, "stop_sequence": stop_sequence, "usage": usage_body(usage),
     }
 
 
@@ -323,3 +332,16 @@ ANTHROPIC: Codec[dict[str, Any]] = Codec(
     response=lambda items: sse(items, ping=_ping), encode=event, error_body=failure_body,
     stream_error=lambda failure: event(failure_body(failure)),
 )
+
+
+def model_body(facts: ModelFacts) -> dict[str, Any]:
+    """A model as Anthropic's Models API describes one."""
+    created = datetime.fromtimestamp(facts.modified_at, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return {"type": "model", "id": facts.name, "display_name": facts.name, "created_at": created}
+
+
+def models_body(listed: list[ModelFacts]) -> dict[str, Any]:
+    """Anthropic's model list: one page holding them all."""
+    data = [model_body(facts) for facts in listed]
+    return {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None}

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import Field
 
-from qwend.api.wire.openai import SamplingFields, StreamOptions, sampling_of
+from qwend.api.wire.openai import SYSTEM_FINGERPRINT, SamplingFields, StreamOptions, sampling_of
 from qwend.errors import InvalidRequest
 from qwend.types import ChatRequest, TokenLogprob, Usage
 
@@ -82,7 +82,7 @@ def completion_body(cid: str, model: str, choices: list[dict[str, Any]], usage: 
                     created: int | None = None) -> dict[str, Any]:
     """The answer, or (with one choice's piece) one chunk of the stream: both are `text_completion` objects."""
     body = {"id": cid, "object": "text_completion", "created": created or int(time.time()), "model": model,
-            "choices": choices}
+            "system_fingerprint": SYSTEM_FINGERPRINT, "choices": choices}
     if usage is not None:
         body["usage"] = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
                          "total_tokens": usage.total_tokens}

@@ -8,16 +8,28 @@ from typing import Any
 from pydantic import Field
 
 from qwend.api.wire.codec import DETAIL, Codec, sse, sse_event
-from qwend.api.wire.openai import ChatCompletionRequest, completion_body, finish_reason, tool_call_body, usage_body
+from qwend.api.wire.openai import (
+    ChatCompletionRequest, completion_body, finish_reason, to_chat_request, tool_call_body, usage_body,
+)
 from qwend.chat.service import Completion
 from qwend.models.facts import ModelFacts
 from qwend.models.store import LocalModel
-from qwend.types import ChatEvent, Done, Reasoning, Started, Token, ToolCallEnd
+from qwend.settings import Settings
+from qwend.types import ChatRequest, ChatEvent, Done, Reasoning, Started, Token, ToolCallEnd
 
 
 class CortexChatRequest(ChatCompletionRequest):
     """Cortex's chat body is OpenAI's (`messages`, `max_tokens`, `temperature`, `top_p`, `model`, ...); a
     `model` may also be a Cortex id such as `Qwen__Qwen2.5-Coder-0.5B-Instruct-GGUF`."""
+
+
+def to_cortex_request(body: CortexChatRequest, settings: Settings) -> ChatRequest:
+    """The request, with seed 001's `.env` generation defaults (DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P) for what the body leaves unset."""
+    defaults = {"max_tokens": settings.default_max_tokens, "temperature": settings.default_temperature,
+                "top_p": settings.default_top_p}
+    unset = {field: value for field, value in defaults.items() if value is not None and getattr(body, field) is None}
+    return to_chat_request(body.model_copy(update=unset) if unset else body)
 
 
 class WsChat(CortexChatRequest):

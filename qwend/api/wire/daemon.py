@@ -89,7 +89,8 @@ def message_body(message: StoredMessage) -> dict[str, Any]:
         "id": message.id, "turn": message.turn, "role": message.role, "content": message.content,
         "reasoning": message.reasoning or None, "tool_calls": [call_body(c) for c in message.tool_calls],
         "tool_call_id": message.tool_call_id, "name": message.name, "prompt_tokens": message.prompt_tokens,
-        "completion_tokens": message.completion_tokens, "folded": message.folded, "created_at": message.created_at,
+        "completion_tokens": message.completion_tokens, "folded": message.folded, "stopped": message.stopped,
+        "created_at": message.created_at,
     }
 
 

@@ -37,7 +37,9 @@ def texts_of(value: Any) -> tuple[str, ...]:
         return (value,)
     if all(isinstance(item, str) for item in value):
         return tuple(value)
-    raise InvalidRequest("input as token ids is not supported; send the text", param="input")
+    raise InvalidRequest("input as token ids is not supported: ids a client made come from its own tokenizer "
+                         "(LangChain's OpenAIEmbeddings uses tiktoken's), not this model's; send the text "
+                         "(LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False))", param="input")
 
 
 def to_embedding_request(body: EmbeddingsBody) -> EmbeddingRequest:

@@ -31,7 +31,7 @@ NOTHING_TO_CANCEL = -32003  # the seed's own server's code for a `cancel` with n
 MODEL_NOT_FOUND = -32004
 BUSY = -32005  # the model's queue is full
 # Sent when the socket's session does not exist (4000-4999 are the application's close codes).
-CLOSE_SESSION_NOT_FOUND = 4004
+CLOSE_SESSION_NOT_FOUND = 1008  # policy violation, as the seed closes a socket for a session it does not know
 
 RequestId = str | int | None
 
@@ -145,6 +145,9 @@ class CreateSessionBody(_Wire):
     tools: list[ToolDefinition] | None = None
     system_prompt: str | None = Field(None, description="qwend extension: the session's system prompt")
     model: str | None = Field(None, description="qwend extension: the session's model (default: the daemon's)")
+    persistent: bool = Field(False, description="qwend extension: a generate with `message` alone continues the "
+                             "conversation stored in the session (default: each generate starts from its own "
+                             "message or history, as the seed's)")
 
 
 class CallIn(_Wire):
@@ -209,6 +212,8 @@ def session_metadata(body: CreateSessionBody) -> dict[str, Any]:
     }
     if body.system_prompt:
         metadata["system_prompt"] = body.system_prompt
+    if body.persistent:
+        metadata["persistent"] = True
     return metadata
 
 
@@ -221,8 +226,9 @@ def session_tools(session: SessionRecord) -> tuple[ToolSpec, ...]:
 
 
 def to_turn(params: GenerateParams, session: SessionRecord, execute: ToolExecutor, who: Requester) -> Turn:
-    """`message` alone continues the session (stored); `history` is answered as sent (nothing stored), with
-    `message`, when given too, appended as the user's last message."""
+    """`history` is answered as sent, with `message`, when given too, appended as the user's last message; so is
+    `message` alone, from nothing before it, as the seed's generate is, unless the session was created
+    `persistent`: then `message` alone continues the conversation stored in it (and the turn is stored)."""
     message = params.message or ""
     if not message.strip() and not params.history:
         raise InvalidRequest("generate needs a non-empty message or history", param="message")
@@ -233,8 +239,8 @@ def to_turn(params: GenerateParams, session: SessionRecord, execute: ToolExecuto
     )
     turn = Turn(message, who, model=session.model, sampling=sampling, tools=tools, execute=execute,
                 system_prompt=session.metadata.get("system_prompt") or "")
-    if params.history is not None:
-        return replace(turn, profile=session.profile, history=to_messages(params.history))
+    if params.history is not None or not session.metadata.get("persistent"):
+        return replace(turn, profile=session.profile, history=to_messages(params.history or []))
     return replace(turn, session=session)
 
 

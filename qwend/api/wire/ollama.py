@@ -99,6 +99,15 @@ class GenerateBody(_Generation):
     images: list[str] | None = None
 
 
+class LegacyEmbeddingsBody(_Wire):
+    """`POST /api/embeddings`, Ollama's first embedding route (LangChain's and litellm's older providers)."""
+
+    model: str | None = None
+    prompt: str = ""  # empty: only load the model (the answer's vector is then empty, as Ollama's)
+    options: Options | None = None
+    keep_alive: float | str | None = None
+
+
 class ShowBody(_Wire):
     model: str | None = None
     name: str | None = None  # Ollama's deprecated spelling of `model`
@@ -123,11 +132,8 @@ class DeleteBody(_Wire):
 def chat_request(body: ChatBody, model: str) -> ChatRequest:
     _refuse_logprobs(body)
     tools = _tools(body.tools or ())
-    schema = _json_schema(body.format)
-    if schema is not None and tools:
-        raise InvalidRequest("format cannot be combined with tools; send one or the other", param="format")
     return ChatRequest(messages=_messages(body.messages), model=model, sampling=sampling(body.options),
-                       tools=tools, json_schema=schema, keep_alive=keep_alive_seconds(body.keep_alive))
+                       tools=tools, json_schema=_json_schema(body.format), keep_alive=keep_alive_seconds(body.keep_alive))
 
 
 def generate_request(body: GenerateBody, model: str) -> ChatRequest:
@@ -135,14 +141,15 @@ def generate_request(body: GenerateBody, model: str) -> ChatRequest:
     if body.template:
         raise InvalidRequest("template is not supported: qwend renders prompts only with the model's own chat "
                              "template and never runs a template sent in a request", param="template")
-    if body.raw:
-        raise InvalidRequest("raw is not supported: qwend always renders the prompt with the model's chat "
-                             "template; send the text as prompt without raw, or use /api/chat", param="raw")
-    if body.suffix:
-        raise InvalidRequest("suffix (fill-in-the-middle) is not supported yet", param="suffix")
     if body.context:
         raise InvalidRequest("context is not supported: send the conversation as messages to /api/chat",
                              param="context")
+    if body.raw or body.suffix:  # the text as it is (no template), or fill-in-the-middle around `suffix`
+        if body.images:
+            raise InvalidRequest("images need the chat template: send them without raw and suffix", param="images")
+        return ChatRequest((), model=model, sampling=sampling(body.options), text_prompt=body.prompt,
+                           suffix=body.suffix or None, json_schema=_json_schema(body.format),
+                           keep_alive=keep_alive_seconds(body.keep_alive))
     messages = [Message("system", body.system)] if body.system else []
     messages.append(Message("user", body.prompt, images=_images(body.images, "images")))
     return ChatRequest(messages=tuple(messages), model=model, sampling=sampling(body.options),

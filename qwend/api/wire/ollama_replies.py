@@ -10,6 +10,10 @@ from typing import Any
 from qwend.api.wire.codec import Codec, Failure, NdjsonResponse
 from qwend.types import ChatEvent, Done, Reasoning, Started, Token, ToolCall, ToolCallEnd, ToolCallStart, Usage
 
+# the Ollama release whose API qwend answers as (`GET /api/version`): clients gate features on it (thinking came
+# in 0.9, structured outputs in 0.5), so it names a release with everything qwend serves of Ollama's API
+OLLAMA_VERSION = "0.13.0"
+
 
 # ---- events -> responses ----
 

@@ -10,11 +10,15 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from qwend import __version__
 from qwend.api.wire.codec import Codec, Failure, sse
 from qwend.api.wire.images import from_data_url
 from qwend.chat.schemas import prepare_schema
 from qwend.errors import InvalidRequest
 from qwend.types import ChatRequest, Message, SamplingParams, TokenLogprob, ToolCall, ToolSpec, Usage
+
+# what OpenAI's answers carry to tell the serving configuration apart (clients log it, some require it)
+SYSTEM_FINGERPRINT = f"fp_qwend_{__version__}"
 
 
 class _Wire(BaseModel):
@@ -49,7 +53,8 @@ class ChatMessage(_Wire):
     name: str | None = None
     tool_calls: list[ToolCallIn] | None = None
     tool_call_id: str | None = None
-    reasoning_content: str | None = None
+    reasoning_content: str | None = None  # llama-server's and SGLang's name for it
+    reasoning: str | None = None  # vLLM's, Ollama's OpenAI layer's, LM Studio's
 
 
 class FunctionDefinition(_Wire):
@@ -215,7 +220,7 @@ def _to_message(message: ChatMessage, index: int) -> Message:
     calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or ())
     return Message(
         role=role, content=content or "", name=message.name, tool_calls=calls,
-        tool_call_id=message.tool_call_id, reasoning=message.reasoning_content, images=tuple(images),
+        tool_call_id=message.tool_call_id, reasoning=message.reasoning_content or message.reasoning, images=tuple(images),
     )
 
 
@@ -262,7 +267,7 @@ def choice_body(
     if tool_calls:
         message["tool_calls"] = [tool_call_body(c) for c in tool_calls]
     if reasoning:
-        message["reasoning_content"] = reasoning
+        message |= reasoning_fields(reasoning)
     return {"index": index, "message": message, "finish_reason": finish_reason,
             "logprobs": None if logprobs is None else logprobs_body(logprobs)}
 
@@ -275,9 +280,15 @@ def completion_body(
     return choices_body(cid, model, [choice_body(0, text, finish_reason, tool_calls, reasoning)], usage)
 
 
+def reasoning_fields(text: str) -> dict[str, str]:
+    """Reasoning under both names clients read: `reasoning_content` (llama-server, SGLang, DeepSeek) and
+    `reasoning` (vLLM, Ollama's and LM Studio's OpenAI layers)."""
+    return {"reasoning_content": text, "reasoning": text}
+
+
 def choices_body(cid: str, model: str, choices: list[dict[str, Any]], usage: Usage) -> dict[str, Any]:
     return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": choices, "usage": usage_body(usage)}
+            "system_fingerprint": SYSTEM_FINGERPRINT, "choices": choices, "usage": usage_body(usage)}
 
 
 def chunk_body(
@@ -286,7 +297,8 @@ def chunk_body(
     logprobs: tuple[TokenLogprob, ...] | None = None,
 ) -> dict[str, Any]:
     """One `chat.completion.chunk` of choice `index`; delta None makes the usage-only chunk (`choices: []`)."""
-    body: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
+    body: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                            "system_fingerprint": SYSTEM_FINGERPRINT}
     body["choices"] = [] if delta is None else [
         {"index": index, "delta": delta, "finish_reason": finish_reason,
          "logprobs": None if logprobs is None else logprobs_body(logprobs)}

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from qwend.api.wire.codec import Codec, sse, sse_event
 from qwend.api.wire.openai import _Wire, failure_body
-from qwend.agents.responses import ResponseRequest, to_messages
+from qwend.agents.responses import CUSTOM_INPUT, ClientTool, ResponseRequest, to_messages
 from qwend.chat.schemas import prepare_schema
 from qwend.errors import InvalidRequest
 from qwend.types import SamplingParams, ToolSpec, Usage
@@ -33,6 +33,7 @@ class ResponsesBody(_Wire):
     max_output_tokens: int | None = Field(None, ge=1)
     metadata: dict[str, str] | None = None
     user: str | None = None
+    text: dict[str, Any] | None = None  # {"format": {"type": "text" | "json_object" | "json_schema", ...}}
 
 
 def to_response_request(body: ResponsesBody) -> ResponseRequest:
@@ -43,17 +44,19 @@ def to_response_request(body: ResponsesBody) -> ResponseRequest:
         to_messages(items)
     except (KeyError, TypeError, AttributeError) as exc:
         raise InvalidRequest(f"an input item lacks a field or has a wrong one: {exc}", param="input") from None
-    functions, builtin = [], []
+    clients: list[ClientTool] = []
+    builtin: list[str] = []
     for i, tool in enumerate(body.tools):
         kind = tool.get("type")
-        if kind == "function":
-            if not isinstance(tool.get("name"), str):
-                raise InvalidRequest("a function tool needs a name", param=f"tools[{i}].name")
-            parameters = tool.get("parameters") or {"type": "object", "properties": {}}
-            functions.append(ToolSpec(tool["name"], tool.get("description") or "",
-                                      prepare_schema(parameters, param=f"tools[{i}].parameters")))
+        if kind == "namespace":  # a group of the client's tools: each is offered, its calls name the namespace
+            if not isinstance(tool.get("name"), str) or not isinstance(tool.get("tools"), list):
+                raise InvalidRequest("a namespace tool needs a name and its tools", param=f"tools[{i}]")
+            clients += (_client_tool(inner, f"tools[{i}].tools[{j}]", tool["name"])
+                        for j, inner in enumerate(tool["tools"]))
+        elif kind in ("function", "custom"):
+            clients.append(_client_tool(tool, f"tools[{i}]"))
         elif isinstance(kind, str):
-            builtin.append(BUILTIN_ALIASES.get(kind, kind))  # one of qwend's tools (GET /v1/tools)
+            builtin.append(BUILTIN_ALIASES.get(kind, kind))  # one of qwend's tools (GET /v1/tools), or refused
         else:
             raise InvalidRequest("a tool needs a type", param=f"tools[{i}].type")
     choice, name = body.tool_choice, None
@@ -67,10 +70,44 @@ def to_response_request(body: ResponsesBody) -> ResponseRequest:
     sampling = SamplingParams(
         temperature=defaults.temperature if body.temperature is None else body.temperature,
         top_p=defaults.top_p if body.top_p is None else body.top_p, max_tokens=body.max_output_tokens)
-    return ResponseRequest(items, model=body.model, instructions=body.instructions, function_tools=tuple(functions),
-                           builtin_tools=tuple(builtin), tool_choice=choice, tool_name=name,
+    return ResponseRequest(items, model=body.model, instructions=body.instructions, client_tools=tuple(clients),
+                           builtin_tools=tuple(builtin), json_schema=_json_schema(text_format(body)), tool_choice=choice, tool_name=name,
                            parallel_tool_calls=body.parallel_tool_calls, sampling=sampling,
                            previous_response_id=body.previous_response_id)
+
+
+def _client_tool(tool: dict[str, Any], where: str, namespace: str | None = None) -> ClientTool:
+    kind = tool.get("type")
+    if kind not in ("function", "custom"):
+        raise InvalidRequest(f"a namespace holds function and custom tools, not {kind!r}", param=f"{where}.type")
+    if not isinstance(tool.get("name"), str):
+        raise InvalidRequest(f"a {kind} tool needs a name", param=f"{where}.name")
+    if kind == "custom":  # free text in (a grammar in its `format` is not enforced: the text is the model's)
+        parameters = {"type": "object", "properties": {CUSTOM_INPUT: {"type": "string"}}, "required": [CUSTOM_INPUT]}
+    else:
+        parameters = prepare_schema(tool.get("parameters") or {"type": "object", "properties": {}},
+                                    param=f"{where}.parameters")
+    return ClientTool(ToolSpec(tool["name"], tool.get("description") or "", parameters), kind == "custom", namespace)
+
+
+def text_format(body: ResponsesBody) -> dict[str, Any]:
+    """`text.format`, as asked (plain text when not)."""
+    asked = (body.text or {}).get("format")
+    return asked if isinstance(asked, dict) else {"type": "text"}
+
+
+def _json_schema(format_: dict[str, Any]) -> dict[str, Any] | None:
+    kind = format_.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {}
+    if kind == "json_schema":  # the Responses API puts name, schema and strict beside the type
+        if not isinstance(format_.get("schema"), dict) or not format_["schema"]:
+            raise InvalidRequest("text.format json_schema needs a schema", param="text.format.schema")
+        return prepare_schema(format_["schema"], param="text.format.schema")
+    raise InvalidRequest(f"text.format type {kind!r} is not one of text, json_object, json_schema",
+                         param="text.format.type")
 
 
 def usage_body(usage: Usage) -> dict[str, Any]:
@@ -90,7 +127,7 @@ def response_body(response_id: str, created_at: float, body: ResponsesBody, *, m
         "instructions": body.instructions, "max_output_tokens": body.max_output_tokens, "model": model,
         "output": output, "parallel_tool_calls": body.parallel_tool_calls,
         "previous_response_id": body.previous_response_id, "store": body.store,
-        "temperature": body.temperature, "top_p": body.top_p, "text": {"format": {"type": "text"}},
+        "temperature": body.temperature, "top_p": body.top_p, "text": {"format": text_format(body)},
         "tool_choice": body.tool_choice, "tools": body.tools, "truncation": "disabled",
         "usage": usage_body(usage) if usage is not None else None, "metadata": body.metadata or {},
         "user": body.user,

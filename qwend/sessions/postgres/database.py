@@ -48,8 +48,13 @@ async def _v3_owners(db: Connection) -> None:
     await db.execute("ALTER TABLE responses ADD COLUMN owner TEXT")
 
 
+async def _v4_stopped(db: Connection) -> None:
+    await db.execute("ALTER TABLE messages ADD COLUMN stopped BOOLEAN NOT NULL DEFAULT FALSE")  # an answer cut short
+
+
 # Schema version N is reached by applying MIGRATIONS[N-1]; append new steps, never edit applied ones.
-MIGRATIONS: tuple[Callable[[Connection], Awaitable[None]], ...] = (_v1_initial, _v2_responses, _v3_owners)
+MIGRATIONS: tuple[Callable[[Connection], Awaitable[None]], ...] = (_v1_initial, _v2_responses, _v3_owners,
+                                                                   _v4_stopped)
 
 
 class PostgresDatabase:

@@ -44,11 +44,11 @@ async def _insert(db: Connection, session_id: str, turn: int, position: float, m
                   now: float) -> StoredMessage:
     cursor = await db.execute(
         "INSERT INTO messages (session_id, turn, position, role, content, reasoning, tool_calls, tool_call_id, "
-        "name, prompt_tokens, completion_tokens, folded, created_at) "
-        "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
+        "name, prompt_tokens, completion_tokens, folded, stopped, created_at) "
+        "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
         (session_id, turn, position, message.role, message.content, message.reasoning, calls_json(message),
          message.tool_call_id, message.name, message.prompt_tokens, message.completion_tokens, message.folded,
-         now))
+         message.stopped, now))
     row = await cursor.fetchone()
     return replace(message, id=row["id"], turn=turn, created_at=now)
 

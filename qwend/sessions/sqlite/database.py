@@ -48,9 +48,13 @@ def _v4_owners(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE responses ADD COLUMN owner TEXT")
 
 
+def _v5_stopped(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE messages ADD COLUMN stopped INTEGER NOT NULL DEFAULT 0")  # an answer cut short
+
+
 # Schema version N is reached by applying MIGRATIONS[N-1]; append new steps, never edit applied ones.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
-    _v1_initial, _v2_tool_switches, _v3_responses, _v4_owners)
+    _v1_initial, _v2_tool_switches, _v3_responses, _v4_owners, _v5_stopped)
 
 
 def _migrate(db: sqlite3.Connection, path: Path) -> None:

@@ -31,10 +31,10 @@ def _insert(db: sqlite3.Connection, session_id: str, turn: int, position: float,
             now: float) -> StoredMessage:
     cursor = db.execute(
         "INSERT INTO messages (session_id, turn, position, role, content, reasoning, tool_calls, tool_call_id, "
-        "name, prompt_tokens, completion_tokens, folded, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "name, prompt_tokens, completion_tokens, folded, stopped, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (session_id, turn, position, message.role, message.content, message.reasoning, calls_json(message),
          message.tool_call_id, message.name, message.prompt_tokens, message.completion_tokens,
-         int(message.folded), now))
+         int(message.folded), int(message.stopped), now))
     return replace(message, id=cursor.lastrowid, turn=turn, created_at=now)
 
 
