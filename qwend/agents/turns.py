@@ -102,9 +102,9 @@ async def run_turn(runtime: Runtime, request: Turn) -> AsyncIterator[LoopEvent |
             async with aclosing(loop(view)) as events:
                 async for event in events:
                     so_far.add(event)
-                    if isinstance(event, TurnEnd):
-                        await runtime.sessions.append_turn(session.id, so_far.stored(event.messages))
+                    if isinstance(event, TurnEnd):  # written whole from here, even if the client leaves meanwhile
                         so_far.kept = True
+                        await asyncio.shield(runtime.sessions.append_turn(session.id, so_far.stored(event.messages)))
                     yield event
         except (GeneratorExit, asyncio.CancelledError):
             # stopped (the client's Stop, a closed tab, a dropped connection): the question stays, and the answer

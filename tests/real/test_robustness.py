@@ -152,14 +152,18 @@ def test_leaving_a_session_stream_cancels_the_turn_and_keeps_the_session(client)
                 break
     assert tokens == 3
     assert wait_idle(client), "the turn went on generating after its client left"
-    assert messages(client, sid) == before, "the aborted turn left something in the session"
+    # the aborted turn is kept as far as it came: the question, and the answer so far marked stopped
+    stopped = messages(client, sid)
+    assert stopped[:2] == before and [(m["turn"], m["role"], m["stopped"]) for m in stopped[2:]] == [
+        (2, "user", False), (2, "assistant", True)]
+    assert stopped[2]["content"] == long_turn["message"] and stopped[3]["content"].strip()
 
     after = turn(client, sid, "Say goodbye.")
     assert after.status_code == 200 and after.json()["response"].strip()
     history = messages(client, sid)
     assert [(m["turn"], m["role"]) for m in history] == [(1, "user"), (1, "assistant"), (2, "user"),
-                                                         (2, "assistant")]
-    assert history[2]["content"] == "Say goodbye."
+                                                         (2, "assistant"), (3, "user"), (3, "assistant")]
+    assert history[4]["content"] == "Say goodbye."
 
 
 # 4. prompts past the window, on every protocol

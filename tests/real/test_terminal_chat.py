@@ -1,5 +1,5 @@
 """`qwend chat` in a real terminal (tmux) against a real `qwend serve` with the default model: a tool call and
-its answer, text that grows while it streams, Ctrl-C stopping an answer, and /history."""
+its answer, text that grows while it streams, Ctrl-C stopping an answer (kept, marked stopped), and /history."""
 
 from __future__ import annotations
 
@@ -118,15 +118,16 @@ def test_chat_in_a_terminal(server):
         assert not FOOTER.search(later), f"the answer ended before Ctrl-C; ask for a longer one:{later}"
         assert len(later.strip()) > len(first.strip()), "the text did not grow while it streamed"
         terminal.send("C-c")
-        terminal.wait(lambda t: "[stopped: this turn is not stored]" in after(t, f"you> {long_question}")
+        terminal.wait(lambda t: "[stopped: kept as far as it came]" in after(t, f"you> {long_question}")
                       and prompt_is_back(t), 60, "prompt after Ctrl-C")
 
         follow_up = "What is the capital of France? Answer in one word."
         reply = terminal.enter(follow_up, turn_done, 300, "answer")
         assert reply[: FOOTER.search(reply).start()].strip(), reply
         history = terminal.enter("/history", prompt_is_back, 30, "history")
-        assert history.lstrip().startswith(f"you> {follow_up}\n"), history  # the stopped turn was not stored
-        assert long_question not in history
+        # the stopped turn is kept as far as it came, marked, then the next one
+        assert history.lstrip().startswith(f"you> {long_question}\n"), history
+        assert history.index("[stopped]") < history.index(f"you> {follow_up}\n"), history
 
         # back to the first session: /session lists both, /session ID switches, /history shows the tool turn
         listing = terminal.enter("/session", prompt_is_back, 30, "session list")
