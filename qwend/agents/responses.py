@@ -6,8 +6,9 @@ database. Function-call items and their outputs are part of the chain like any o
 Items are kept in the Responses API's own shapes (what clients send as input is what a chain replays):
 `message`, `function_call` (the client runs it; `namespace` set for a tool of a namespace), `custom_tool_call`
 (a free-text tool of the client's: its `input` is the one string the model wrote), their `..._output`s, and
-`mcp_call` (a qwend tool that ran here, with its output: server-side, as OpenAI's MCP calls are). `respond` tells the loop's events as
-those items; a call to one of the client's functions is the loop's hand-off, which ends the response.
+`mcp_call` (a qwend tool that ran here, with its output: server-side, as OpenAI's MCP calls are). `respond`
+tells the loop's events as those items; a call to one of the client's tools is the loop's hand-off, which
+ends the response.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """One turn of a profile chat (seed 000's `/v1/chat` and session chats): the second entry point besides
 `chat.service.chat`. It resolves the profile and the model once (the loaded model goes to the window fitting
 and to every step of the loop), waits its turn in the session, fits the history into the window, runs the tool
-loop, and stores the whole turn in one transaction once it is complete (or, stopped midway, as far as it came). The route that read the session hands
-it over, so a turn reads it no second time.
+loop, and stores the whole turn in one transaction once it is complete (or, stopped midway, as far as it
+came). The route that read the session hands it over, so a turn reads it no second time.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """OpenAI's Responses API: `POST /v1/responses` (JSON, SSE, or in the background), `GET`, `DELETE` and
-`POST .../cancel` by id. The conversation logic is agents/responses.py; this module runs each response as a
+`POST .../cancel` by id, and `GET .../input_items`. The conversation logic is agents/responses.py; this module runs each response as a
 task of its own (so that a cancel, or a client leaving, stops it in one place), keeps the running ones
 (ResponseJobs, the app's: stopped at shutdown), stores them, and encodes their events as the API's named SSE
 events."""
@@ -10,9 +10,9 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from qwend.api.answer import streamed
 from qwend.api.deps import CallerDep, RequesterDep, RuntimeDep
@@ -73,6 +73,14 @@ async def get_response(response_id: str, runtime: RuntimeDep, caller: CallerDep,
     if (job := _running(jobs, response_id, caller)) is not None:
         return job.body()
     return (await response_for(runtime.database.responses, response_id, caller)).body
+
+
+@router.get("/responses/{response_id}/input_items", summary="A stored response's input items (the SDK's "
+            "responses.input_items.list)")
+async def list_input_items(response_id: str, runtime: RuntimeDep, caller: CallerDep,
+                           order: Literal["asc", "desc"] = "desc", limit: int = Query(20, ge=1, le=100)):
+    stored = await response_for(runtime.database.responses, response_id, caller)
+    return wire.input_items_body(stored, order, limit)
 
 
 @router.delete("/responses/{response_id}", summary="Delete a stored response")

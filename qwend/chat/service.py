@@ -29,8 +29,7 @@ from qwend.metrics import Metrics
 from qwend.settings import Settings
 from qwend.types import (
     ChatEvent, ChatRequest, Done, FinishReason, Message, OutputConstraint, PromptProgress, Queued, Reasoning,
-    SamplingParams, Started,
-    Speculated, Token, TokenLogprob, ToolCall, ToolCallEnd, ToolSpec, Usage,
+    SamplingParams, Speculated, Started, Token, TokenLogprob, ToolCall, ToolCallEnd, ToolSpec, Usage,
 )
 
 

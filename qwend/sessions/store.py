@@ -41,7 +41,8 @@ class StoredMessage:
     """One message of a session's history.
 
     `folded` is True once a summary replaced the message in what the model sees; it still shows in the
-    history. `stopped` marks an answer cut short (the client stopped it or left): kept as far as it came. `id`, `turn` and `created_at` are set by the store; whatever a caller passes there is ignored.
+    history. `stopped` marks an answer cut short (the client stopped it or left): kept as far as it came.
+    `id`, `turn` and `created_at` are set by the store; whatever a caller passes there is ignored.
     """
 
     role: StoredRole

@@ -45,6 +45,8 @@ def test_openai_responses_parse_gives_the_pydantic_object(sdk):
     reply = sdk.responses.parse(model=DEFAULT_MODEL, input=QUESTION, text_format=Capital, temperature=0)
     assert isinstance(reply.output_parsed, Capital) and _is_paris(reply.output_parsed)
     assert reply.text.format.type == "json_schema"
+    [asked] = sdk.responses.input_items.list(reply.id).data
+    assert asked.role == "user" and asked.content == QUESTION
 
 
 def test_openai_models_retrieve(sdk):
@@ -82,6 +84,19 @@ def test_agents_sdk_structured_output_and_a_tool(daemon):
     assert "2,102,650" in answer.final_output or "2102650" in answer.final_output.replace(",", "")
 
 
+async def test_agents_sdk_streamed_run(daemon):
+    from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, set_tracing_disabled
+
+    set_tracing_disabled(True)
+    client = openai.AsyncOpenAI(base_url=f"{daemon}/v1", api_key="unused", max_retries=0, timeout=300)
+    agent = Agent(name="geo", instructions="Answer in JSON.", output_type=Capital,
+                  model=OpenAIResponsesModel(model=DEFAULT_MODEL, openai_client=client),
+                  model_settings=ModelSettings(temperature=0))
+    run = Runner.run_streamed(agent, QUESTION)
+    kinds = {event.type async for event in run.stream_events()}
+    assert "raw_response_event" in kinds and _is_paris(run.final_output)
+
+
 def test_pydantic_ai_native_output_on_the_responses_model(daemon):
     from pydantic_ai import Agent, NativeOutput
     from pydantic_ai.models.openai import OpenAIResponsesModel
@@ -106,6 +121,26 @@ def test_langchain_responses_structured_output_and_embeddings(daemon, sdk):
     # what it sends untold (tiktoken's ids; tiktoken's files cannot be fetched here): the error says what to do
     with pytest.raises(openai.BadRequestError, match="check_embedding_ctx_length=False"):
         sdk.embeddings.create(model=DEFAULT_MODEL, input=[[15339, 1917]])
+
+
+def test_langchain_ollama_chat_tools_structured_output_and_embeddings(daemon):
+    from langchain_core.tools import tool
+    from langchain_ollama import ChatOllama, OllamaEmbeddings
+
+    chat = ChatOllama(model=DEFAULT_MODEL, base_url=daemon, temperature=0)
+    assert "paris" in chat.invoke("What is the capital of France? One word.").content.lower()
+    assert "".join(chunk.content for chunk in chat.stream("Say hi.")).strip()
+    assert _is_paris(chat.with_structured_output(Capital).invoke(QUESTION))
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Current weather for a city."""
+        return "18C"
+
+    [called] = chat.bind_tools([get_weather]).invoke("What is the weather in Paris?").tool_calls
+    assert called["name"] == "get_weather" and "paris" in called["args"]["city"].lower()
+    embeddings = OllamaEmbeddings(model=DEFAULT_MODEL, base_url=daemon)
+    assert len(embeddings.embed_documents(["a", "b"])) == 2 and len(embeddings.embed_query("hi")) > 100
 
 
 def test_litellm_ollama_providers_send_no_json_content_type(daemon):

@@ -34,6 +34,9 @@ async def test_a_stored_response_and_its_continuation(tmp_path):
         assert [(o["type"], o["content"][0]["text"]) for o in first["output"]] == [("message", "Hello Ada.")]
         assert first["usage"]["output_tokens"] == 2 and first["instructions"] == "Be brief."
         assert (await client.get(f"/v1/responses/{first['id']}")).json() == first
+        listed = (await client.get(f"/v1/responses/{first['id']}/input_items")).json()
+        assert listed["object"] == "list" and listed["has_more"] is False
+        assert [(i["role"], i["content"]) for i in listed["data"]] == [("user", "I am Ada.")]  # not its output
 
         second = (await client.post("/v1/responses", json={"input": "Who am I?", "previous_response_id": first["id"]})).json()
         assert second["output"][0]["content"][0]["text"] == "Your name is Ada."

@@ -133,7 +133,8 @@ def chat_request(body: ChatBody, model: str) -> ChatRequest:
     _refuse_logprobs(body)
     tools = _tools(body.tools or ())
     return ChatRequest(messages=_messages(body.messages), model=model, sampling=sampling(body.options),
-                       tools=tools, json_schema=_json_schema(body.format), keep_alive=keep_alive_seconds(body.keep_alive))
+                       tools=tools, json_schema=_json_schema(body.format),
+                       keep_alive=keep_alive_seconds(body.keep_alive))
 
 
 def generate_request(body: GenerateBody, model: str) -> ChatRequest:

@@ -220,7 +220,8 @@ def _to_message(message: ChatMessage, index: int) -> Message:
     calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or ())
     return Message(
         role=role, content=content or "", name=message.name, tool_calls=calls,
-        tool_call_id=message.tool_call_id, reasoning=message.reasoning_content or message.reasoning, images=tuple(images),
+        tool_call_id=message.tool_call_id, reasoning=message.reasoning_content or message.reasoning,
+        images=tuple(images),
     )
 
 

@@ -11,6 +11,7 @@ from qwend.api.wire.openai import _Wire, failure_body
 from qwend.agents.responses import CUSTOM_INPUT, ClientTool, ResponseRequest, to_messages
 from qwend.chat.schemas import prepare_schema
 from qwend.errors import InvalidRequest
+from qwend.sessions.responses import StoredResponse
 from qwend.types import SamplingParams, ToolSpec, Usage
 
 # OpenAI's names for tools qwend has under its own
@@ -71,7 +72,8 @@ def to_response_request(body: ResponsesBody) -> ResponseRequest:
         temperature=defaults.temperature if body.temperature is None else body.temperature,
         top_p=defaults.top_p if body.top_p is None else body.top_p, max_tokens=body.max_output_tokens)
     return ResponseRequest(items, model=body.model, instructions=body.instructions, client_tools=tuple(clients),
-                           builtin_tools=tuple(builtin), json_schema=_json_schema(text_format(body)), tool_choice=choice, tool_name=name,
+                           builtin_tools=tuple(builtin), json_schema=_json_schema(text_format(body)),
+                           tool_choice=choice, tool_name=name,
                            parallel_tool_calls=body.parallel_tool_calls, sampling=sampling,
                            previous_response_id=body.previous_response_id)
 
@@ -108,6 +110,16 @@ def _json_schema(format_: dict[str, Any]) -> dict[str, Any] | None:
         return prepare_schema(format_["schema"], param="text.format.schema")
     raise InvalidRequest(f"text.format type {kind!r} is not one of text, json_object, json_schema",
                          param="text.format.type")
+
+
+def input_items_body(stored: StoredResponse, order: str, limit: int) -> dict[str, Any]:
+    """The response's input items as the API lists them (one page of `limit`; newest first for `desc`). They
+    are its stored items less the output it produced, which come after them."""
+    produced = sum(1 for item in stored.body.get("output") or () if item.get("status") == "completed")
+    items = stored.items[:len(stored.items) - produced]
+    page = (items[::-1] if order == "desc" else items)[:limit]
+    return {"object": "list", "data": page, "first_id": page[0].get("id") if page else None,
+            "last_id": page[-1].get("id") if page else None, "has_more": len(items) > limit}
 
 
 def usage_body(usage: Usage) -> dict[str, Any]:
