@@ -152,8 +152,7 @@ def test_leaving_a_session_stream_cancels_the_turn_and_keeps_the_session(client)
                 break
     assert tokens == 3
     assert wait_idle(client), "the turn went on generating after its client left"
-    # the aborted turn is kept as far as it came: the question, and the answer so far marked stopped
-    stopped = messages(client, sid)
+    stopped = messages(client, sid)  # the aborted turn kept as far as it came: the question, the answer so far
     assert stopped[:2] == before and [(m["turn"], m["role"], m["stopped"]) for m in stopped[2:]] == [
         (2, "user", False), (2, "assistant", True)]
     assert stopped[2]["content"] == long_turn["message"] and stopped[3]["content"].strip()

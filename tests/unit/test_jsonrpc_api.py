@@ -1,7 +1,6 @@
 """Seed 003's JSON-RPC 2.0 over WebSocket, in-process on a scripted backend: shapes, the client-side tool
 round trip, cancel, disconnect, history handling and every error code."""
 
-import asyncio
 import json
 
 import pytest
@@ -175,18 +174,6 @@ def test_request_tools_replace_the_session_tools(make):
         assert asked["tool_calls"][0]["tool"] == "get_time"
 
 
-def test_message_alone_starts_afresh_in_a_session_not_made_persistent(make):
-    client, runtime, backend = make("Hello.", "I cannot know.")
-    sid = session(client)
-    with client.websocket_connect(f"/ws/{sid}") as ws:
-        for message in ("hi", "what did I say?"):
-            request(ws, "generate", {"message": message})
-            ws.receive_json()
-            until(ws)
-    assert backend.prompts[-1] == "<user>what did I say?<assistant>"
-    assert stored(client, runtime, sid) == []
-
-
 def test_history_is_answered_as_sent_and_not_stored(make):
     client, runtime, backend = make("Blue.")
     sid = session(client)
@@ -241,23 +228,6 @@ def test_cancel_while_waiting_for_a_tool_result(make):
         request(ws, "tool_result", {"task_id": task, "results": [{"tool_name": "get_weather", "result": 1}]}, id=4)
         assert ws.receive_json()["error"]["code"] == -32002
     assert stored(client, runtime, sid) == []
-
-
-def test_a_disconnect_cancels_the_generation_and_keeps_the_question(make):
-    client, runtime, backend = make(LONG, delay=0.01)
-    sid, plain = session(client, {"persistent": True}), session(client)
-    for socket in (sid, plain):
-        with client.websocket_connect(f"/ws/{socket}") as ws:
-            request(ws, "generate", {"message": "talk a lot"})
-            ws.receive_json()
-            until(ws, "text_chunk")
-        client.portal.call(asyncio.sleep, 0.2)  # the server side notices the close and cancels
-        assert backend.active == 0
-    assert backend.stopped_early == 2
-    kept = stored(client, runtime, sid)  # a persistent session keeps the question, and the answer marked stopped
-    assert [(m.role, m.content, m.stopped) for m in kept][0] == ("user", "talk a lot", False)
-    assert kept[1].role == "assistant" and kept[1].stopped and LONG.startswith(kept[1].content)
-    assert stored(client, runtime, plain) == []  # the seed's own sessions store nothing
 
 
 def test_errors_after_processing_arrive_as_error_notifications(make):

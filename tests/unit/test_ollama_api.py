@@ -3,7 +3,6 @@ client parses every answer."""
 
 import asyncio
 import base64
-from dataclasses import replace
 import json
 import struct
 
@@ -242,27 +241,6 @@ def test_the_python_clients_union_types_are_json_schema():
 async def test_bad_requests_are_400_in_ollama_shape(client, backend, path, body, words):
     assert_error(await client.post(path, json=body), 400, *words)
     assert backend.prompts == []
-
-
-async def test_raw_prompts_and_fill_in_the_middle(tmp_path):
-    """Editor autocomplete clients send `raw` (the text as it is) and `suffix` (fill-in-the-middle)."""
-    backend = FakeBackend("return a + b", context_length=4096)
-    backend.info = replace(backend.info, fill_in_middle=("<PRE>", "<SUF>", "<MID>"))
-    async with client_for(fake_runtime(tmp_path, backend)) as client:
-        raw = await client.post("/api/generate", json={"model": "fake.gguf", "prompt": "<|im_start|>x", "raw": True,
-                                                       "system": "ignored, as Ollama does", "stream": False})
-        assert raw.json()["response"] == "return a + b" and raw.json()["done"] is True
-        assert backend.generated[-1].tokens == tuple(ord(c) % 256 for c in "<|im_start|>x")
-        filled = await client.post("/api/generate", json={"model": "fake.gguf", "prompt": "def add(a, b):\n    ",
-                                                          "suffix": "\nprint(add(1, 2))", "stream": False})
-        assert filled.json()["response"] == "return a + b"
-        assert backend.generated[-1].tokens == tuple(ord(c) % 256 for c in
-                                                     "<PRE>def add(a, b):\n    <SUF>\nprint(add(1, 2))<MID>")
-
-
-async def test_older_routes_clients_still_call(client):
-    assert (await client.head("/")).status_code == 200
-    assert (await client.get("/api/version")).json() == {"version": "0.13.0"}
 
 
 async def test_malformed_json_is_400(client):
