@@ -24,7 +24,7 @@ router.add_api_route(
 )
 
 
-@router.get("/models", summary="GGUF files on disk (seed 004) and the models loaded now (seed 002)")
+@router.get("/models", summary="The models loaded now (seed 002), and the GGUF files on disk (seed 004)")
 async def list_models(runtime: RuntimeDep):
     return wire.models_body(await runtime.models.available(), runtime.models.loaded, runtime.models.default_name())
 

@@ -40,7 +40,8 @@ def client(server):
 def test_status_and_gguf_listing(client):
     assert client.get("/").json()["status"] == "running"
     models = client.get("/models").json()
-    assert "coder.gguf" in models["models"] and "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf" in models["models"]
+    assert "coder.gguf" in models["files"] and "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf" in models["files"]
+    assert models["models"] == ["qwen2.5-coder:0.5b"]  # what is loaded now
     assert [m["model_key"] for m in models["loaded_models"]] == ["qwen2.5-coder:0.5b"]
 
 

@@ -14,6 +14,7 @@ from llama_cpp import Llama
 
 DEFAULT = "qwen2.5-coder:0.5b"
 LMSTUDIO_KEY = "qwen/qwen2.5-coder-0.5b-instruct"  # LM Studio's key for the default model's weights
+DEFAULT_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 # the seed's /chat/regular curl body, greedy (temperature 0) so the check on the answer is repeatable
 REGULAR = {
     "messages": [
@@ -149,8 +150,11 @@ def test_unload_one_then_all_then_chat_loads_on_demand(api):
     assert again["unloaded"] is False and "was not loaded" in again["message"]
     assert api.get("/health").json()["model_loaded"] is False
     assert api.post("/models/load", json={"model_key": DEFAULT}).json()["loaded"] is True
+    assert api.get("/models").json()["models"] == [DEFAULT]
     everything = api.post("/models/unload", json={"unload_all": True}).json()
     assert everything == {"unloaded": True, "models": [DEFAULT], "unload_all": True}
+    listed = api.get("/models").json()
+    assert listed["models"] == [] and listed["loaded_models"] == [] and DEFAULT_FILE in listed["files"]
     # the seed's custom-model body: the model is loaded again on demand
     reply = api.post("/chat", json={"model_key": LMSTUDIO_KEY, "messages": [{"role": "user", "content": "Hello!"}],
                                     "config": {"temperature": 0, "maxTokens": 30}})

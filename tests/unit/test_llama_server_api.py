@@ -19,11 +19,14 @@ async def client(runtime):
         yield c
 
 
-async def test_models_lists_gguf_files_and_loaded_models(client):
+async def test_models_lists_loaded_models_and_gguf_files(client):
     body = (await client.get("/models")).json()
-    assert body["models"] == ["fake.gguf"]
+    assert body["models"] == ["fake.gguf"] and body["files"] == ["fake.gguf"]
     assert [m["model_key"] for m in body["loaded_models"]] == ["fake.gguf"]
     assert body["current_model"] == "fake.gguf"
+    await client.post("/models/unload", json={"unload_all": True})  # seed 002: gone from `models`, still on disk
+    body = (await client.get("/models")).json()
+    assert body["models"] == [] and body["loaded_models"] == [] and body["files"] == ["fake.gguf"]
 
 
 async def test_set_model_unknown_is_404_and_known_becomes_default(client, runtime):

@@ -252,7 +252,7 @@ async def test_every_listing_keeps_working_beside_damaged_files(damaged_runtime)
         tags = {m["name"]: m for m in (await client.get("/api/tags")).json()["models"]}
         openai = {m["id"]: m for m in (await client.get("/v1/models")).json()["data"]}
         cortex = {m["name"]: m for m in (await client.get("/api/models")).json()["models"]}
-        files = (await client.get("/models")).json()["models"]
+        files = (await client.get("/models")).json()["files"]
         shown = await client.post("/api/show", json={"model": "fake.gguf"})
         bad = await client.post("/api/show", json={"model": "nested.gguf"})
     for listing in (tags, openai, cortex):

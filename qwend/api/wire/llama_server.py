@@ -26,11 +26,15 @@ class RestoreCacheBody(ChatCompletionRequest):
 
 
 def models_body(on_disk: Sequence[LocalModel], loaded: Mapping[str, LoadedModel], current: str) -> dict[str, Any]:
+    # Both seeds read `models`: seed 002 as the models loaded now, seed 004 as the GGUF files on disk. It is
+    # what is loaded (so after an unload a client sees it gone; seed 004 always has its current model loaded,
+    # under the name it was set by); the files on disk are `files`, each one a name `/setModel` accepts.
     return {
-        "models": [_file(m) for m in on_disk],  # seed 004: the GGUF files
-        "loaded_models": [  # seed 002: what is in memory
+        "models": list(loaded),
+        "loaded_models": [
             {"model_key": m.name, "file": _file(m.model), "loaded_at": m.loaded_at} for m in loaded.values()
         ],
+        "files": [_file(m) for m in on_disk],
         "current_model": current,
     }
 
