@@ -112,6 +112,11 @@ class Settings(BaseSettings):
                            "step from the answer's own past (n-gram speculation: an answer that copies its input, "
                            "as code edits do, comes several times faster; the output is unchanged). 0: off. A "
                            "request's draft_max overrides it.")
+    draft_model: str | None = Field(None, description="A smaller model with the same vocabulary that drafts "
+                                    "for each llama.cpp model loaded, where the answer's own past predicts "
+                                    "nothing (speculative decoding; the output is unchanged); 'auto': the "
+                                    "catalog's pairing (the 0.5B for qwen2.5-coder:1.5b). Off by default: on a "
+                                    "CPU its guesses cost more than they save (docs/benchmarks.md).")
     kv_ram_mb: int = Field(1024, ge=0, description="RAM for the KV state of conversations a llama.cpp model let "
                            "go of (its context was needed for others); least recently used move to disk.")
     kv_disk_mb: int = Field(8192, ge=0, description="Disk for saved KV states (kv_cache_dir), kept across "

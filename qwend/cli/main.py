@@ -221,6 +221,20 @@ def bench_peers(
     run_peers_bench(_settings(model=model, data_dir=data_dir), threads=threads, console=Console())
 
 
+@bench_app.command("drafts")
+def bench_drafts(
+    model: Annotated[str, typer.Option(help="Model to speed up.")] = "qwen2.5-coder:1.5b",
+    draft: Annotated[Optional[str], typer.Option(help="Its draft model (default: the catalog's pairing).")] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads, the same for every server.")] = os.cpu_count() or 1,
+    data_dir: DataDir = None,
+) -> None:
+    """Speculation on a model and its draft model, qwend vs llama-server: each without speculation, with n-gram
+    drafts and with the draft model, on a code edit and an open-ended answer."""
+    from qwend.cli.bench_drafts import run_drafts_bench
+
+    run_drafts_bench(_settings(model=model, data_dir=data_dir), draft=draft, threads=threads, console=Console())
+
+
 @bench_app.command("concurrent")
 def bench_concurrent(
     model: Annotated[Optional[str], typer.Option(help="Model to measure (default: the configured one).")] = None,

@@ -17,17 +17,19 @@ first, and a prompt that starts like a saved state has it restored instead of re
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import math
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from qwend.engine.base import common_prefix
-from qwend.engine.kv_tiers import KvTiers, SavedState
+from qwend.engine.draft_model import MAX_DRAFT as DRAFT_MODEL_MAX
+from qwend.engine.draft_model import DraftModel
+from qwend.engine.kv_tiers import KvTiers
 from qwend.engine.llama_sampler import Sampler, token_logprob
+from qwend.engine.llama_slots import Slot, SlotStates
 from qwend.engine.llama_stream import END, TokenStream
 from qwend.errors import BackendError
 from qwend.types import SamplingParams
@@ -43,33 +45,27 @@ PREFILL_WHILE_DECODING = 128  # prompt tokens per step while others generate: a 
 # open-ended answers at once: 64 tok/s with drafts against 63-73 without)
 DRAFTING_STREAMS = 2
 DRAFTS_PER_STEP = 48
-MIN_SAVED_TOKENS = 64  # shorter states are read again faster than they are saved and found
 MIN_RESTORED_GAIN = 32  # tokens a saved state must add to what the context holds to be worth restoring
-
-@dataclass(eq=False)
-class _Slot:
-    seq_id: int
-    tokens: list[int] = field(default_factory=list)  # what its KV cells hold, positions 0..len-1
-    used: float = 0.0  # when its last sequence ended (least recently used goes first)
-    stream: TokenStream | None = None
-
 
 @dataclass
 class _Entry:
     stream: TokenStream
     tokens: list[int]
     logits: bool  # sample after this entry (its last token ends the prompt, or it is a generated token)
+    room: int = 0  # a generated token's: how many drafted tokens may follow it in the step
     drafted: int = 0  # its last tokens are a draft: sampled after each, kept while the samples confirm them
+    by_model: bool = False  # the draft model's draft, not an n-gram one
 
 
 class BatchDecoder:
     def __init__(
         self, model, *, n_ctx: int, n_batch: int, parallel: int, slots: int, threads: int, reuse: bool = True,
-        saved: KvTiers | None = None, draft_max: int = 0,
+        saved: KvTiers | None = None, draft_max: int = 0, draft_model: DraftModel | None = None,
     ) -> None:
         """`parallel` sequences run at once; `slots` (at least as many) keep their KV cells afterwards for
         prompts that share their start (unless `reuse` is off), and `saved` keeps the states they let go.
-        `draft_max`: tokens drafted at most per step for a sequence whose request does not say (0: none)."""
+        `draft_max`: tokens drafted at most per step for a sequence whose request does not say (0: none);
+        `draft_model` drafts where the n-grams of the sequence's past predict nothing (closed with this)."""
         import llama_cpp
 
         self._lib = llama_cpp
@@ -93,10 +89,14 @@ class BatchDecoder:
         # a recurrent state cannot drop the positions of a rejected draft: such models are never drafted for
         self.drafts = not (llama_cpp.llama_model_is_recurrent(model.model) or llama_cpp.llama_model_is_hybrid(model.model))
         self.draft_max = draft_max if self.drafts else 0
+        self.draft_model = draft_model if self.drafts else None
+        if draft_model is not None and self.draft_model is None:
+            draft_model.close()
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
-        self._slots = [_Slot(seq_id) for seq_id in range(slots)]
-        self._scratch = slots
+        self._slots = [Slot(seq_id) for seq_id in range(slots)]
+        # the last sequence id is scratch space for saving part of a slot
+        self._states = SlotStates(llama_cpp, self._ctx, self._slots, scratch=slots, saved=self.saved)
         self._opening: list[TokenStream] = []
         self._running: list[TokenStream] = []
         self._turn = itertools.count()  # rotates which prompt reads first
@@ -139,10 +139,12 @@ class BatchDecoder:
             stream.sampler.free()
         if self.saved is not None:  # what the context holds outlives it on disk
             for slot in sorted(self._slots, key=lambda slot: slot.used, reverse=True):
-                self._save(slot)
+                self._states.save(slot)
             self.saved.flush()
         self._lib.llama_batch_free(self._batch)
         self._lib.llama_free(self._ctx)
+        if self.draft_model is not None:
+            self.draft_model.close()
 
     # -- the decode loop's thread
 
@@ -156,6 +158,9 @@ class BatchDecoder:
                 self._retire()
                 self._place()
                 entries = self._plan()
+            for entry in entries:  # (the draft model's guesses take a while: not under the lock)
+                if entry.room:
+                    self._draft(entry)
             if entries:
                 self._step(entries)
 
@@ -170,7 +175,7 @@ class BatchDecoder:
         # after a confirmed draft, the next step runs while the reader takes the burst of tokens it got
         return stream.next_token is not None and not stream.ended and stream.unread < READ_AHEAD + stream.burst - 1
 
-    def _free_slot(self) -> _Slot | None:
+    def _free_slot(self) -> Slot | None:
         return next((slot for slot in self._slots if slot.stream is None), None)
 
     def _retire(self) -> None:
@@ -184,7 +189,7 @@ class BatchDecoder:
                 stream.slot.stream = None
                 stream.slot.used = time.monotonic()
                 if stream.pin and self.saved is not None and stream.slot.tokens[:len(stream.prompt)] == stream.prompt:
-                    self._save(stream.slot, len(stream.prompt), pinned=True)
+                    self._states.save(stream.slot, len(stream.prompt), pinned=True)
             stream.sampler.free()
             stream.emit(END)
 
@@ -206,10 +211,10 @@ class BatchDecoder:
             prefixes = self._prefixes(prompt)
             slot = self._slot_for(prefixes)
             if len(slot.tokens) - prefixes[slot] > DISPOSABLE_TOKENS:
-                self._save(slot)  # another conversation's cells: kept in the tiers before they go
+                self._states.save(slot)  # another conversation's cells: kept in the tiers before they go
             saved, restorable = self.saved.best(prompt) if self.saved is not None else (None, 0)
             if restorable >= max(prefixes.values()) + MIN_RESTORED_GAIN:
-                self._restore(saved, slot)
+                self._states.restore(saved, slot)
                 prefixes = self._prefixes(prompt)  # the slot changed, and others may have been emptied for room
             source = max(self._slots, key=prefixes.__getitem__)
             keep, shared = prefixes[slot], prefixes[source]
@@ -224,27 +229,13 @@ class BatchDecoder:
             stream.place(slot, reuse)
             self._running.append(stream)
         if placed and self.saved is not None:
-            self._trim_idle()
+            self._states.trim_idle([stream.prompt for stream in self._running])
 
-    def _trim_idle(self) -> None:
-        """Idle slots keep only what they share with a running prompt (a system prompt, tools), their whole
-        state kept in the saved tiers for their next turn: a token's attention spans every cell the context
-        holds, so idle conversations slowed reading new prompts (16 of them: 0.6x llama-server's speed,
-        which keeps 8). Shared cells are held by reference and cost nothing more."""
-        running = [stream.prompt for stream in self._running]
-        for slot in self._slots:
-            if slot.stream is None and slot.tokens:
-                keep = max((common_prefix(slot.tokens, prompt) for prompt in running), default=0)
-                if len(slot.tokens) - keep >= MIN_SAVED_TOKENS:  # (a short one stays: it costs little)
-                    self._save(slot)
-                    self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1)
-                    slot.tokens = slot.tokens[:keep]
-
-    def _prefixes(self, prompt: list[int]) -> dict[_Slot, int]:
+    def _prefixes(self, prompt: list[int]) -> dict[Slot, int]:
         """How many of the prompt's first tokens each slot holds."""
         return {slot: common_prefix(slot.tokens, prompt) for slot in self._slots}
 
-    def _slot_for(self, prefixes: dict[_Slot, int]) -> _Slot:
+    def _slot_for(self, prefixes: dict[Slot, int]) -> Slot:
         """The free slot that continues the prompt's conversation (losing at most a few tokens past their
         common start, `prefixes[slot]`), else the least recently used one: another conversation's cells stay
         for its next turn."""
@@ -263,12 +254,11 @@ class BatchDecoder:
             room = min((self.n_batch - len(generating)) // len(generating), DRAFTS_PER_STEP // len(generating),
                        self.n_ctx - len(stream.slot.tokens) - 2)
             drafts = stream.drafter and not stream.undrafted and len(generating) <= DRAFTING_STREAMS
-            draft = stream.drafter.draft(room) if drafts else []
             stream.undrafted = False
-            entries.append(_Entry(stream, [stream.next_token, *draft], True, len(draft)))
+            entries.append(_Entry(stream, [stream.next_token], True, room if drafts else 0))
             stream.next_token = None
         reading = [s for s in self._running if s.pending]
-        budget = self.n_batch - sum(len(entry.tokens) for entry in entries)
+        budget = self.n_batch - sum(len(entry.tokens) + entry.room for entry in entries)
         if entries:
             budget = min(budget, PREFILL_WHILE_DECODING)
         short = [len(s.pending) for s in reading if len(s.pending) <= PREFILL_WHILE_DECODING]
@@ -290,6 +280,20 @@ class BatchDecoder:
                 budget -= take
         return entries
 
+    def _draft(self, entry: _Entry) -> None:
+        """Guesses to verify after the entry's token: what followed the sequence's last n-gram before, else
+        the draft model's."""
+        stream = entry.stream
+        draft = stream.drafter.draft(entry.room)
+        if not draft and self.draft_model is not None and stream.model_drafts.ready():
+            limit = min(entry.room, stream.drafter.max_draft, DRAFT_MODEL_MAX)
+            draft = self.draft_model.draft(stream.slot.seq_id, stream.slot.tokens + entry.tokens, limit)
+            entry.by_model = True
+            if not draft:  # unsure: its next guesses wait a while (it reads what it missed in one step then)
+                stream.model_drafts.fared(0)
+        entry.tokens += draft
+        entry.drafted = len(draft)
+
     def _step(self, entries: list[_Entry]) -> None:
         lib, batch = self._lib, self._batch
         while True:
@@ -305,7 +309,7 @@ class BatchDecoder:
             status = lib.llama_decode(self._ctx, batch)
             if status == 0:
                 break
-            if status == 1 and self._evict():
+            if status == 1 and self._states.evict():
                 continue  # the cache was full: emptied an idle slot, try again
             failed = entries.pop() if status == 1 else None  # no room even so: the newest entry gives way
             for entry in [failed] if failed else list(entries):
@@ -327,9 +331,11 @@ class BatchDecoder:
             else:
                 self._verify(entry, start)
 
-    def _sample(self, stream: TokenStream, index: int) -> int:
-        """Sample the stream's next token from the batch's logits at `index` and hand it to its reader."""
-        token = stream.sampler.sample(self._ctx, index)
+    def _sample(self, stream: TokenStream, index: int, token: int | None = None) -> int:
+        """Sample the stream's next token from the batch's logits at `index` (unless the sampler's `token` there
+        is known) and hand it to its reader."""
+        if token is None:
+            token = stream.sampler.sample(self._ctx, index)
         if stream.logprobs is not None:  # before the token is emitted: its reader takes both
             stream._logprobs.append(token_logprob(self._ctx, self._model, index, token, stream.logprobs))
         stream.ended = self._lib.llama_vocab_is_eog(self._model.vocab, token)
@@ -346,11 +352,13 @@ class BatchDecoder:
         drafts."""
         stream, slot = entry.stream, entry.stream.slot
         kept, unsure = 0, False
+        picks = stream.sampler.picks(self._ctx, start, len(entry.tokens))
         for i in range(len(entry.tokens)):
-            if stream.sampler.greedy and not stream.sampler.clear(self._ctx, start + i):
+            if picks is not None and not picks[i][1] or (
+                    picks is None and stream.sampler.greedy and not stream.sampler.clear(self._ctx, start + i)):
                 unsure = True
                 break
-            token = self._sample(stream, start + i)
+            token = self._sample(stream, start + i, picks[i][0] if picks is not None else None)
             if stream.ended or i == entry.drafted or token != entry.tokens[i + 1]:
                 break
             kept += 1
@@ -361,57 +369,12 @@ class BatchDecoder:
             stream.next_token, stream.undrafted = entry.tokens[kept], True
         stream.drafted += entry.drafted
         stream.accepted += kept
-        stream.drafter.accepted(entry.drafted, kept)
-
-    def _evict(self, spare: _Slot | None = None) -> bool:
-        """Empty the least recently used idle slot that holds cells (but `spare`), saving its state first;
-        False when there is none."""
-        idle = [slot for slot in self._slots if slot.stream is None and slot.tokens and slot is not spare]
-        if not idle:
-            return False
-        slot = min(idle, key=lambda s: s.used)
-        self._save(slot)
-        self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
-        slot.tokens = []
-        return True
-
-    def _save(self, slot: _Slot, length: int | None = None, pinned: bool = False) -> None:
-        """Keep the state of the slot's first `length` tokens (all by default) in the saved tiers."""
-        tokens = slot.tokens[:length]
-        if self.saved is None or len(tokens) < MIN_SAVED_TOKENS or (not pinned and self.saved.covers(tokens)):
-            return
-        lib, seq_id = self._lib, slot.seq_id
-        if len(tokens) < len(slot.tokens):  # a copy of the part to save, in the scratch sequence (shares cells)
-            lib.llama_memory_seq_rm(self._memory, self._scratch, -1, -1)
-            lib.llama_memory_seq_cp(self._memory, slot.seq_id, self._scratch, 0, len(tokens))
-            seq_id = self._scratch
-        data = bytearray(lib.llama_state_seq_get_size(self._ctx, seq_id))
-        written = lib.llama_state_seq_get_data(self._ctx, _bytes(data), len(data), seq_id)
-        if seq_id == self._scratch:
-            lib.llama_memory_seq_rm(self._memory, self._scratch, -1, -1)
-        if written:
-            self.saved.put(tokens, data[:written] if written < len(data) else data, pinned=pinned)
-
-    def _restore(self, saved: SavedState, slot: _Slot) -> None:
-        """Load a saved state into an idle slot in place of what it held, emptying other slots when the cells
-        run short."""
-        lib, data = self._lib, self.saved.read(saved)
-        if data is None:
-            return
-        lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
-        slot.tokens = []
-        while not lib.llama_state_seq_set_data(self._ctx, _bytes(data), len(data), slot.seq_id):
-            lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
-            if not self._evict(spare=slot):
-                return
-        slot.tokens = list(saved.tokens)
+        if entry.by_model:
+            stream.model_drafts.fared(kept)
+        else:
+            stream.drafter.accepted(entry.drafted, kept)
 
     def _fail(self, stream: TokenStream, error: BackendError) -> None:
         """End a stream with an error (a failed decode left the cache as it was before it)."""
         stream.pending, stream.next_token, stream.ended = [], None, True
         stream.emit(error)
-
-
-def _bytes(data: bytearray):
-    """A bytearray as the uint8 array llama.cpp's state calls take, without copying it."""
-    return (ctypes.c_uint8 * len(data)).from_buffer(data)

@@ -25,6 +25,7 @@ from qwend.engine.base import (
     MAX_DEFAULT_CONTEXT, Embedded, Finished, Generated, ModelInfo, Piece, Prefill, Prompt, TemplatedPrompts,
     answer_limit, past_window,
 )
+from qwend.engine.draft_model import DraftModel
 from qwend.engine.kv_tiers import KvTiers, model_key
 from qwend.engine.llama_batch import BatchDecoder
 from qwend.engine.llama_cpp_vision import LlamaCppImages
@@ -108,13 +109,17 @@ class LlamaCppBackend(TemplatedPrompts):
                 return cls(llama, path, images=images)
         # the batch decoder's context holds the KV cache; the Llama's own one is left as small as it can be
         llama = _open_llama(path, settings, threads, n_ctx=TOKENIZER_CONTEXT, n_batch=TOKENIZER_CONTEXT)
+        draft = _draft_model(model, llama._model, settings, threads, n_ctx) if model.draft else None
         try:
             saved = KvTiers(settings.saved_kv_dir, model_key(path, llama_cpp.__version__),
                             ram_bytes=settings.kv_ram_mb << 20, disk_bytes=settings.kv_disk_mb << 20)
             decoder = BatchDecoder(llama._model, n_ctx=n_ctx, n_batch=settings.batch_size,
                                    parallel=settings.parallel, slots=settings.cached_sequences, threads=threads,
-                                   reuse=settings.prompt_cache, saved=saved, draft_max=settings.draft_max)
+                                   reuse=settings.prompt_cache, saved=saved, draft_max=settings.draft_max,
+                                   draft_model=draft)
         except BackendError:
+            if draft is not None:
+                draft.close()
             llama.close()
             raise
         embedder = LlamaEmbedder(functools.partial(_open_llama, path, settings, threads), name=model.name,
@@ -258,6 +263,23 @@ def _open_llama(path: Path, settings: Settings, threads: int, *, n_ctx: int, n_b
         raise BackendError(f"llama.cpp could not load {path.name}: {exc}") from exc
     _quiet_llama_logs(settings)  # Llama() has just set the logger to show errors
     return llama
+
+
+def _draft_model(model: LocalModel, target, settings: Settings, threads: int, n_ctx: int) -> DraftModel | None:
+    """The model that drafts for `model` (its `draft`), or None, with a warning, when it cannot."""
+    draft = model.draft
+    try:
+        llama = _open_llama(draft.path, settings, threads, n_ctx=TOKENIZER_CONTEXT, n_batch=TOKENIZER_CONTEXT)
+    except BackendError as exc:
+        logging.getLogger(__name__).warning("%s loads without a draft model: %s", model.name, exc.message)
+        return None
+    try:
+        return DraftModel(llama, target, n_ctx=n_ctx, n_batch=settings.batch_size, threads=threads,
+                          sequences=max(settings.cached_sequences, settings.parallel))
+    except BackendError as exc:
+        llama.close()
+        logging.getLogger(__name__).warning("%s loads without %s drafting: %s", model.name, draft.name, exc.message)
+        return None
 
 
 def _quiet_llama_logs(settings: Settings) -> None:

@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from qwend.engine.speculation import NgramDrafter
+from qwend.engine.speculation import Backoff, NgramDrafter
 from qwend.types import PromptProgress, Speculated, TokenLogprob
 
 
@@ -32,6 +32,9 @@ class TokenStream:
         self.prompt = list(prompt)
         # guesses of its next tokens from its own past, verified in the decode steps (None: not drafted)
         self.drafter = NgramDrafter(self.prompt, draft_max) if draft_max > 0 else None
+        # when the draft model, if any, guesses for it next: a guess costs a step of that model, and its token
+        # read again when it resumes, so a draft must keep two tokens to pay
+        self.model_drafts = Backoff(worth=2)
         self.drafted = self.accepted = 0  # draft tokens tried and kept, as far as the decode loop got
         self.undrafted = False  # its next step reads its token alone (engine/llama_batch.py _verify)
         self.taken = 0  # tokens its reader took

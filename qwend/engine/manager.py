@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from qwend.engine.base import Backend
 from qwend.engine.registry import backend_loader
@@ -131,6 +131,7 @@ class ModelManager:
         model = self.store.find(name or self.default)
         async with self._lock:
             if (found := self.loaded.get(model.name) or self.loading.get(model.name)) is None:
+                model = self._with_draft(model)
                 need = await asyncio.to_thread(estimate, model, self.settings.backend, self.settings.context_length)
                 await self._make_room(model.name, need)
                 found = LoadingModel(model, need, asyncio.create_task(self._load(model, need)))
@@ -192,6 +193,21 @@ class ModelManager:
             raise
         finally:
             self.loading.pop(model.name, None)
+
+    def _with_draft(self, model: LocalModel) -> LocalModel:
+        """The model with the model that drafts for it (the draft_model setting's; 'auto': the catalog's
+        pairing), when that one is on disk; llama.cpp models only."""
+        name = self.settings.draft_model
+        if name and name.lower() == "auto":
+            name = model.entry.draft if model.entry else None
+        if self.settings.backend != "llama_cpp" or not name or name.lower() == "none":
+            return model
+        try:
+            draft = self.store.find(name)
+        except QwendError as exc:
+            log.warning("%s loads without a draft model: %s", model.name, getattr(exc, "message", exc))
+            return model
+        return model if draft.path == model.path else replace(model, draft=draft)
 
     async def _make_room(self, name: str, need: MemoryEstimate) -> None:
         """Unload idle models, least recently used first, until `need` fits the budget; refuse, with the

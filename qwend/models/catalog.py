@@ -18,6 +18,7 @@ class CatalogEntry:
     repo: str  # the Hugging Face repository the weights come from (seed 001's model ids derive from it)
     aliases: tuple[str, ...] = ()  # lower case; hub ids and LM Studio keys of the same weights belong here
     description: str = ""
+    draft: str | None = None  # a smaller model with the same vocabulary that drafts for it (engine/draft_model.py)
 
 
 CATALOG: tuple[CatalogEntry, ...] = (
@@ -59,6 +60,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
             "mlx-community/qwen2.5-coder-1.5b-instruct-4bit",
         ),
         description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF (the same tokenizer as the 0.5B)",
+        draft="qwen2.5-coder:0.5b",
     ),
     CatalogEntry(
         name="smollm2:135m",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from qwend.engine.base import MAX_DEFAULT_CONTEXT
@@ -42,6 +42,9 @@ def estimate(model: LocalModel, backend: str, context_length: int | None) -> Mem
     """What loading `model` on `backend` will hold; zero for an upstream server's models (not ours)."""
     if backend == "upstream" or model.path is None:
         return MemoryEstimate(0, 0, 0)
+    if model.draft is not None:  # a second model, with a context of the same length
+        alone, draft = (estimate(m, backend, context_length) for m in (replace(model, draft=None), model.draft))
+        return MemoryEstimate(alone.weights + draft.weights, alone.kv_cache + draft.kv_cache, alone.context_length)
     if model.path.is_file():
         return _gguf(model.path, context_length)  # (a vision model's projector, megabytes, is not counted)
     return _folder(model.path, backend, context_length)

@@ -35,6 +35,7 @@ class LocalModel:
     name: str
     path: Path | None  # None until a hub pull picks its file (and for an upstream server's models)
     entry: CatalogEntry | None = None
+    draft: LocalModel | None = None  # the model that drafts for it, when one does (engine/draft_model.py)
 
     @property
     def present(self) -> bool:

@@ -71,3 +71,29 @@ async def test_a_model_bigger_than_the_budget_is_refused_with_its_numbers(tmp_pa
     with pytest.raises(InsufficientMemory, match=r"needs about 0.20 GiB \(weights 0.10 GiB \+ KV cache 0.10 GiB for "
                                                  r"4096 tokens\), more than the whole memory budget of 0.10 GiB"):
         await runtime.models._make_room("big", MemoryEstimate(100 * MiB, 100 * MiB, 4096))
+
+
+@pytest.mark.parametrize("setting, drafted_by", [
+    (None, None),  # off by default
+    ("none", None),
+    ("small.gguf", "small.gguf"),
+    ("fake.gguf", None),  # a model never drafts for itself
+    ("missing.gguf", None),  # not on disk: loaded without one (a warning says why)
+])
+def test_the_draft_model_comes_from_the_setting(tmp_path, caplog, setting, drafted_by):
+    runtime = fake_runtime(tmp_path, FakeBackend(), draft_model=setting)
+    (runtime.settings.models_dir / "small.gguf").write_bytes(b"GGUF")
+    model = runtime.models._with_draft(runtime.models.store.find("fake.gguf"))
+    assert (model.draft.name if model.draft else None) == drafted_by
+    assert ("loads without a draft model" in caplog.text) == (setting == "missing.gguf")
+
+
+def test_auto_takes_the_catalogs_pairing(tmp_path):
+    runtime = fake_runtime(tmp_path, FakeBackend(), draft_model="auto")
+    store = runtime.models.store
+    for name in ("qwen2.5-coder:0.5b", "qwen2.5-coder:1.5b"):  # four bytes each: what is on disk is enough here
+        store.resolve(name).path.parent.mkdir(parents=True, exist_ok=True)
+        store.resolve(name).path.write_bytes(b"GGUF")
+    paired = runtime.models._with_draft(store.find("qwen2.5-coder:1.5b"))
+    assert paired.draft.name == "qwen2.5-coder:0.5b"
+    assert runtime.models._with_draft(store.find("qwen2.5-coder:0.5b")).draft is None  # nothing drafts for it
