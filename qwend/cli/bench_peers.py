@@ -172,9 +172,11 @@ def _aggregate(peer: Peer, streams: int = 8, max_tokens: int = 128) -> float:
 
 
 def _prefill(peer: Peer) -> float:
-    """Prompt tokens per second of a first turn of about 1,400 tokens (a prompt nothing else shares)."""
-    answer = peer.chat([{"role": "user", "content": _history("a lighthouse", 900)}], 1)
-    return (answer.prompt_tokens or 0) / answer.ttft_s
+    """Prompt tokens per second of a first turn of about 1,400 tokens (a prompt nothing else shares; the
+    median of 3: one such turn moved by 25% between runs)."""
+    answers = [peer.chat([{"role": "user", "content": _history(topic, 900)}], 1)
+               for topic in ("a lighthouse", "a glacier", "a bakery")]
+    return statistics.median((answer.prompt_tokens or 0) / answer.ttft_s for answer in answers)
 
 
 def _conversations(peer: Peer, count: int = 16) -> tuple[float, float]:
