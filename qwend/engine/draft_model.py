@@ -20,6 +20,7 @@ import ctypes
 import numpy as np
 
 from qwend.engine.base import common_prefix
+from qwend.engine.llama_slots import unified_context
 from qwend.errors import BackendError
 
 MIN_CONFIDENCE = 0.75  # the draft model's probability of its own guess, under which drafting stops
@@ -40,15 +41,9 @@ class DraftModel:
         refusal = _incompatible(llama_cpp, model, target)
         if refusal:
             raise BackendError(f"the draft model cannot draft for this model: {refusal}")
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = n_ctx
-        params.n_batch = params.n_ubatch = n_batch
-        params.n_seq_max = sequences
-        params.kv_unified = True
-        params.n_threads = params.n_threads_batch = threads
-        params.no_perf = True
-        self._ctx = llama_cpp.llama_init_from_model(model.model, params)
-        if not self._ctx:
+        self._ctx = unified_context(llama_cpp, model, n_ctx=n_ctx, n_batch=n_batch, sequences=sequences,
+                                    threads=threads)
+        if self._ctx is None:
             raise BackendError(f"llama.cpp could not create the draft model's context of {n_ctx} tokens")
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(model.vocab)

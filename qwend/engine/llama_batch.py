@@ -29,7 +29,7 @@ from qwend.engine.draft_model import MAX_DRAFT as DRAFT_MODEL_MAX
 from qwend.engine.draft_model import DraftModel
 from qwend.engine.kv_tiers import KvTiers
 from qwend.engine.llama_sampler import Sampler, token_logprob
-from qwend.engine.llama_slots import Slot, SlotStates
+from qwend.engine.llama_slots import Slot, SlotStates, unified_context
 from qwend.engine.llama_stream import END, TokenStream
 from qwend.errors import BackendError
 from qwend.types import SamplingParams
@@ -70,16 +70,11 @@ class BatchDecoder:
 
         self._lib = llama_cpp
         self._model = model  # llama-cpp-python's LlamaModel (it outlives this decoder)
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = n_ctx
-        params.n_batch = params.n_ubatch = n_batch
         slots = max(slots, parallel)
-        params.n_seq_max = slots + 1  # the last sequence id is scratch space for saving part of a slot
-        params.kv_unified = True  # one pool of cells: sequences share prefixes and take what they need
-        params.n_threads = params.n_threads_batch = threads
-        params.no_perf = True
-        self._ctx = llama_cpp.llama_init_from_model(model.model, params)
-        if not self._ctx:
+        # the last sequence id is scratch space for saving part of a slot
+        self._ctx = unified_context(llama_cpp, model, n_ctx=n_ctx, n_batch=n_batch, sequences=slots + 1,
+                                    threads=threads)
+        if self._ctx is None:
             raise BackendError(f"llama.cpp could not create a context of {n_ctx} tokens with {slots} sequences")
         self.n_ctx = llama_cpp.llama_n_ctx(self._ctx)
         self.n_batch = n_batch
@@ -95,7 +90,6 @@ class BatchDecoder:
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._slots = [Slot(seq_id) for seq_id in range(slots)]
-        # the last sequence id is scratch space for saving part of a slot
         self._states = SlotStates(llama_cpp, self._ctx, self._slots, scratch=slots, saved=self.saved)
         self._opening: list[TokenStream] = []
         self._running: list[TokenStream] = []

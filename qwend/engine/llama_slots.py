@@ -14,6 +14,19 @@ from qwend.engine.kv_tiers import KvTiers, SavedState
 MIN_SAVED_TOKENS = 64  # shorter states are read again faster than they are saved and found
 
 
+def unified_context(lib, model, *, n_ctx: int, n_batch: int, sequences: int, threads: int):
+    """A llama.cpp context for `model` whose `sequences` share one pool of KV cells (they share prefixes and
+    take what they need); None when llama.cpp cannot make it."""
+    params = lib.llama_context_default_params()
+    params.n_ctx = n_ctx
+    params.n_batch = params.n_ubatch = n_batch
+    params.n_seq_max = sequences
+    params.kv_unified = True
+    params.n_threads = params.n_threads_batch = threads
+    params.no_perf = True
+    return lib.llama_init_from_model(model.model, params) or None
+
+
 @dataclass(eq=False)
 class Slot:
     seq_id: int
