@@ -3,6 +3,7 @@
 Recognised, in order of trust:
   <think>...</think>              reasoning (also when the prompt already opened the block)
   <tool_call>{json}</tool_call>   a call; under a grammar its arguments stream as they are generated
+  <tool_call><function=NAME>...   a call in Qwen3-Coder's form (chat/xml_calls.py), read when it is whole
   bare or ```json-fenced {json}   a call only when it is the whole answer and `lenient` (no grammar), as
                                   small Qwen models answer that way; a list or several objects: several calls
 A call to a tool that was not offered, or with arguments that do not validate, is never returned as a call:
@@ -23,6 +24,7 @@ from typing import Any
 from jsonschema.exceptions import SchemaError
 
 from qwend.chat.stops import partial_suffix
+from qwend.chat.xml_calls import is_xml_call, xml_call, xml_called_name
 from qwend.errors import InvalidRequest
 from qwend.patterns import schema_validator
 from qwend.types import ChatEvent, Reasoning, Token, ToolCall, ToolCallDelta, ToolCallEnd, ToolCallStart, ToolSpec
@@ -34,9 +36,9 @@ _NAMED = re.compile(r'"name"\s*:\s*"([^"\\]*)"')
 
 
 def called_name(text: str) -> str | None:
-    """The tool name in the beginning of a call, once it is complete."""
+    """The tool name in the beginning of a call (either form), once it is complete."""
     found = _NAMED.search(text)
-    return found.group(1) if found else None
+    return found.group(1) if found else xml_called_name(text)
 
 
 def call_intent(text: str) -> bool | None:
@@ -190,7 +192,7 @@ class OutputParser:
             return False
         self._buffer = "" if end < 0 else self._buffer[end + len(CALL_CLOSE):]
         self._mode, self._call_searched = "content", 0
-        if end < 0 and self._streamed is None and json_or_none(body) is None:
+        if end < 0 and self._streamed is None and json_or_none(body) is None and xml_call(body, self.tools) is None:
             # cut off (max_tokens): dropped, never markup in the content (a whole call missing only its
             # closing tag, as small models write it, is kept)
             self.outcomes["truncated"] += 1
@@ -223,7 +225,10 @@ class OutputParser:
                 outcome = "parsed"
             self._end_call(streamed.index, streamed.id, streamed.name, streamed.arguments, events, outcome=outcome)
             return
-        parsed = _loads_repairing(body)
+        if is_xml_call(body):
+            parsed = (xml, False) if (xml := xml_call(body, self.tools)) is not None else None
+        else:
+            parsed = _loads_repairing(body)
         call = self._validated(parsed[0]) if parsed else None
         if call is None:
             self.outcomes["fell_back"] += 1
