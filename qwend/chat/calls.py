@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from qwend.chat.parser import json_or_none
+from qwend.chat.xml_calls import is_xml_call, xml_call
 from qwend.engine.base import Finished, Generated, Piece
 from qwend.engine.grammar import CALL_CLOSE, CALL_OPEN
 from qwend.types import ToolSpec
@@ -34,9 +35,10 @@ _WORDS = {word: float(n) for n, word in enumerate(
 MAX_PERIOD, REPEATED_SPAN = 64, 512
 
 
-async def whole_calls(generated: AsyncIterator[Generated], said: str) -> AsyncIterator[Generated]:
-    """`generated` (a generation under the call grammar) with only whole, new, grounded calls handed on;
-    `said` is the text the calls' values come from (Said)."""
+async def whole_calls(generated: AsyncIterator[Generated], said: str,
+                      tools: Sequence[ToolSpec] = ()) -> AsyncIterator[Generated]:
+    """`generated` (a generation under the call grammar for `tools`) with only whole, new, grounded calls
+    handed on; `said` is the text the calls' values come from (Said)."""
     known = Said(said)
     held: list[Piece] = []
     text = ""  # the held pieces' text
@@ -60,7 +62,7 @@ async def whole_calls(generated: AsyncIterator[Generated], said: str) -> AsyncIt
                     yield Finished("length")
                     return
                 continue
-            call = _block(text[:end])
+            call = _block(text[:end], tools)
             if call in seen or (seen and not known.grounds(call)):
                 yield _dropped(held)
                 yield Finished("stop")
@@ -76,7 +78,7 @@ def made_up(text: str, tools: Sequence[ToolSpec], said: str) -> bool:
     """Whether the first call in `text` has required arguments and none of them was `said` (a tool that does
     not fit, called anyway: get_weather(city="New York") for "What is 2 + 2?")."""
     end = text.find(CALL_CLOSE.strip())
-    call = _block(text[:end]) if end >= 0 else None
+    call = _block(text[:end], tools) if end >= 0 else None
     tool = next((t for t in tools if isinstance(call, dict) and t.name == call.get("name")), None)
     if tool is None or not isinstance(call.get("arguments"), dict):
         return False
@@ -86,9 +88,10 @@ def made_up(text: str, tools: Sequence[ToolSpec], said: str) -> bool:
     return bool(required) and not any(known.grounds_value(value) for value in required)
 
 
-def _block(text: str) -> Any:
-    """The call JSON in a block's text (up to its closing tag)."""
-    return json_or_none(text.strip().removeprefix(CALL_OPEN.strip()))
+def _block(text: str, tools: Sequence[ToolSpec]) -> Any:
+    """The call in a block's text (up to its closing tag), in either form, as `{"name", "arguments"}`."""
+    body = text.strip().removeprefix(CALL_OPEN.strip())
+    return xml_call(body, {t.name: t for t in tools}) if is_xml_call(body) else json_or_none(body)
 
 
 def _dropped(held: list[Piece]) -> Piece:

@@ -87,7 +87,7 @@ def _calls(
     sampled first token sent small models into minutes of enumeration), whatever the answer's temperature."""
     named = [str(value) for tool in constraint.tools for value in schema_values(tool.parameters)]
     return whole_calls(backend.generate(prompt, replace(params, temperature=0.0), constraint),
-                       "\n".join([said, *named]))
+                       "\n".join([said, *named]), constraint.tools)
 
 
 def decide(held: str, tokens: int, constraint: OutputConstraint) -> Choice | None:

@@ -3,7 +3,8 @@
 Recognised, in order of trust:
   <think>...</think>              reasoning (also when the prompt already opened the block)
   <tool_call>{json}</tool_call>   a call; under a grammar its arguments stream as they are generated
-  <tool_call><function=NAME>...   a call in Qwen3-Coder's form (chat/xml_calls.py), read when it is whole
+  <tool_call><function=NAME>...   a call in Qwen3-Coder's form (chat/xml_calls.py); under a grammar its
+                                  arguments stream a parameter at a time
   bare or ```json-fenced {json}   a call only when it is the whole answer and `lenient` (no grammar), as
                                   small Qwen models answer that way; a list or several objects: several calls
 A call to a tool that was not offered, or with arguments that do not validate, is never returned as a call:
@@ -24,7 +25,8 @@ from typing import Any
 from jsonschema.exceptions import SchemaError
 
 from qwend.chat.stops import partial_suffix
-from qwend.chat.xml_calls import is_xml_call, xml_call, xml_called_name
+from qwend.chat import xml_calls
+from qwend.chat.xml_calls import XmlArguments, is_xml_call, xml_call, xml_called_name
 from qwend.errors import InvalidRequest
 from qwend.patterns import schema_validator
 from qwend.types import ChatEvent, Reasoning, Token, ToolCall, ToolCallDelta, ToolCallEnd, ToolCallStart, ToolSpec
@@ -202,13 +204,17 @@ class OutputParser:
 
     def _stream_arguments(self, body: str, events: list[ChatEvent]) -> None:
         if self._streamed is None:
-            head = _CALL_HEAD.match(body)
-            if head is None or head.group(1) not in self.tools:
+            head = _CALL_HEAD.match(body) or xml_calls.FUNCTION_HEAD.match(body)
+            name = head.group(1).strip() if head else None
+            if name not in self.tools:
                 return
-            self._streamed = _StreamedCall(self._calls, new_call_id(), head.group(1), head.end())
+            tracker = _ArgumentsEnd() if head.re is _CALL_HEAD else XmlArguments(self.tools[name])
+            self._streamed = _StreamedCall(self._calls, new_call_id(), name, head.end(), tracker)
             events.append(ToolCallStart(self._streamed.index, self._streamed.id, self._streamed.name))
         call = self._streamed
-        if piece := call.tracker.take(body[call.offset + len(call.arguments):]):
+        fresh = body[call.offset + call.read:]
+        call.read += len(fresh)
+        if piece := call.tracker.take(fresh):
             call.arguments += piece
             events.append(ToolCallDelta(call.index, piece))
 
@@ -286,11 +292,12 @@ class OutputParser:
 
 
 class _StreamedCall:
-    def __init__(self, index: int, call_id: str, name: str, offset: int) -> None:
+    def __init__(self, index: int, call_id: str, name: str, offset: int, tracker: _ArgumentsEnd | XmlArguments) -> None:
         self.index, self.id, self.name = index, call_id, name
         self.offset = offset  # where the arguments begin in the call's text
-        self.arguments = ""
-        self.tracker = _ArgumentsEnd()
+        self.read = 0  # how much of the call's text past `offset` the tracker took
+        self.arguments = ""  # their JSON, as streamed
+        self.tracker = tracker
 
 
 class _ArgumentsEnd:

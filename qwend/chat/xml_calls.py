@@ -13,24 +13,25 @@ parameters as tags, each value plain text (no JSON quoting), read as the type th
     </tool_call>
 
 The chat parser (chat/parser.py) reads a `<tool_call>` block in this form where its body opens with
-`<function=`; anything else in the block is read as Qwen's JSON form.
+`<function=`, and anything else in the block as Qwen's JSON form; under a grammar in this form
+(engine/grammar.py) it streams the arguments, as JSON, one parameter at a time (XmlArguments).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+from qwend.engine.grammar import FUNCTION_CLOSE, FUNCTION_OPEN, PARAMETER_CLOSE, schema_types
 from qwend.types import ToolSpec
 
-FUNCTION_OPEN = "<function="
-_FUNCTION = re.compile(r"\s*<function=([^>\n]+)>")
-_PARAMETER_OPEN = re.compile(r"<parameter=([^>\n]+)>")
+# names are bounded: a tag that never closes is not read again to its end on every piece of a stream
+FUNCTION_HEAD = re.compile(r"\s*<function=([^>\n]{1,256})>")
+_FUNCTION_NAME = re.compile(r"<function=([^>\n]{1,256})>")
+_PARAMETER_OPEN = re.compile(r"<parameter=([^>\n]{1,256})>")
 _SPACE = re.compile(r"\s*")
-FUNCTION_CLOSE, PARAMETER_CLOSE = "</function>", "</parameter>"
-_NAMED = re.compile(r"<function=([^>\n]+)>")
 
 
 def is_xml_call(body: str) -> bool:
@@ -41,14 +42,14 @@ def is_xml_call(body: str) -> bool:
 
 def xml_called_name(text: str) -> str | None:
     """The function named in `text`, once its tag is complete."""
-    found = _NAMED.search(text)
+    found = _FUNCTION_NAME.search(text)
     return found.group(1).strip() if found else None
 
 
 def xml_call(body: str, tools: Mapping[str, ToolSpec]) -> dict[str, Any] | None:
     """`{"name", "arguments"}` of a whole call in this form (its `</function>` written), each value typed by
     the tool's schema; None for anything else: cut off, text between the tags, a parameter named twice."""
-    head = _FUNCTION.match(body)
+    head = FUNCTION_HEAD.match(body)
     if head is None:
         return None
     name, rest = head.group(1).strip(), body[head.end():]
@@ -57,18 +58,57 @@ def xml_call(body: str, tools: Mapping[str, ToolSpec]) -> dict[str, Any] | None:
         return None
     inside, properties = rest[:end], _properties(tools.get(name))
     arguments: dict[str, Any] = {}
-    at = 0  # (positions, not slices: a body of many parameters is read in one pass)
-    while (at := _SPACE.match(inside, at).end()) < len(inside):
-        opened = _PARAMETER_OPEN.match(inside, at)
-        close = inside.find(PARAMETER_CLOSE, opened.end()) if opened else -1
-        if close < 0:
-            return None
-        key = opened.group(1).strip()
+    at = 0
+    for key, value, at in _parameters(inside, 0):
         if key in arguments:
             return None
-        arguments[key] = typed(_value_text(inside[opened.end():close]), properties.get(key))
-        at = close + len(PARAMETER_CLOSE)
+        arguments[key] = typed(value, properties.get(key))
+    if inside[at:].strip():
+        return None
     return {"name": name, "arguments": arguments}
+
+
+class XmlArguments:
+    """A streamed call's arguments as JSON text, a parameter at a time as each closes: `take` each new piece
+    of the function's text (after its `<function=NAME>` tag); `done` once `</function>` came."""
+
+    def __init__(self, tool: ToolSpec | None) -> None:
+        self._properties = _properties(tool)
+        self._text = ""
+        self._at = 0  # where the next parameter may begin
+        self._taken = 0  # parameters turned into JSON
+        self.done = False
+
+    def take(self, text: str) -> str:
+        """The JSON text that `text` completes."""
+        if self.done:
+            return ""
+        # only new text is searched for a closing tag: a long value searched from its start on every piece
+        # was quadratic
+        searched = max(0, len(self._text) - len(PARAMETER_CLOSE) + 1)
+        self._text += text
+        pieces = []
+        for key, value, end in _parameters(self._text, self._at, searched):
+            typed_value = typed(value, self._properties.get(key))
+            pieces.append(f"{', ' if self._taken else '{'}{json.dumps(key)}: {json.dumps(typed_value, ensure_ascii=False)}")
+            self._taken, self._at = self._taken + 1, end
+        self._at = _SPACE.match(self._text, self._at).end()  # (whitespace is not read again)
+        if self._text.startswith(FUNCTION_CLOSE, self._at):
+            pieces.append("}" if self._taken else "{}")
+            self.done = True
+        return "".join(pieces)
+
+
+def _parameters(text: str, at: int, searched: int = 0) -> Iterator[tuple[str, str, int]]:
+    """The parameters written whole in `text` from `at`: (name, value as written, where it ends), up to the
+    first text that is not one (a parameter still open, the function's end, anything else); no closing tag
+    lies before `searched`. Positions, not slices: a body of many parameters is read in one pass."""
+    while (opened := _PARAMETER_OPEN.match(text, _SPACE.match(text, at).end())) is not None:
+        close = text.find(PARAMETER_CLOSE, max(opened.end(), searched))
+        if close < 0:
+            return
+        at = close + len(PARAMETER_CLOSE)
+        yield opened.group(1).strip(), _value_text(text[opened.end():close]), at
 
 
 def _properties(tool: ToolSpec | None) -> dict[str, Any]:
@@ -78,14 +118,13 @@ def _properties(tool: ToolSpec | None) -> dict[str, Any]:
 
 def _value_text(text: str) -> str:
     """A value as written: one newline after its opening tag and one before its closing tag are the format's."""
-    text = text.removeprefix("\n")
-    return text.removesuffix("\n")
+    return text.removeprefix("\n").removesuffix("\n")
 
 
 def typed(text: str, schema: Any) -> Any:
     """`text` as the type `schema` gives it (text when the schema allows a string, says nothing, or the text
     is not of its type: the arguments' validation then tells)."""
-    types = _types(schema)
+    types = schema_types(schema)
     if not types or "string" in types:
         return text
     stripped = text.strip()
@@ -107,27 +146,3 @@ def typed(text: str, schema: Any) -> Any:
         return json.loads(stripped)  # objects and arrays are written as JSON
     except (ValueError, RecursionError):
         return text
-
-
-def _types(schema: Any) -> set[str]:
-    """The JSON types a parameter's schema allows (through anyOf/oneOf and enums); empty: any."""
-    if not isinstance(schema, dict):
-        return set()
-    found = schema.get("type")
-    types = {found} if isinstance(found, str) else {t for t in found if isinstance(t, str)} if isinstance(found, list) else set()
-    for key in ("anyOf", "oneOf"):
-        for option in schema.get(key) or ():
-            types |= _types(option)
-    if not types and isinstance(schema.get("enum"), list):
-        types = {_json_type(value) for value in schema["enum"]}
-    return types
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if value is None:
-        return "null"
-    return "string" if isinstance(value, str) else "object"

@@ -6,6 +6,16 @@ Tool calls take Qwen's form, one block per call:
     </tool_call>
 The call JSON comes from one JSON schema (an anyOf of the offered tools, each with its name as a const and
 its parameters schema), so every call names an offered tool and its arguments validate.
+
+Models whose template asks for Qwen3-Coder's form (chat/xml_calls.py) get calls in that form instead:
+    <tool_call>
+    <function=<tool>>
+    <parameter=<name>>
+    <value: text, a number, true/false, or JSON for objects and arrays>
+    </parameter>
+    </function>
+    </tool_call>
+each tool's parameters in the order its schema lists them, the required ones always.
 """
 
 from __future__ import annotations
@@ -15,6 +25,8 @@ import re
 from dataclasses import replace
 from collections.abc import Sequence
 from itertools import accumulate
+
+from typing import Any, Literal
 
 from qwend.errors import InvalidRequest
 from qwend.types import OutputConstraint, ToolSpec
@@ -33,10 +45,29 @@ _QUOTED = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]')  # GBNF literals
 
 CALL_OPEN = "<tool_call>\n"
 CALL_CLOSE = "\n</tool_call>"
+FUNCTION_OPEN, FUNCTION_CLOSE = "<function=", "</function>"
+PARAMETER_OPEN, PARAMETER_CLOSE = "<parameter=", "</parameter>"
+CallForm = Literal["json", "xml"]
+_XML_SCALARS = {"integer": "xml-integer", "number": "xml-number", "boolean": '"true" | "false"', "null": '"null"'}
 
 
 def _literal(text: str) -> str:
     return json.dumps(text)
+
+
+def _text_without(end: str) -> str:
+    """GBNF for any text that does not contain `end` (a tag of ASCII characters)."""
+    tails = " | ".join(f"{_literal(end[:i])} [^{end[i]}]" for i in range(1, len(end)))
+    return f"([^{end[0]}] | {tails})*"
+
+
+# Qwen3-Coder's values: text up to their closing tag, or a number, a boolean, null
+_XML_RULES = (
+    f"xml-text ::= {_text_without(PARAMETER_CLOSE)}\n"
+    'xml-integer ::= "-"? [0-9]+\n'
+    'xml-number ::= "-"? [0-9]+ ("." [0-9]+)? ([eE] [-+]? [0-9]+)?\n'
+    f'xml-parameter ::= {_literal(PARAMETER_OPEN)} [a-zA-Z0-9_.-]+ ">\\n" xml-text {_literal(chr(10) + PARAMETER_CLOSE + chr(10))}\n'
+)
 
 
 def _schema_rules(schema: dict, root: str) -> str:
@@ -82,15 +113,18 @@ def _expressible(node):
     return kept
 
 
-def for_constraint(constraint: OutputConstraint, *, loose: bool = False) -> str:
-    """The GBNF that enforces `constraint`'s shape (calls, or a JSON value), "" when nothing is shaped; a 400
-    for a schema past what llama.cpp's parser is given. `loose` leaves out what the converter may get wrong
-    (LEFT_OUT), for a grammar llama.cpp would not parse."""
+def for_constraint(constraint: OutputConstraint, *, loose: bool = False, form: CallForm = "json") -> str:
+    """The GBNF that enforces `constraint`'s shape (calls in the model's `form`, or a JSON value), "" when
+    nothing is shaped; a 400 for a schema past what llama.cpp's parser is given. `loose` leaves out what the
+    converter may get wrong (LEFT_OUT), for a grammar llama.cpp would not parse."""
     shape = _expressible if loose else (lambda schema: schema)
     if constraint.json_schema is not None:
         return json_grammar(shape(constraint.json_schema))
     tools = [replace(t, parameters=shape(t.parameters)) for t in constraint.tools]
-    return calls_grammar(tools, parallel=constraint.parallel, first=constraint.first_call) if tools else ""
+    if not tools:
+        return ""
+    calls = xml_calls_grammar if form == "xml" else calls_grammar
+    return calls(tools, parallel=constraint.parallel, first=constraint.first_call)
 
 
 def _bounded(rules: str) -> str:
@@ -135,6 +169,83 @@ def calls_grammar(tools: Sequence[ToolSpec], *, parallel: bool, first: str | Non
             head = f"{_literal(CALL_OPEN)} {alternative} {_literal(CALL_CLOSE)}"
     root = f'{head} ("\\n" {call})*' if parallel else head
     return f"root ::= {root}\n" + rules
+
+
+def xml_calls_grammar(tools: Sequence[ToolSpec], *, parallel: bool, first: str | None = None) -> str:
+    """As calls_grammar, in Qwen3-Coder's form: parameters as tags, in the order each schema lists them."""
+    as_json: list[dict] = []  # the schemas of values written as JSON (objects, arrays), converted together
+    functions = []
+    for index, tool in enumerate(tools):
+        schema = tool.parameters if isinstance(tool.parameters, dict) else {}
+        properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        required = set(schema.get("required") or ())
+        parts = []
+        for name, value_schema in properties.items():
+            part = (f"{_literal(f'{PARAMETER_OPEN}{name}>{chr(10)}')} ({_xml_value(value_schema, as_json)}) "
+                    f"{_literal(chr(10) + PARAMETER_CLOSE + chr(10))}")
+            parts.append(part if name in required else f"({part})?")
+        if not properties and schema.get("additionalProperties") is not False:
+            parts.append("xml-parameter*")  # a tool that does not list its parameters
+        functions.append(f"function-{index} ::= {_literal(f'{FUNCTION_OPEN}{tool.name}>{chr(10)}')} "
+                         f"{' '.join(parts)} {_literal(FUNCTION_CLOSE)}")
+    rules = "\n".join(functions) + "\n" + _XML_RULES
+    if as_json:
+        converted = _schema_rules({"anyOf": as_json}, "xml-json")
+        for i in range(len(as_json)):  # (a value whose alternative the converter did not name: text)
+            if not re.search(rf"^alternative-{i} ::=", converted, flags=re.MULTILINE):
+                rules = rules.replace(f"(alternative-{i})", "(xml-text)")
+        rules += converted
+    call = f"{_literal(CALL_OPEN)} ({' | '.join(f'function-{i}' for i in range(len(tools)))}) {_literal(CALL_CLOSE)}"
+    head = call
+    if first is not None and first in (names := [t.name for t in tools]):
+        head = f"{_literal(CALL_OPEN)} function-{names.index(first)} {_literal(CALL_CLOSE)}"
+    root = f'{head} ("\\n" {call})*' if parallel else head
+    return _bounded(f"root ::= {root}\n" + rules)
+
+
+def _xml_value(schema: Any, as_json: list[dict]) -> str:
+    """The GBNF of one parameter's value as Qwen3-Coder writes it: text where a string is allowed (or the
+    schema says nothing), a number, a boolean, null, one of an enum's values, else JSON."""
+    if isinstance(schema, dict) and "const" in schema:
+        return _literal(_as_text(schema["const"]))
+    if isinstance(schema, dict) and isinstance(schema.get("enum"), list) and schema["enum"]:
+        return " | ".join(_literal(_as_text(value)) for value in schema["enum"])
+    types = schema_types(schema)
+    if not types or "string" in types:
+        return "xml-text"
+    if types <= _XML_SCALARS.keys():
+        return " | ".join(_XML_SCALARS[t] for t in sorted(types))
+    as_json.append(schema)
+    return f"alternative-{len(as_json) - 1}"  # the converter's rule for that alternative of the anyOf
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def schema_types(schema: Any) -> set[str]:
+    """The JSON types a schema allows (through anyOf/oneOf, and an enum's values); empty: any."""
+    if not isinstance(schema, dict):
+        return set()
+    declared = schema.get("type")
+    types = {declared} if isinstance(declared, str) else {t for t in declared if isinstance(t, str)} \
+        if isinstance(declared, list) else set()
+    for key in ("anyOf", "oneOf"):
+        for option in schema.get(key) or ():
+            types |= schema_types(option)
+    if not types and isinstance(schema.get("enum"), list):
+        types = {_json_type(value) for value in schema["enum"]}
+    return types
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if value is None:
+        return "null"
+    return "string" if isinstance(value, str) else "object"
 
 
 # The first character of an answer that must not open a call in any of those forms.

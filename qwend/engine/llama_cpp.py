@@ -147,7 +147,7 @@ class LlamaCppBackend(TemplatedPrompts):
         queued: one its parser refuses is built again without the keywords the converter may get wrong, and
         past that the request is a 400, never a failed generation."""
         for loose in (False, True):
-            rules = grammar.for_constraint(constraint, loose=loose)
+            rules = grammar.for_constraint(constraint, loose=loose, form=self.template.call_form)
             if not rules or self._parses(rules):
                 return rules
         raise InvalidRequest("llama.cpp cannot parse the grammar this schema becomes; simplify its patterns and "

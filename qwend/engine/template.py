@@ -15,6 +15,7 @@ from jinja2 import TemplateError
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from qwend.engine.grammar import FUNCTION_OPEN, PARAMETER_OPEN, CallForm
 from qwend.errors import BackendError
 from qwend.types import Message, ToolSpec
 
@@ -43,6 +44,8 @@ class ChatTemplate:
         env.globals["raise_exception"] = _raise_exception
         env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
         self.is_builtin = source is None
+        # the form the template teaches for tool calls (engine/grammar.py): Qwen3-Coder's tags, else JSON
+        self.call_form: CallForm = "xml" if source and FUNCTION_OPEN in source and PARAMETER_OPEN in source else "json"
         self._template = env.from_string(source or CHATML_TEMPLATE)
         self._bos_token = bos_token
         self._eos_token = eos_token

@@ -17,7 +17,7 @@ import pytest
 import qwend
 from qwend.agents import react
 from qwend.api.wire.jsonrpc import PARSE_ERROR, RpcError, parse_call
-from qwend.chat import parser
+from qwend.chat import parser, xml_calls
 from qwend.chat.schemas import prepare_schema
 from qwend.chat.stops import StopMatcher
 from qwend.engine.base import TemplatedPrompts
@@ -280,6 +280,13 @@ PATHOLOGICAL = {
     "labels": "Action: " * (SIZE // 8) + "\nAction Input: " + " " * SIZE,
     "fences": "```python\n" * (SIZE // 10) + "x",
     "newlines and spaces": " \n" * (SIZE // 2),
+    # Qwen3-Coder's form (chat/xml_calls.py)
+    "open functions": "<tool_call>\n" + "<function=" * (SIZE // 10),
+    "a long function name": "<tool_call>\n<function=" + "f" * SIZE,
+    "open parameters": "<tool_call>\n<function=f>\n" + "<parameter=s>\n" * (SIZE // 14),
+    "a long open value": "<tool_call>\n<function=f>\n<parameter=s>\n" + "</parameter" * (SIZE // 11),
+    "many parameters": "<tool_call>\n<function=f>\n" + "<parameter=s>\nx\n</parameter>\n" * (SIZE // 30),
+    "spaces in a function": "<tool_call>\n<function=f>\n" + " " * SIZE + "x",
 }
 TOOLS = (ToolSpec("f", "a tool", {"type": "object", "properties": {"s": {"type": "string"}}}),)
 
@@ -297,6 +304,11 @@ def _feed_pieces(text: str, **options) -> None:
     output.finish()
 
 
+def _take_pieces(arguments, text: str) -> None:
+    for at in range(0, len(text), 16):
+        arguments.take(text[at:at + 16])
+
+
 def _stops(text: str) -> None:
     matcher = StopMatcher(["</tool_call>", "Observation:", "\n\n\n"])
     for at in range(0, len(text), 16):
@@ -311,6 +323,8 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "OutputParser streamed, trusted": lambda text: _feed_pieces(text, trusted=True),
     "OutputParser no tools": lambda text: parser.OutputParser().feed(text),
     "OutputParser in reasoning": lambda text: _feed_whole(text, in_reasoning=True),
+    "xml_call": lambda text: xml_calls.xml_call(text.removeprefix("<tool_call>\n"), {"f": TOOLS[0]}),
+    "XmlArguments streamed": lambda text: _take_pieces(xml_calls.XmlArguments(TOOLS[0]), text),
     "call_intent": parser.call_intent,
     "called_name": parser.called_name,
     "react.parse_step": lambda text: react.parse_step(text, {"f": {"type": "object"}, "calculator": {}}),
@@ -361,12 +375,16 @@ OUTPUT_REGEXES = {
     "qwend.agents.react._LABEL": "finditer",
     "qwend.agents.react._NAME": "match",
     "qwend.tools.code_generator._FENCE": "findall",
+    "qwend.chat.xml_calls.FUNCTION_HEAD": "match",
+    "qwend.chat.xml_calls._FUNCTION_NAME": "search",
+    "qwend.chat.xml_calls._PARAMETER_OPEN": "match",
+    "qwend.chat.xml_calls._SPACE": "match",
 }
 
 
 def _module_patterns() -> dict[str, object]:
     found = {}
-    for module in (parser, react, code_generator):
+    for module in (parser, xml_calls, react, code_generator):
         for name, value in vars(module).items():
             if hasattr(value, "pattern") and hasattr(value, "finditer"):
                 found[f"{module.__name__}.{name}"] = value

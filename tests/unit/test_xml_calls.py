@@ -114,3 +114,98 @@ def test_values_are_read_as_their_schema_type(text, schema, value):
 
 def test_a_call_of_no_parameters():
     assert xml_call("\n<function=now>\n</function>\n", {}) == {"name": "now", "arguments": {}}
+
+
+# -- the grammar in this form (engine/grammar.py), chosen from the model's template
+
+XML_TEMPLATE = ("{% for tool in tools %}{{ tool | tojson }}{% endfor %}If you choose to call a function reply in "
+                "the following format:\n<tool_call>\n<function=example_function_name>\n<parameter=example_parameter_1>"
+                "\nvalue_1\n</parameter>\n</function>\n</tool_call>{% for m in messages %}{{ m.content }}{% endfor %}")
+
+
+def test_the_form_comes_from_the_models_template():
+    from qwend.engine.template import ChatTemplate
+
+    assert ChatTemplate(XML_TEMPLATE).call_form == "xml"
+    assert ChatTemplate(None).call_form == "json"  # qwend's ChatML, as Qwen2.5's own template: JSON calls
+    assert ChatTemplate("{{ messages[0].content }} <function= no parameters").call_form == "json"
+
+
+@pytest.mark.parametrize("parallel, first", [(True, None), (False, None), (True, "write_file")])
+def test_the_xml_grammar_parses_in_llama_cpp(parallel, first):
+    from qwend.engine.grammar import for_constraint
+    from qwend.types import OutputConstraint
+    from tests.grammars import llama_parses
+
+    constraint = OutputConstraint(tools=(*TOOLS, ToolSpec("ping")), calls="required", parallel=parallel,
+                                  first_call=first)
+    rules = for_constraint(constraint, form="xml")
+    assert llama_parses(rules)
+    head = rules.splitlines()[0]
+    assert ("function-1" in head.split("(")[0]) == (first == "write_file")
+    assert head.endswith(")*") == parallel
+
+
+def test_the_xml_grammar_holds_each_value_to_its_type():
+    from qwend.engine.grammar import xml_calls_grammar
+
+    rules = {line.split(" ::= ")[0]: line.split(" ::= ")[1] for line in xml_calls_grammar(TOOLS, parallel=False).splitlines()}
+    weather, write = rules["function-0"], rules["function-1"]
+    assert weather.startswith('"<function=get_weather>\\n" "<parameter=city>\\n" (xml-text)')  # required: first, always
+    assert '("<parameter=days>\\n" (xml-integer) "\\n</parameter>\\n")?' in weather  # optional
+    assert '("true" | "false")' in weather and '("celsius" | "fahrenheit")' in weather
+    assert "(xml-integer | \"null\")" in write and "(xml-number)" in write
+    assert "(alternative-0)" in write and rules["alternative-0"].startswith('"["')  # an array: JSON
+    assert '"</parameter>" [^>]' not in rules["xml-text"] and '"</parameter" [^>]' in rules["xml-text"]
+
+
+def test_under_a_grammar_the_arguments_stream_a_parameter_at_a_time():
+    from qwend.types import ToolCallDelta, ToolCallStart
+
+    text = call("write_file", path="a.txt", content="line one\nline </b> two", ratio="2") + "\n" + call("get_weather", city="Rome")
+    parser = OutputParser(TOOLS, trusted=True)
+    events = [e for piece in text for e in parser.feed(piece)] + parser.finish()
+    (_, content, calls) = fold(events)
+    assert content == "" and calls == [
+        ("write_file", {"path": "a.txt", "content": "line one\nline </b> two", "ratio": 2}),
+        ("get_weather", {"city": "Rome"})]
+    deltas = [e.arguments for e in events if isinstance(e, ToolCallDelta) and e.index == 0]
+    assert deltas == ['{"path": "a.txt"', ', "content": "line one\\nline </b> two"', ', "ratio": 2', "}"]
+    assert [e.name for e in events if isinstance(e, ToolCallStart)] == ["write_file", "get_weather"]
+    assert parser.outcomes["parsed"] == 2
+
+
+def test_a_streamed_call_cut_off_is_counted_truncated():
+    # (under the chat pipeline a call cut off never reaches the parser: chat/calls.py drops it whole)
+    parser = OutputParser(TOOLS, trusted=True)
+    parser.feed(call("get_weather", city="Rome", days="2")[:-30])
+    parser.finish()
+    assert parser.outcomes["truncated"] == 1 and parser.outcomes["parsed"] == 0
+
+
+def test_the_call_grammars_generation_hands_on_whole_new_calls_in_this_form():
+    import asyncio
+    import re
+
+    from qwend.chat.calls import made_up, whole_calls
+    from qwend.engine.base import Finished, Piece
+
+    paris, rome = call("get_weather", city="Paris"), call("get_weather", city="Rome")
+
+    def handed_on(text: str, said: str) -> tuple[str, str]:
+        async def generated():  # the call tags are tokens of their own (Qwen's special tokens), the rest runs
+            for part in re.split(r"(</?tool_call>)", text):
+                for at in range(0, len(part), 7):
+                    yield Piece(part[at:at + 7])
+            yield Finished("stop")
+
+        async def collect():
+            return [item async for item in whole_calls(generated(), said, TOOLS)]
+
+        items = asyncio.run(collect())
+        return "".join(i.text for i in items if isinstance(i, Piece)), items[-1].reason
+
+    assert handed_on(paris + "\n" + rome, "Weather in Paris and Rome?") == (paris + "\n" + rome, "stop")
+    assert handed_on(paris + "\n" + paris, "Weather in Paris?") == (paris, "stop")  # a repeat ends it
+    assert handed_on(paris + "\n" + call("get_weather", city="Lima"), "Weather in Paris?")[0] == paris  # made up
+    assert made_up(paris, TOOLS, "What is 2 + 2?") and not made_up(paris, TOOLS, "Is it warm in Paris?")
