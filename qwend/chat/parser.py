@@ -25,8 +25,7 @@ from typing import Any
 from jsonschema.exceptions import SchemaError
 
 from qwend.chat.stops import partial_suffix
-from qwend.chat import xml_calls
-from qwend.chat.xml_calls import XmlArguments, is_xml_call, xml_call, xml_called_name
+from qwend.chat.xml_calls import XmlArguments, is_xml_call, xml_call, xml_called_name, xml_head
 from qwend.errors import InvalidRequest
 from qwend.patterns import schema_validator
 from qwend.types import ChatEvent, Reasoning, Token, ToolCall, ToolCallDelta, ToolCallEnd, ToolCallStart, ToolSpec
@@ -204,12 +203,15 @@ class OutputParser:
 
     def _stream_arguments(self, body: str, events: list[ChatEvent]) -> None:
         if self._streamed is None:
-            head = _CALL_HEAD.match(body) or xml_calls.FUNCTION_HEAD.match(body)
-            name = head.group(1).strip() if head else None
+            if (head := _CALL_HEAD.match(body)) is not None:
+                (name, offset), tracker = (head.group(1), head.end()), _ArgumentsEnd()
+            elif (xml := xml_head(body)) is not None:
+                (name, offset), tracker = xml, XmlArguments(self.tools.get(xml[0]))
+            else:
+                return
             if name not in self.tools:
                 return
-            tracker = _ArgumentsEnd() if head.re is _CALL_HEAD else XmlArguments(self.tools[name])
-            self._streamed = _StreamedCall(self._calls, new_call_id(), name, head.end(), tracker)
+            self._streamed = _StreamedCall(self._calls, new_call_id(), name, offset, tracker)
             events.append(ToolCallStart(self._streamed.index, self._streamed.id, self._streamed.name))
         call = self._streamed
         fresh = body[call.offset + call.read:]
@@ -292,7 +294,8 @@ class OutputParser:
 
 
 class _StreamedCall:
-    def __init__(self, index: int, call_id: str, name: str, offset: int, tracker: _ArgumentsEnd | XmlArguments) -> None:
+    def __init__(self, index: int, call_id: str, name: str, offset: int,
+                 tracker: _ArgumentsEnd | XmlArguments) -> None:
         self.index, self.id, self.name = index, call_id, name
         self.offset = offset  # where the arguments begin in the call's text
         self.read = 0  # how much of the call's text past `offset` the tracker took

@@ -28,7 +28,7 @@ from qwend.engine.grammar import FUNCTION_CLOSE, FUNCTION_OPEN, PARAMETER_CLOSE,
 from qwend.types import ToolSpec
 
 # names are bounded: a tag that never closes is not read again to its end on every piece of a stream
-FUNCTION_HEAD = re.compile(r"\s*<function=([^>\n]{1,256})>")
+_FUNCTION_HEAD = re.compile(r"\s*<function=([^>\n]{1,256})>")
 _FUNCTION_NAME = re.compile(r"<function=([^>\n]{1,256})>")
 _PARAMETER_OPEN = re.compile(r"<parameter=([^>\n]{1,256})>")
 _SPACE = re.compile(r"\s*")
@@ -40,6 +40,12 @@ def is_xml_call(body: str) -> bool:
     return head.startswith(FUNCTION_OPEN) or (bool(head) and FUNCTION_OPEN.startswith(head))
 
 
+def xml_head(body: str) -> tuple[str, int] | None:
+    """The function a call's text opens with, and where its parameters begin (None until its tag is whole)."""
+    head = _FUNCTION_HEAD.match(body)
+    return (head.group(1).strip(), head.end()) if head else None
+
+
 def xml_called_name(text: str) -> str | None:
     """The function named in `text`, once its tag is complete."""
     found = _FUNCTION_NAME.search(text)
@@ -49,10 +55,9 @@ def xml_called_name(text: str) -> str | None:
 def xml_call(body: str, tools: Mapping[str, ToolSpec]) -> dict[str, Any] | None:
     """`{"name", "arguments"}` of a whole call in this form (its `</function>` written), each value typed by
     the tool's schema; None for anything else: cut off, text between the tags, a parameter named twice."""
-    head = FUNCTION_HEAD.match(body)
-    if head is None:
+    if (head := xml_head(body)) is None:
         return None
-    name, rest = head.group(1).strip(), body[head.end():]
+    name, rest = head[0], body[head[1]:]
     end = rest.rfind(FUNCTION_CLOSE)
     if end < 0 or rest[end + len(FUNCTION_CLOSE):].strip():
         return None

@@ -47,6 +47,7 @@ CALL_OPEN = "<tool_call>\n"
 CALL_CLOSE = "\n</tool_call>"
 FUNCTION_OPEN, FUNCTION_CLOSE = "<function=", "</function>"
 PARAMETER_OPEN, PARAMETER_CLOSE = "<parameter=", "</parameter>"
+_VALUE_END = f"\n{PARAMETER_CLOSE}\n"  # a value's own line ends before its closing tag's
 CallForm = Literal["json", "xml"]
 _XML_SCALARS = {"integer": "xml-integer", "number": "xml-number", "boolean": '"true" | "false"', "null": '"null"'}
 
@@ -66,7 +67,7 @@ _XML_RULES = (
     f"xml-text ::= {_text_without(PARAMETER_CLOSE)}\n"
     'xml-integer ::= "-"? [0-9]+\n'
     'xml-number ::= "-"? [0-9]+ ("." [0-9]+)? ([eE] [-+]? [0-9]+)?\n'
-    f'xml-parameter ::= {_literal(PARAMETER_OPEN)} [a-zA-Z0-9_.-]+ ">\\n" xml-text {_literal(chr(10) + PARAMETER_CLOSE + chr(10))}\n'
+    f'xml-parameter ::= {_literal(PARAMETER_OPEN)} [a-zA-Z0-9_.-]+ ">\\n" xml-text {_literal(_VALUE_END)}\n'
 )
 
 
@@ -181,13 +182,13 @@ def xml_calls_grammar(tools: Sequence[ToolSpec], *, parallel: bool, first: str |
         required = set(schema.get("required") or ())
         parts = []
         for name, value_schema in properties.items():
-            part = (f"{_literal(f'{PARAMETER_OPEN}{name}>{chr(10)}')} ({_xml_value(value_schema, as_json)}) "
-                    f"{_literal(chr(10) + PARAMETER_CLOSE + chr(10))}")
+            opening = _literal(f"{PARAMETER_OPEN}{name}>\n")
+            part = f"{opening} ({_xml_value(value_schema, as_json)}) {_literal(_VALUE_END)}"
             parts.append(part if name in required else f"({part})?")
         if not properties and schema.get("additionalProperties") is not False:
             parts.append("xml-parameter*")  # a tool that does not list its parameters
-        functions.append(f"function-{index} ::= {_literal(f'{FUNCTION_OPEN}{tool.name}>{chr(10)}')} "
-                         f"{' '.join(parts)} {_literal(FUNCTION_CLOSE)}")
+        opening = _literal(f"{FUNCTION_OPEN}{tool.name}>\n")
+        functions.append(f"function-{index} ::= {opening} {' '.join(parts)} {_literal(FUNCTION_CLOSE)}")
     rules = "\n".join(functions) + "\n" + _XML_RULES
     if as_json:
         converted = _schema_rules({"anyOf": as_json}, "xml-json")
@@ -228,8 +229,8 @@ def schema_types(schema: Any) -> set[str]:
     if not isinstance(schema, dict):
         return set()
     declared = schema.get("type")
-    types = {declared} if isinstance(declared, str) else {t for t in declared if isinstance(t, str)} \
-        if isinstance(declared, list) else set()
+    declared = [declared] if isinstance(declared, str) else declared if isinstance(declared, list) else []
+    types = {t for t in declared if isinstance(t, str)}
     for key in ("anyOf", "oneOf"):
         for option in schema.get(key) or ():
             types |= schema_types(option)

@@ -375,7 +375,7 @@ OUTPUT_REGEXES = {
     "qwend.agents.react._LABEL": "finditer",
     "qwend.agents.react._NAME": "match",
     "qwend.tools.code_generator._FENCE": "findall",
-    "qwend.chat.xml_calls.FUNCTION_HEAD": "match",
+    "qwend.chat.xml_calls._FUNCTION_HEAD": "match",
     "qwend.chat.xml_calls._FUNCTION_NAME": "search",
     "qwend.chat.xml_calls._PARAMETER_OPEN": "match",
     "qwend.chat.xml_calls._SPACE": "match",
