@@ -35,7 +35,7 @@ def test_listings_list_the_damaged_file_with_its_error(served):
     for listing in (tags, openai):
         assert "error" not in listing["qwen2.5-coder:0.5b"]
         assert "broken.gguf is not a usable GGUF file" in listing["broken.gguf"]["error"]
-    assert "broken.gguf" in httpx.get(f"{daemon.url}/models").json()["models"]
+    assert "broken.gguf" in httpx.get(f"{daemon.url}/models").json()["files"]
     shown = httpx.post(f"{daemon.url}/api/show", json={"model": "qwen2.5-coder:0.5b"}, timeout=60)
     assert shown.status_code == 200 and shown.json()["details"]["family"] == "qwen2"
     bad = httpx.post(f"{daemon.url}/api/show", json={"model": "broken.gguf"}, timeout=60)
