@@ -2,8 +2,9 @@
 the target's next tokens, for the decode loop (engine/llama_batch.py) to verify in one step of the target.
 
 Where no n-gram of the answer's past predicts what comes next (engine/speculation.py), a model a third of the
-size usually does: it generates a few tokens greedily, one by one, each costing about a third of one of the
-target's, and the target then checks them all in one batch. Drafting stops where the draft model is unsure
+size often does: it generates a few tokens greedily, one by one, each costing under half of one of the
+target's on a CPU (16 against 36 ms for the 0.5B and the 1.5B), and the target then checks them all in one
+batch. Drafting stops where the draft model is unsure
 (its likeliest token under MIN_CONFIDENCE), as llama-server's does: past there, most guesses are wasted.
 
 A draft is a guess made with certainty (the draft model's argmax), so the verifier that compares the target's

@@ -348,11 +348,13 @@ class BatchDecoder:
         kept, unsure = 0, False
         picks = stream.sampler.picks(self._ctx, start, len(entry.tokens))
         for i in range(len(entry.tokens)):
-            if picks is not None and not picks[i][1] or (
-                    picks is None and stream.sampler.greedy and not stream.sampler.clear(self._ctx, start + i)):
+            # (a sampled answer takes whatever it draws; only a greedy one can be unsure)
+            token, clear = picks[i] if picks else (None, not stream.sampler.greedy or
+                                                   stream.sampler.clear(self._ctx, start + i))
+            if not clear:
                 unsure = True
                 break
-            token = self._sample(stream, start + i, picks[i][0] if picks is not None else None)
+            token = self._sample(stream, start + i, token)
             if stream.ended or i == entry.drafted or token != entry.tokens[i + 1]:
                 break
             kept += 1

@@ -74,25 +74,14 @@ class Sampler:
         if ctypes.addressof(lib.llama_get_logits_ith(ctx, row + count - 1).contents) != first + 4 * vocabulary * (count - 1):
             return None  # (rows not stored in order)
         logits = np.ctypeslib.as_array((ctypes.c_float * (vocabulary * count)).from_address(first)).reshape(count, -1)
-        rows = np.arange(count)
-        top = logits.argmax(axis=1)
-        best = logits[rows, top]
-        logits[rows, top] = -np.inf  # the runner-up, without sorting (restored at once)
-        second = logits.max(axis=1)
-        logits[rows, top] = best
-        return list(zip(top.tolist(), (best - second >= CLEAR_LEAD).tolist()))
+        return _leaders(logits)
 
     def clear(self, ctx, row: int) -> bool:
         """Whether the likeliest token at batch row `row` leads the next by CLEAR_LEAD at least."""
         import numpy as np
 
-        logits = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(ctx, row), shape=(self._model.n_vocab(),))
-        top = int(logits.argmax())
-        first = logits[top]
-        logits[top] = -np.inf  # the runner-up, without sorting 151,000 logits (restored at once)
-        second = logits.max()
-        logits[top] = first
-        return first - second >= CLEAR_LEAD
+        logits = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(ctx, row), shape=(1, self._model.n_vocab()))
+        return _leaders(logits)[0][1]
 
     def _draw(self, logits, *, under_grammar: bool) -> int:
         import numpy as np
@@ -115,6 +104,20 @@ class Sampler:
         self._lib.llama_sampler_free(self._chain)
         if self._grammar is not None:
             self._lib.llama_sampler_free(self._grammar)
+
+
+def _leaders(logits) -> list[tuple[int, bool]]:
+    """For each row of `logits` (a numpy view of llama.cpp's buffer): its likeliest token, and whether that
+    leads the runner-up by CLEAR_LEAD."""
+    import numpy as np
+
+    rows = np.arange(len(logits))
+    top = logits.argmax(axis=1)
+    best = logits[rows, top]
+    logits[rows, top] = -np.inf  # the runner-up, without sorting 151,000 logits (restored at once)
+    second = logits.max(axis=1)
+    logits[rows, top] = best
+    return list(zip(top.tolist(), (best - second >= CLEAR_LEAD).tolist()))
 
 
 def _chain(lib, model, params: SamplingParams):
