@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from qwend.engine.base import Finished, Piece
 from qwend.engine.draft_model import DraftModel
 from qwend.engine.llama_cpp import TOKENIZER_CONTEXT, LlamaCppBackend, _open_llama
 from qwend.errors import BackendError
 from qwend.models.store import LocalModel, ModelStore
 from qwend.settings import Settings
-from qwend.types import Message, SamplingParams, Speculated
+from qwend.types import Speculated
+from tests.real.test_speculation_real import answer
 
 pytestmark = pytest.mark.real_model
 
@@ -32,28 +32,17 @@ def backend(model_path):
     backend.close()
 
 
-async def count(backend, **sampling) -> tuple[str, Speculated]:
-    params = SamplingParams(**{"temperature": 0, "max_tokens": 120, **sampling})
-    text, speculated = [], Speculated()
-    async for item in backend.generate(backend.prompt([Message("user", COUNT)]), params):
-        if isinstance(item, Piece):
-            text.append(item.text)
-        elif isinstance(item, Finished):
-            speculated = item.speculated
-    return "".join(text), speculated
-
-
 async def test_a_greedy_answer_is_drafted_by_the_model_and_unchanged(backend):
     assert backend.decoder.draft_model is not None
-    plain, none = await count(backend, draft_max=0)
-    drafted, speculated = await count(backend)
+    plain, none = await answer(backend, COUNT, max_tokens=120, draft_max=0)
+    drafted, speculated = await answer(backend, COUNT, max_tokens=120)
     assert none == Speculated() and "ten" in plain.lower()
     assert drafted == plain
     assert speculated.accepted >= 15 and speculated.accepted >= 0.8 * speculated.drafted, speculated
 
 
 async def test_sampled_answers_are_drafted_too(backend):
-    text, speculated = await count(backend, temperature=0.7, seed=5)
+    text, speculated = await answer(backend, COUNT, max_tokens=120, temperature=0.7, seed=5)
     assert len(text) > 10 and speculated.accepted > 0, (text, speculated)
 
 

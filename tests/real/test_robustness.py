@@ -15,7 +15,7 @@ Also part of the suite (not repeated here):
 - the calculator's grammar in depth: tests/unit/test_calculator.py; file tools' confinement:
   tests/unit/test_file_tools.py
 - no eval/exec/pickle/unsandboxed templates in qwend/, request templates ignored, linear-time parsers on
-  pathological model output: tests/unit/test_unsafe_code.py
+  pathological model output: tests/unit/test_pathological_output.py
 """
 
 from __future__ import annotations

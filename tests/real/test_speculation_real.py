@@ -34,10 +34,11 @@ def backend(model_path):
     backend.close()
 
 
-async def edit(backend, **sampling) -> tuple[str, Speculated]:
+async def answer(backend, content: str, **sampling) -> tuple[str, Speculated]:
+    """The greedy (unless `sampling` says) answer to `content`, and what was drafted for it."""
     params = SamplingParams(**{"temperature": 0, "max_tokens": 200, **sampling})
     text, speculated = [], Speculated()
-    async for item in backend.generate(backend.prompt([Message("user", EDIT)]), params):
+    async for item in backend.generate(backend.prompt([Message("user", content)]), params):
         if isinstance(item, Piece):
             text.append(item.text)
         elif isinstance(item, Finished):
@@ -46,15 +47,15 @@ async def edit(backend, **sampling) -> tuple[str, Speculated]:
 
 
 async def test_a_greedy_edit_is_drafted_and_unchanged(backend):
-    plain, none = await edit(backend, draft_max=0)
-    drafted, speculated = await edit(backend)  # the model's default: drafts on
+    plain, none = await answer(backend, EDIT, draft_max=0)
+    drafted, speculated = await answer(backend, EDIT)  # the model's default: drafts on
     assert none == Speculated() and "def summarize(orders):" in plain
     assert drafted == plain
     assert speculated.accepted >= 40 and speculated.accepted >= 0.5 * speculated.drafted, speculated
 
 
 async def test_a_sampled_edit_is_drafted_too(backend):
-    text, speculated = await edit(backend, temperature=0.7, seed=3)
+    text, speculated = await answer(backend, EDIT, temperature=0.7, seed=3)
     assert "def summarize" in text and speculated.accepted > 0, (text, speculated)
 
 

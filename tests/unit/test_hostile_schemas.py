@@ -19,7 +19,7 @@ from tests.conftest import client_for, fake_runtime
 from tests.error_shapes import error_shape_problem
 from tests.fakes import FakeBackend
 from tests.grammars import llama_parses
-from tests.unit.test_unsafe_code import within_deadline
+from tests.unit.test_pathological_output import within_deadline
 
 
 def strings(count: int, **keywords) -> dict:
