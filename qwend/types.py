@@ -126,6 +126,16 @@ class Requester:
 
 
 @dataclass(frozen=True)
+class Thinking:
+    """Whether a model that reasons before it answers (Qwen3's `<think>` block) does so for this answer, and for
+    how long. enabled None: the model's template decides (Qwen3 thinks unless told not to); budget: reasoning
+    tokens at most, after which the model is made to answer (None: no bound)."""
+
+    enabled: bool | None = None
+    budget: int | None = None
+
+
+@dataclass(frozen=True)
 class ChatRequest:
     messages: tuple[Message, ...]
     model: str | None = None
@@ -149,6 +159,7 @@ class ChatRequest:
     # answer comes back as plain text; with `suffix`, the model fills in between the two (fill-in-the-middle)
     text_prompt: str | None = None
     suffix: str | None = None
+    thinking: Thinking = Thinking()
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,15 @@ def tiny_vision_gguf_dir(hf_model_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen3_dir() -> Path:
+    """A tiny random Qwen3 GGUF with the real Qwen3 tokenizer and template, and its twin whose template opens the
+    <think> block (tests/tiny_qwen3.py), made once."""
+    from tests.tiny_qwen3 import make_tiny_qwen3_gguf
+
+    return make_tiny_qwen3_gguf(Settings(_env_file=None).store_dir / "test" / "tiny-random-qwen3-gguf")
+
+
+@pytest.fixture(scope="session")
 def postgres_url() -> str:
     """A real PostgreSQL server (Debian's package, a cluster of its own on a loopback port) for the session."""
     from qwend.cli.local_server import postgres_server

@@ -50,8 +50,12 @@ class FakeBackend(TemplatedPrompts):
     def tokenize(self, text: str, special: bool = True, bos: bool = True) -> list[int]:
         return [ord(c) % 256 for c in text]
 
-    def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
+    def render(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (), *, thinking: bool | None = None
+    ) -> str:
         prompt = "".join(f"<{m.role}>{m.content}" for m in messages) + "<assistant>"
+        if thinking is False and self.info.thinking:  # as Qwen3's template: switched off, an empty block
+            prompt += "<think>\n\n</think>\n\n"
         self.prompts.append(prompt)
         return prompt
 

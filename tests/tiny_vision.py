@@ -69,7 +69,7 @@ def make_tiny_vl_gguf(tokenizer_from: Path, out: Path) -> Path:
     (folder / "chat_template.jinja").write_text(QWEN_VL_CHAT_TEMPLATE)
     # the converter copies the image mean and std into the mmproj
     (folder / "preprocessor_config.json").write_text(json.dumps(QWEN_VL_PREPROCESSOR))
-    converter = _llama_cpp_converter(work)
+    converter = llama_cpp_converter(work)
     env = {**os.environ, "PYTHONPATH": str(converter.parent / "gguf-py"), "HF_HUB_OFFLINE": "1"}
     for extra, name in (([], MODEL_FILE), (["--mmproj"], MMPROJ_FILE)):
         subprocess.run([sys.executable, str(converter), str(folder), *extra, "--outtype", "f16",
@@ -81,7 +81,7 @@ def make_tiny_vl_gguf(tokenizer_from: Path, out: Path) -> Path:
     return out
 
 
-def _llama_cpp_converter(work: Path) -> Path:
+def llama_cpp_converter(work: Path) -> Path:
     """convert_hf_to_gguf.py from the llama.cpp that the installed llama-cpp-python vendors (its PyPI sdist)."""
     version = importlib.metadata.version("llama_cpp_python")
     subprocess.run([sys.executable, "-m", "pip", "download", f"llama-cpp-python=={version}", "--no-binary", ":all:",

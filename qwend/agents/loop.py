@@ -26,7 +26,7 @@ from qwend.errors import InvalidToolArguments, ToolNotFound
 from qwend.runtime import Runtime
 from qwend.tools.base import ToolResult
 from qwend.types import (
-    ChatEvent, ChatRequest, Done, FinishReason, Message, Requester, SamplingParams, ToolCall, ToolSpec, Usage,
+    ChatEvent, ChatRequest, Done, FinishReason, Message, Requester, SamplingParams, Thinking, ToolCall, ToolSpec, Usage,
 )
 
 MAX_RESULT_CHARS = 8000  # what the model reads of one tool result; the client still gets all of it
@@ -156,7 +156,7 @@ async def run_tool_loop(
     runtime: Runtime, messages: Sequence[Message], *, tools: Sequence[ToolSpec], model: str | None,
     sampling: SamplingParams, max_steps: int, chain: bool = False, execute: ToolExecutor | None = None,
     who: Requester = Requester(), dialect: Dialect = ToolCalls(), server_tools: Collection[str] | None = None,
-    loaded: LoadedModel | None = None, json_schema: dict[str, Any] | None = None,
+    loaded: LoadedModel | None = None, json_schema: dict[str, Any] | None = None, thinking: Thinking = Thinking(),
 ) -> AsyncIterator[LoopEvent]:
     """Chat events of every step, a StepDone per generation, a ToolResultEvent per call, then TurnEnd.
     `server_tools`: the tools qwend runs here, a call to any other is the client's (None: every call runs).
@@ -174,7 +174,7 @@ async def run_tool_loop(
     while step < max_steps or dialect.answers_after_limit:
         may_call = step < max_steps and (chain or not answered)
         base = who.attach(ChatRequest(tuple(history), model=model, sampling=sampling, tools=tuple(tools),
-                                      json_schema=json_schema))
+                                      json_schema=json_schema, thinking=thinking))
         answer = CompletionBuilder()
         async with aclosing(chat(runtime, dialect.request(base, step, may_call), loaded=loaded)) as events:
             async for event in events:

@@ -27,7 +27,7 @@ from qwend.sessions.responses import ResponseStore, response_for
 from qwend.sessions.store import Caller
 from qwend.tools.base import ToolResult
 from qwend.types import (
-    ChatEvent, Message, Priority, Requester, SamplingParams, Token, ToolCall, ToolCallStart, ToolSpec, Usage,
+    ChatEvent, Message, Priority, Requester, SamplingParams, Thinking, Token, ToolCall, ToolCallStart, ToolSpec, Usage,
 )
 
 MAX_CHAIN = 10_000  # responses one chain may hold (a loop of ids cannot hang a request)
@@ -60,6 +60,7 @@ class ResponseRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     json_schema: dict[str, Any] | None = None  # `text.format`: the shape of the text answer ({}: any object)
     previous_response_id: str | None = None
+    thinking: Thinking = Thinking()  # `reasoning.effort`
     client: str | None = None
     priority: Priority = "interactive"
     affinity: str | None = None
@@ -167,7 +168,7 @@ async def respond(runtime: Runtime, request: ResponseRequest, history: Sequence[
                        parallel_tool_calls=request.parallel_tool_calls)
     loop = run_tool_loop(runtime, messages, tools=tools, model=request.model, sampling=request.sampling,
                          max_steps=runtime.settings.max_tool_steps, chain=True, dialect=asking, server_tools=builtin,
-                         json_schema=request.json_schema,
+                         json_schema=request.json_schema, thinking=request.thinking,
                          who=Requester(request.client, request.priority, request.affinity))
     output: list[dict[str, Any]] = []
     message: dict[str, Any] | None = None  # this step's text, once it starts

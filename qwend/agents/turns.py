@@ -19,7 +19,7 @@ from qwend.errors import InvalidRequest
 from qwend.runtime import Runtime
 from qwend.sessions.context import fit_session
 from qwend.sessions.store import SessionRecord, StoredMessage
-from qwend.types import Message, Queued, Requester, SamplingOverrides, Token, ToolSpec
+from qwend.types import Message, Queued, Requester, SamplingOverrides, Thinking, Token, ToolSpec
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class Turn:
     model: str | None = None
     model_size: str | None = None
     sampling: SamplingOverrides = SamplingOverrides()
+    thinking: Thinking = Thinking()  # for a model that reasons first
     tools: tuple[ToolSpec, ...] | None = None  # replace the profile's tools (() for none)
     execute: ToolExecutor | None = None  # runs the calls instead of the tool registry
     system_prompt: str | None = None  # replaces the profile's ("" for none)
@@ -74,7 +75,7 @@ async def run_turn(runtime: Runtime, request: Turn) -> AsyncIterator[LoopEvent |
     def loop(view: list[Message]) -> AsyncIterator[LoopEvent]:
         return run_tool_loop(runtime, view, tools=tools, model=model, sampling=sampling, max_steps=max_steps,
                              chain=profile.tool_chaining, execute=request.execute, who=who,
-                             loaded=loaded)
+                             loaded=loaded, thinking=request.thinking)
 
     if session is None:
         system = [Message("system", system_prompt)] if system_prompt else []

@@ -16,7 +16,9 @@ from qwend.api.jsonbody import JsonRoute
 from qwend.api.wire import daemon as wire
 from qwend.runtime import Runtime
 from qwend.sessions.store import session_for
-from qwend.types import PromptProgress, Queued, Reasoning, SamplingOverrides, Started, Token, ToolCallEnd
+from qwend.types import (
+    PromptProgress, Queued, Reasoning, SamplingOverrides, Started, Thinking, Token, ToolCallEnd,
+)
 
 router = APIRouter(route_class=JsonRoute.answering(wire.NATIVE), prefix="/v1", tags=["qwend"])
 
@@ -24,7 +26,8 @@ router = APIRouter(route_class=JsonRoute.answering(wire.NATIVE), prefix="/v1", t
 @router.post("/chat", summary="One stateless turn with a profile (its tools run server-side)")
 async def stateless_chat(body: wire.ChatBody, request: Request, runtime: RuntimeDep, who: RequesterDep):
     turn = Turn(body.message, who, profile=body.profile, model=body.model, model_size=body.model_size,
-                sampling=SamplingOverrides(temperature=body.temperature, max_tokens=body.max_tokens))
+                sampling=SamplingOverrides(temperature=body.temperature, max_tokens=body.max_tokens),
+                thinking=Thinking(body.enable_thinking, body.thinking_budget))
     return await _answer(runtime, request, turn, body.stream, body.profile)
 
 
@@ -69,7 +72,8 @@ async def session_chat(
 ):
     session = await session_for(runtime.sessions, session_id, caller)
     turn = Turn(body.message, who, session=session, model=body.model, model_size=body.model_size,
-                sampling=SamplingOverrides(temperature=body.temperature, max_tokens=body.max_tokens))
+                sampling=SamplingOverrides(temperature=body.temperature, max_tokens=body.max_tokens),
+                thinking=Thinking(body.enable_thinking, body.thinking_budget))
     return await _answer(runtime, request, turn, body.stream, session.profile)
 
 

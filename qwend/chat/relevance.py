@@ -39,7 +39,9 @@ def judge_prompts(backend: Backend, messages: Sequence[Message], tools: Sequence
     request = asked[-1] if asked else ""
     if len(asked) > 1:
         request = f"{request}\n(Earlier the user asked: {asked[-2]})"
-    return backend.prompt(_question(tools, request)), backend.prompt(_question(tools, CONTENT_FREE))
+    # asked without reasoning (a thinking model's first token would be <think>, not yes or no)
+    return (backend.prompt(_question(tools, request), thinking=False),
+            backend.prompt(_question(tools, CONTENT_FREE), thinking=False))
 
 
 def user_messages(messages: Sequence[Message]) -> list[str]:

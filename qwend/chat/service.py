@@ -21,6 +21,7 @@ from qwend.chat.parser import OutputParser, PlainText
 from qwend.chat.relevance import judge_prompts, user_messages
 from qwend.chat.schemas import check_grammar_weight, grammar_weight
 from qwend.chat.stops import StopMatcher
+from qwend.chat.thinking import reasoning_first
 from qwend.engine.base import Finished, Piece, Prefill, Prompt
 from qwend.engine.manager import LoadedModel, LoadingModel, ModelManager
 from qwend.engine.scheduler import Admitted, Waiting
@@ -29,7 +30,7 @@ from qwend.metrics import Metrics
 from qwend.settings import Settings
 from qwend.types import (
     ChatEvent, ChatRequest, Done, FinishReason, Message, OutputConstraint, PromptProgress, Queued, Reasoning,
-    SamplingParams, Speculated, Started, Token, TokenLogprob, ToolCall, ToolCallEnd, ToolSpec, Usage,
+    SamplingParams, Speculated, Started, Thinking, Token, TokenLogprob, ToolCall, ToolCallEnd, ToolSpec, Usage,
 )
 
 
@@ -128,7 +129,9 @@ async def prompt_tokens(runtime: Daemon, request: ChatRequest) -> int:
     found = await runtime.models.request(request.model, keep_alive=request.keep_alive)
     loaded = found if isinstance(found, LoadedModel) else await found.ready()
     tools, _ = tool_plan(request)
-    return (await asyncio.to_thread(build_prompt, loaded.backend, request.messages, tools)).length
+    rendered = await asyncio.to_thread(build_prompt, loaded.backend, request.messages, tools,
+                                       thinking=_switch(request.thinking))
+    return rendered.length
 
 
 def _within_limits(request: ChatRequest, settings: Settings) -> ChatRequest:
@@ -171,7 +174,8 @@ def _prepare(
             "or choose a vision model",
             param="messages",
         )
-    prompt = build_prompt(backend, request.messages, tools, answering=request.tool_choice == "text")
+    thinking = _switch(request.thinking)
+    prompt = build_prompt(backend, request.messages, tools, answering=request.tool_choice == "text", thinking=thinking)
     prompt = replace(prompt, pin=request.pin_prompt, affinity=request.affinity)
     check_fits(prompt.length, request.sampling, backend.info.context_length)
     # every backend gets the constraint (an upstream server passes it on as tool_choice); only a grammar
@@ -186,7 +190,7 @@ def _prepare(
     if enforced and constraint.calls == "optional":
         asked = user_messages(request.messages)
         deferred = replace(deferred, judge=functools.partial(judge_prompts, backend, request.messages, tools),
-                           plain=functools.partial(build_prompt, backend, request.messages, ()),
+                           plain=functools.partial(build_prompt, backend, request.messages, (), thinking=thinking),
                            asked=asked[-1] if asked else "",
                            follow_up=any(m.role == "tool" for m in request.messages))
     if enforced and constraint.tools and request.json_schema is not None:
@@ -194,9 +198,10 @@ def _prepare(
         deferred = replace(deferred, text=replace(text, grammar=backend.grammar_for(text)))
     if enforced and constraint.tools and constraint.parallel:
         # once calls are decided on, ask for one per item (irrelevance is settled by then; see PARALLEL_HINT)
-        deferred = replace(deferred, calls=functools.partial(_calls_prompt, backend, request, tools))
+        deferred = replace(deferred, calls=functools.partial(_calls_prompt, backend, request, tools, thinking))
         if constraint.calls == "required":  # decided already: rendered now, and refused here if it does not fit
-            generated = replace(build_prompt(backend, request.messages, tools, hint=PARALLEL_HINT), pin=prompt.pin)
+            generated = replace(build_prompt(backend, request.messages, tools, hint=PARALLEL_HINT, thinking=thinking),
+                                pin=prompt.pin)
             check_fits(generated.length, request.sampling, backend.info.context_length)
     callable_tools = () if request.tool_choice == "text" else tools  # shown, but never called
     parser = OutputParser(
@@ -206,13 +211,24 @@ def _prepare(
         in_reasoning=prompt.text.rstrip().endswith("<think>"),
         max_calls=None if request.parallel_tool_calls else 1,
     )
-    return prompt, generation(backend, generated, request.sampling, constraint, deferred), parser
+    if backend.info.thinking and thinking is not False and (request.thinking.budget is not None or enforced):
+        # its reasoning first (bounded, and free of the answer's grammar), then the answer (chat/thinking.py)
+        job = reasoning_first(backend, generated, request.sampling, constraint, deferred, request.thinking.budget)
+    else:
+        job = generation(backend, generated, request.sampling, constraint, deferred)
+    return prompt, job, parser
 
 
-def _calls_prompt(backend, request: ChatRequest, tools: tuple[ToolSpec, ...]) -> Prompt | None:
+def _switch(thinking: Thinking) -> bool | None:
+    """The template's reasoning switch for a request: off for a budget of nothing, else as asked (None: the
+    template's default)."""
+    return False if thinking.budget == 0 else thinking.enabled
+
+
+def _calls_prompt(backend, request: ChatRequest, tools: tuple[ToolSpec, ...], thinking: bool | None) -> Prompt | None:
     """The prompt that decided calls are generated from (rendered only once they are: in the job); None where
     it would not fit the window, and the calls come from the request's own prompt."""
-    calls = build_prompt(backend, request.messages, tools, hint=PARALLEL_HINT)
+    calls = build_prompt(backend, request.messages, tools, hint=PARALLEL_HINT, thinking=thinking)
     try:
         check_fits(calls.length, request.sampling, backend.info.context_length)
     except ContextOverflow:
@@ -236,16 +252,16 @@ PARALLEL_HINT = "Make one tool call for each item the user asks about."
 
 def build_prompt(
     backend, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...], hint: str | None = None, *,
-    answering: bool = False,
+    answering: bool = False, thinking: bool | None = None,
 ) -> Prompt:
     after_results = answering and messages[-1].role == "tool"
     notes = [n for n in (ANSWER_NOTE if after_results else None, hint) if n]
     if notes:
         try:
-            return backend.prompt(messages + (Message("system", " ".join(notes)),), tools)
+            return backend.prompt(messages + (Message("system", " ".join(notes)),), tools, thinking=thinking)
         except BackendError:
             pass  # a template that refuses a system message there: render the conversation as it is
-    return backend.prompt(messages, tools)
+    return backend.prompt(messages, tools, thinking=thinking)
 
 
 def tool_plan(request: ChatRequest) -> tuple[tuple[ToolSpec, ...], OutputConstraint | None]:

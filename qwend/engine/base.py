@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from qwend.engine.specials import ControlTexts
@@ -39,6 +39,9 @@ class ModelInfo:
     # the model's fill-in-the-middle markers (prefix, suffix, middle), when it was trained with them
     fill_in_middle: tuple[str, str, str] | None = None
     longest_token: int = 0  # most characters one token stands for (bytes, for llama.cpp; 0: unknown): past_window
+    # it reasons in a <think> block before it answers (its template says so), and offers `continued`: the
+    # pipeline bounds the reasoning and generates a constrained answer after it (chat/thinking.py)
+    thinking: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Prompt:
     pin: bool = False  # keep this prompt's KV state for good, where the engine saves states (llama.cpp)
     affinity: str | None = None  # the conversation it continues: an upstream server is told, to route by it
     suffix: str | None = None  # a text completion's suffix, for an upstream server (it fills in the middle itself)
+    thinking: bool | None = None  # the reasoning switch it was rendered with, for an upstream server to render with
 
     @property
     def length(self) -> int:
@@ -100,9 +104,12 @@ class Embedded:
 class Backend(Protocol):
     info: ModelInfo
 
-    def prompt(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> Prompt:
-        """The prompt for `messages` (and the tools on offer), ready for the assistant turn. Raises
-        BackendError when the model's chat template refuses the conversation."""
+    def prompt(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (), *, thinking: bool | None = None
+    ) -> Prompt:
+        """The prompt for `messages` (and the tools on offer), ready for the assistant turn; `thinking` switches
+        a reasoning model's reasoning on or off (None: its template's default). Raises BackendError when the
+        model's chat template refuses the conversation."""
 
     def text_prompt(self, text: str, suffix: str | None = None) -> Prompt:
         """A text completion's prompt: `text` as it is (special tokens parsed), or with `suffix` the model's
@@ -121,6 +128,8 @@ class Backend(Protocol):
 
     # Backends whose ModelInfo.grammar is True also offer (called before the job is queued; raises InvalidRequest):
     #     def grammar_for(self, constraint: OutputConstraint) -> str   (the grammar, as OutputConstraint.grammar)
+    # Backends whose ModelInfo.thinking is True also offer:
+    #     def continued(self, prompt: Prompt, said: str) -> Prompt   (the prompt with the answer's start `said`)
     # Backends whose ModelInfo.embeddings is True also offer:
     #     async def embed(self, texts: Sequence[str]) -> Embedded
     # raising ContextOverflow for a text longer than their embedding window.
@@ -134,11 +143,14 @@ class TemplatedPrompts:
     template: ChatTemplate
     controls: ControlTexts
 
-    def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
+    def render(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (), *, thinking: bool | None = None
+    ) -> str:
         """The template's text for the assistant turn, with control-token texts from the conversation masked;
         a ContextOverflow, before anything tokenizes it, for a text that cannot fit the window."""
         masked = self.controls.mask_messages(messages)
-        rendered = self.template.render(masked, self.controls.mask_tools(tools), add_generation_prompt=True)
+        rendered = self.template.render(masked, self.controls.mask_tools(tools), add_generation_prompt=True,
+                                        thinking=thinking)
         self.check_length(rendered)
         return rendered
 
@@ -146,9 +158,20 @@ class TemplatedPrompts:
         """The ids of a `render()`ed text (or a piece of one)."""
         return self.controls.tokens(rendered, self.tokenize, bos=bos)
 
-    def prompt(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> Prompt:
-        rendered = self.render(messages, tools)
-        return Prompt(tuple(self.tokens(rendered)), self.controls.unmask(rendered))
+    def prompt(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (), *, thinking: bool | None = None
+    ) -> Prompt:
+        rendered = self.render(messages, tools, thinking=thinking)
+        return Prompt(tuple(self.tokens(rendered)), self.controls.unmask(rendered), thinking=thinking)
+
+    def continued(self, prompt: Prompt, said: str) -> Prompt:
+        """`prompt` followed by the start of its answer, `said` (the model's reasoning, closed), for the rest
+        of the answer to be generated from. The generated tokens are in the cache already; `said` is tokenized
+        again, so where it splits differently only the tokens from there on are read again. Images and the
+        rest of the prompt are kept (it is the same prompt, longer). Control-token texts in it stay text, as
+        the model wrote them (its <think> tags are not control tokens)."""
+        tokens = self.tokenize(said, False, False)
+        return replace(prompt, tokens=prompt.tokens + tuple(tokens), text=prompt.text + said, pin=False)
 
     def text_prompt(self, text: str, suffix: str | None = None) -> Prompt:
         # a text completion's prompt is the client's own, markers and all (as llama-server reads it)

@@ -78,6 +78,7 @@ class LlamaCppBackend(TemplatedPrompts):
             logprobs=decoder is not None,
             fill_in_middle=self._fim_markers(),
             longest_token=longest_token,
+            thinking=self.template.thinks,
         )
 
     @classmethod
@@ -237,10 +238,12 @@ class LlamaCppBackend(TemplatedPrompts):
             return self.images.open(prompt, params, rules)
         return self.decoder.open(prompt, params, rules, pin)
 
-    def prompt(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> Prompt:
+    def prompt(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (), *, thinking: bool | None = None
+    ) -> Prompt:
         if self.images is not None and any(m.images for m in messages):
-            return self.images.prompt(self, messages, tools)
-        return super().prompt(messages, tools)
+            return self.images.prompt(self, messages, tools, thinking=thinking)
+        return super().prompt(messages, tools, thinking=thinking)
 
     def close(self) -> None:
         self._readers.shutdown(wait=True)

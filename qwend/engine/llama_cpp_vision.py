@@ -90,13 +90,16 @@ class LlamaCppImages:
         self._images: weakref.WeakValueDictionary[int, ImageChunk] = weakref.WeakValueDictionary()
         self._images_lock = threading.Lock()  # prompt() runs on the event loop, generation in a worker
 
-    def prompt(self, templated: TemplatedPrompts, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> Prompt:
+    def prompt(
+        self, templated: TemplatedPrompts, messages: Sequence[Message], tools: Sequence[ToolSpec] = (), *,
+        thinking: bool | None = None,
+    ) -> Prompt:
         """The prompt for a conversation with pictures, rendered by the backend `templated`."""
         pictures = [image for m in messages for image in m.images]
         # the template sees text: a marker for each image, before the message's text (as llama-server does)
         marked = [replace(m, images=(), content=self._marker * len(m.images) + m.content) if m.images else m
                   for m in messages]
-        text = templated.render(marked, tools)
+        text = templated.render(marked, tools, thinking=thinking)
         pieces = text.split(self._marker)
         if len(pieces) != len(pictures) + 1:
             raise BackendError("the model's chat template dropped or repeated an image")

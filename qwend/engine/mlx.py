@@ -59,6 +59,7 @@ class MlxBackend(HuggingFaceTokens, TemplatedPrompts):
             grammar=False,
             engine=ENGINE,
             longest_token=longest_token,
+            thinking=self.template.thinks,
         )
         # the sequence whose keys and values `_cache` holds, token for token
         self._cache = make_prompt_cache(model)

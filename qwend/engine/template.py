@@ -46,13 +46,20 @@ class ChatTemplate:
         self.is_builtin = source is None
         # the form the template teaches for tool calls (engine/grammar.py): Qwen3-Coder's tags, else JSON
         self.call_form: CallForm = "xml" if source and FUNCTION_OPEN in source and PARAMETER_OPEN in source else "json"
+        # the model reasons in a <think> block before it answers (Qwen3, QwQ); the template may switch it
+        # (`enable_thinking`), and may open the block itself in the generation prompt (Qwen3.5)
+        self.thinks = bool(source) and "<think>" in source
         self._template = env.from_string(source or CHATML_TEMPLATE)
         self._bos_token = bos_token
         self._eos_token = eos_token
 
     def render(
-        self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (), *, add_generation_prompt: bool = True
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (), *, add_generation_prompt: bool = True,
+        thinking: bool | None = None,
     ) -> str:
+        """`thinking` is the template's `enable_thinking` (Qwen3's switch); None leaves it undefined, so the
+        template's own default holds."""
+        switch = {} if thinking is None else {"enable_thinking": thinking}
         try:
             return self._template.render(
                 messages=[_to_template_message(m) for m in messages],
@@ -60,6 +67,7 @@ class ChatTemplate:
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self._bos_token,
                 eos_token=self._eos_token,
+                **switch,
             )
         except TemplateError as exc:
             raise BackendError(f"the model's chat template failed: {exc}") from exc

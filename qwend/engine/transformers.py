@@ -66,6 +66,7 @@ class TransformersBackend(HuggingFaceTokens, TemplatedPrompts):
             vision=images is not None,
             engine=ENGINE,
             longest_token=longest_token,
+            thinking=self.template.thinks,
         )
         # the sequence whose keys and values `_cache` holds, token for token, and the pictures in it
         self._cache = None
@@ -103,10 +104,12 @@ class TransformersBackend(HuggingFaceTokens, TemplatedPrompts):
         hf_model.eval()
         return cls(hf_model, tokenizer, path, settings, device, images)
 
-    def prompt(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> Prompt:
+    def prompt(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (), *, thinking: bool | None = None
+    ) -> Prompt:
         if self.images is not None and any(m.images for m in messages):
-            return self.images.prompt(self, messages, tools)
-        return super().prompt(messages, tools)
+            return self.images.prompt(self, messages, tools, thinking=thinking)
+        return super().prompt(messages, tools, thinking=thinking)
 
     def generate(
         self, prompt: Prompt, params: SamplingParams, constraint: OutputConstraint | None = None

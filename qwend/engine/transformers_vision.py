@@ -104,10 +104,13 @@ class TransformersImages:
         model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, **options)
         return model, cls(processor, int(model.config.image_token_id), processor_chat_template(path))
 
-    def prompt(self, templated: TemplatedPrompts, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> Prompt:
+    def prompt(
+        self, templated: TemplatedPrompts, messages: Sequence[Message], tools: Sequence[ToolSpec] = (), *,
+        thinking: bool | None = None,
+    ) -> Prompt:
         """The prompt for a conversation with pictures, rendered and tokenized by the backend `templated`."""
         pictures = [image for message in messages for image in message.images]
-        text = templated.render(messages, tools)
+        text = templated.render(messages, tools, thinking=thinking)
         ids = templated.tokens(text)
         places = [i for i, token in enumerate(ids) if token == self.image_token]
         if len(places) != len(pictures):  # (an <|image_pad|> in a message's text is text: never one of these)

@@ -57,10 +57,12 @@ class UpstreamBackend:
         models.load(model.name)
         return cls(model.name, models, settings, settings.context_length or _context_length(entry))
 
-    def prompt(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> Prompt:
+    def prompt(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (), *, thinking: bool | None = None
+    ) -> Prompt:
         chars = sum(len(m.content) + sum(len(c.arguments) for c in m.tool_calls) for m in messages)
         chars += sum(len(json.dumps(to_openai_tool(t))) for t in tools)
-        return Prompt(messages=tuple(messages), tools=tuple(tools),
+        return Prompt(messages=tuple(messages), tools=tuple(tools), thinking=thinking,
                       estimated_tokens=math.ceil(chars / CHARS_PER_TOKEN) + 4 * len(messages))
 
     def text_prompt(self, text: str, suffix: str | None = None) -> Prompt:
@@ -152,6 +154,8 @@ class UpstreamBackend:
             body["max_tokens"] = params.max_tokens
         if params.seed is not None:
             body["seed"] = params.seed
+        if prompt.thinking is not None:  # the template switch vLLM, SGLang and llama-server pass on
+            body["chat_template_kwargs"] = {"enable_thinking": prompt.thinking}
         if prompt.tools:
             body["tools"] = [to_openai_tool(t) for t in prompt.tools]
             if constraint is not None and constraint.tools:

@@ -252,7 +252,7 @@ class SeeingBackend(FakeBackend):
         self.info = replace(self.info, vision=True)
         self.rendered = []
 
-    def render(self, messages, tools=()):
+    def render(self, messages, tools=(), thinking=None):
         self.rendered.append(messages)
         return super().render(messages, tools)
 

@@ -21,9 +21,9 @@ async def test_a_fold_returns_the_view_the_store_then_holds(tmp_path, overflow):
     measured: list[tuple[Message, ...]] = []
     asked = []
 
-    def prompt(messages, tools):
+    def prompt(messages, tools, thinking=None):
         measured.append(tuple(messages))
-        return backend.prompt(messages, tools)
+        return backend.prompt(messages, tools, thinking=thinking)
 
     async def summarize(messages, sampling):
         asked.append((messages, sampling))

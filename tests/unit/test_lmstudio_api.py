@@ -68,7 +68,7 @@ class SeeingBackend(FakeBackend):
         self.info = replace(self.info, vision=True)
         self.messages: list[tuple[Message, ...]] = []
 
-    def render(self, messages, tools=()):
+    def render(self, messages, tools=(), thinking=None):
         self.messages.append(tuple(messages))
         return super().render(messages, tools)
 

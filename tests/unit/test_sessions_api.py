@@ -168,7 +168,7 @@ async def test_bad_requests(tmp_path, path, body, status, words):
 class Summarizing(FakeBackend):
     """Answers the summary request with a summary, and everything else with a long answer."""
 
-    def render(self, messages, tools=()):
+    def render(self, messages, tools=(), thinking=None):
         prompt = super().render(messages, tools)
         summarizing = messages[0].content == SUMMARIZE
         self.reply = "SUMMARY: the user counted." if summarizing else "An answer: " + "words " * 40

@@ -165,7 +165,7 @@ class TemplatedFake(FakeBackend):
         super().__init__("Fine.", context_length=8192)
         self.template = ChatTemplate(None)
 
-    def render(self, messages, tools=()):
+    def render(self, messages, tools=(), thinking=None):
         prompt = TemplatedPrompts.render(self, messages, tools)
         self.prompts.append(prompt)
         return prompt

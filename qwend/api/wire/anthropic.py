@@ -15,7 +15,7 @@ from qwend.api.wire.images import from_base64
 from qwend.chat.schemas import prepare_schema
 from qwend.errors import InvalidRequest
 from qwend.models.facts import ModelFacts
-from qwend.types import ChatRequest, FinishReason, Message, SamplingParams, ToolCall, ToolSpec, Usage
+from qwend.types import ChatRequest, FinishReason, Message, SamplingParams, Thinking, ToolCall, ToolSpec, Usage
 
 MAX_STOP_SEQUENCES = 16
 
@@ -89,7 +89,9 @@ class MessagesRequest(_Wire):
     tool_choice: ToolChoice | None = None
     output_config: OutputConfig | None = None
     metadata: dict[str, Any] | None = Field(None, description="accepted and ignored")
-    thinking: dict[str, Any] | None = Field(None, description="accepted; models that reason always return thinking")
+    thinking: dict[str, Any] | None = Field(
+        None, description='{"type": "enabled", "budget_tokens": N} bounds a reasoning model\'s thinking; '
+        '{"type": "disabled"} switches it off')
 
 
 class CountTokensRequest(MessagesRequest):
@@ -133,7 +135,20 @@ def to_chat_request(body: MessagesRequest) -> ChatRequest:
         tool_choice={"auto": "auto", "any": "required", "tool": "required", "none": "none"}[choice.type],
         tool_name=choice.name if choice.type == "tool" else None,
         parallel_tool_calls=not choice.disable_parallel_tool_use, json_schema=json_schema,
+        thinking=_thinking(body.thinking),
     )
+
+
+def _thinking(asked: dict[str, Any] | None) -> Thinking:
+    kind = (asked or {}).get("type")
+    if kind == "disabled":
+        return Thinking(enabled=False)
+    if kind == "enabled":
+        budget = asked.get("budget_tokens")
+        if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 0):
+            raise InvalidRequest("thinking.budget_tokens must be a number of tokens", param="thinking.budget_tokens")
+        return Thinking(enabled=True, budget=budget)
+    return Thinking()  # none given, or "adaptive": the model's own way
 
 
 def _pick(value, default):

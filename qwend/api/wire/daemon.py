@@ -24,6 +24,8 @@ class _Turn(BaseModel):
     model: str | None = Field(None, description="A model name; wins over model_size.")
     temperature: float | None = Field(None, ge=0, le=2, description="Overrides the profile's temperature.")
     max_tokens: int | None = Field(None, ge=1, description="Most tokens per generated reply.")
+    enable_thinking: bool | None = Field(None, description="A reasoning model reasons first (default: its own way).")
+    thinking_budget: int | None = Field(None, ge=0, description="Reasoning tokens at most, then the answer.")
 
     @field_validator("model_size", mode="before")
     @classmethod

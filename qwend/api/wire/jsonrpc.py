@@ -16,7 +16,7 @@ from qwend.chat.schemas import prepare_schema
 from qwend.errors import Busy, InvalidRequest, ModelNotFound, QwendError, SessionNotFound
 from qwend.sessions.store import SessionRecord
 from qwend.tools.base import ToolResult
-from qwend.types import Message, Requester, SamplingOverrides, ToolCall, ToolSpec
+from qwend.types import Message, Requester, SamplingOverrides, Thinking, ToolCall, ToolSpec
 
 # The standard codes, then the server-defined ones (JSON-RPC reserves -32000..-32099 for servers).
 PARSE_ERROR = -32700
@@ -177,6 +177,8 @@ class GenerateParams(_Wire):
     top_k: int | None = Field(None, ge=0)
     repetition_penalty: float | None = Field(None, gt=0)
     seed: int | None = None
+    enable_thinking: bool | None = None  # qwend extension: a reasoning model reasons first (default: its own way)
+    thinking_budget: int | None = Field(None, ge=0)  # qwend extension: reasoning tokens at most
 
 
 class ToolResultItem(_Wire):
@@ -238,7 +240,8 @@ def to_turn(params: GenerateParams, session: SessionRecord, execute: ToolExecuto
         repeat_penalty=params.repetition_penalty, seed=params.seed, max_tokens=params.max_new_tokens,
     )
     turn = Turn(message, who, model=session.model, sampling=sampling, tools=tools, execute=execute,
-                system_prompt=session.metadata.get("system_prompt") or "")
+                system_prompt=session.metadata.get("system_prompt") or "",
+                thinking=Thinking(params.enable_thinking, params.thinking_budget))
     if params.history is not None or not session.metadata.get("persistent"):
         return replace(turn, profile=session.profile, history=to_messages(params.history or []))
     return replace(turn, session=session)

@@ -12,6 +12,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 
 from qwend.api.wire.codec import DETAIL, Codec, NdjsonResponse
 from qwend.api.wire.images import from_base64, from_data_url
+from qwend.api.wire.thinking import thinking_of
 from qwend.chat.service import Completion
 from qwend.errors import InvalidRequest
 from qwend.types import ChatRequest, FinishReason, Image, Message, SamplingParams, Usage
@@ -56,6 +57,7 @@ class ChatBody(_Wire):
     model_key: str | None = Field(None, min_length=1, validation_alias=AliasChoices("model_key", "model"))
     messages: list[ChatMessageIn] = Field(min_length=1)
     config: ChatConfig | None = None
+    reasoning: str | None = Field(None, description="off, low, medium, high or on, as LM Studio's own API")
 
 
 class LoadBody(_Wire):
@@ -72,7 +74,8 @@ def to_chat_request(body: ChatBody, *, default_model: str | None, images_allowed
     """`default_model` answers bodies without model_key (None: the daemon's default); text-only routes
     pass images_allowed=False so a picture is refused rather than silently dropped."""
     messages = tuple(_to_message(m, i, images_allowed) for i, m in enumerate(body.messages))
-    return ChatRequest(messages=messages, model=body.model_key or default_model, sampling=_sampling(body.config))
+    return ChatRequest(messages=messages, model=body.model_key or default_model, sampling=_sampling(body.config),
+                       thinking=thinking_of(effort=body.reasoning, param="reasoning"))
 
 
 def _sampling(config: ChatConfig | None) -> SamplingParams:

@@ -12,9 +12,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from qwend.api.wire.images import from_base64, sniff_mime_type
+from qwend.api.wire.thinking import thinking_of
 from qwend.chat.schemas import prepare_schema
 from qwend.errors import InvalidRequest
-from qwend.types import ChatRequest, Image, Message, SamplingParams, ToolCall, ToolSpec
+from qwend.types import ChatRequest, Image, Message, SamplingParams, Thinking, ToolCall, ToolSpec
 
 MAX_STOPS = 16
 
@@ -134,7 +135,7 @@ def chat_request(body: ChatBody, model: str) -> ChatRequest:
     tools = _tools(body.tools or ())
     return ChatRequest(messages=_messages(body.messages), model=model, sampling=sampling(body.options),
                        tools=tools, json_schema=_json_schema(body.format),
-                       keep_alive=keep_alive_seconds(body.keep_alive))
+                       keep_alive=keep_alive_seconds(body.keep_alive), thinking=_thinking(body.think))
 
 
 def generate_request(body: GenerateBody, model: str) -> ChatRequest:
@@ -154,7 +155,13 @@ def generate_request(body: GenerateBody, model: str) -> ChatRequest:
     messages = [Message("system", body.system)] if body.system else []
     messages.append(Message("user", body.prompt, images=_images(body.images, "images")))
     return ChatRequest(messages=tuple(messages), model=model, sampling=sampling(body.options),
-                       json_schema=_json_schema(body.format), keep_alive=keep_alive_seconds(body.keep_alive))
+                       json_schema=_json_schema(body.format), keep_alive=keep_alive_seconds(body.keep_alive),
+                       thinking=_thinking(body.think))
+
+
+def _thinking(think: bool | str | None) -> Thinking:
+    """Ollama's `think`: a switch, or an effort (low, medium, high) that bounds the reasoning."""
+    return Thinking(think) if think is None or isinstance(think, bool) else thinking_of(effort=think, param="think")
 
 
 _DURATION = re.compile(r"(-?\d+(?:\.\d+)?)(ms|s|m|h)")

@@ -13,6 +13,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from qwend import __version__
 from qwend.api.wire.codec import Codec, Failure, sse
 from qwend.api.wire.images import from_data_url
+from qwend.api.wire.thinking import template_switch, thinking_of
 from qwend.chat.schemas import prepare_schema
 from qwend.errors import InvalidRequest
 from qwend.types import ChatRequest, Message, SamplingParams, TokenLogprob, ToolCall, ToolSpec, Usage
@@ -123,6 +124,10 @@ class ChatCompletionRequest(SamplingFields):
     service_tier: str | None = Field(
         None, description="flex: batch priority (queued behind interactive requests); other values: interactive"
     )
+    reasoning_effort: str | None = Field(None, description="none (no reasoning), minimal, low, medium, high")
+    chat_template_kwargs: dict[str, Any] | None = Field(None, description="only enable_thinking is read")
+    enable_thinking: bool | None = Field(None, description="Qwen's reasoning switch (Alibaba Cloud's API)")
+    thinking_budget: int | None = Field(None, ge=0, description="reasoning tokens at most, then the answer")
 
 
 def choice_requests(body: ChatCompletionRequest, max_choices: int) -> list[ChatRequest]:
@@ -165,7 +170,13 @@ def to_chat_request(body: ChatCompletionRequest) -> ChatRequest:
         messages=messages, model=body.model, sampling=sampling, tools=tools, tool_choice=choice, tool_name=name,
         parallel_tool_calls=body.parallel_tool_calls, json_schema=_json_schema(body.response_format),
         constrained=body.constrained_decoding, priority="batch" if body.service_tier == "flex" else "interactive",
+        thinking=thinking_of(enabled=_first(template_switch(body.chat_template_kwargs), body.enable_thinking),
+                             budget=body.thinking_budget, effort=body.reasoning_effort),
     )
+
+
+def _first(*values):
+    return next((v for v in values if v is not None), None)
 
 
 def sampling_of(body: SamplingFields) -> SamplingParams:

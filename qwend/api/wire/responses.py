@@ -8,6 +8,7 @@ from pydantic import Field
 
 from qwend.api.wire.codec import Codec, sse, sse_event
 from qwend.api.wire.openai import _Wire, failure_body
+from qwend.api.wire.thinking import thinking_of
 from qwend.agents.responses import CUSTOM_INPUT, ClientTool, ResponseRequest, to_messages
 from qwend.chat.schemas import prepare_schema
 from qwend.errors import InvalidRequest
@@ -35,6 +36,7 @@ class ResponsesBody(_Wire):
     metadata: dict[str, str] | None = None
     user: str | None = None
     text: dict[str, Any] | None = None  # {"format": {"type": "text" | "json_object" | "json_schema", ...}}
+    reasoning: dict[str, Any] | None = None  # {"effort": "none" | "minimal" | "low" | "medium" | "high"}
 
 
 def to_response_request(body: ResponsesBody) -> ResponseRequest:
@@ -75,7 +77,8 @@ def to_response_request(body: ResponsesBody) -> ResponseRequest:
                            builtin_tools=tuple(builtin), json_schema=_json_schema(text_format(body)),
                            tool_choice=choice, tool_name=name,
                            parallel_tool_calls=body.parallel_tool_calls, sampling=sampling,
-                           previous_response_id=body.previous_response_id)
+                           previous_response_id=body.previous_response_id,
+                           thinking=thinking_of(effort=(body.reasoning or {}).get("effort"), param="reasoning.effort"))
 
 
 def _client_tool(tool: dict[str, Any], where: str, namespace: str | None = None) -> ClientTool:
