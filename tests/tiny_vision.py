@@ -3,8 +3,8 @@ own converter. Its answers are noise, but noise that depends on every input, so 
 across images, across KV reuse, and across the way a prompt reaches the model.
 
 The pair is made once into the store and kept (~40 s on a 2-core machine: llama-cpp-python's sdist from PyPI,
-76 MB, for the converter its llama.cpp vendors; a random model from transformers; two conversions); only the two
-GGUF files (26 MB) stay.
+76 MB, for the converter its llama.cpp vendors; a random model from transformers; two conversions); the two
+GGUF files (26 MB) stay, and the converter (4 MB) for the other tiny models (tests/tiny_qwen3.py).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def make_tiny_vl_gguf(tokenizer_from: Path, out: Path) -> Path:
     (folder / "chat_template.jinja").write_text(QWEN_VL_CHAT_TEMPLATE)
     # the converter copies the image mean and std into the mmproj
     (folder / "preprocessor_config.json").write_text(json.dumps(QWEN_VL_PREPROCESSOR))
-    converter = llama_cpp_converter(work)
+    converter = llama_cpp_converter(out.parent)
     env = {**os.environ, "PYTHONPATH": str(converter.parent / "gguf-py"), "HF_HUB_OFFLINE": "1"}
     for extra, name in (([], MODEL_FILE), (["--mmproj"], MMPROJ_FILE)):
         subprocess.run([sys.executable, str(converter), str(folder), *extra, "--outtype", "f16",
@@ -81,9 +81,15 @@ def make_tiny_vl_gguf(tokenizer_from: Path, out: Path) -> Path:
     return out
 
 
-def llama_cpp_converter(work: Path) -> Path:
-    """convert_hf_to_gguf.py from the llama.cpp that the installed llama-cpp-python vendors (its PyPI sdist)."""
+def llama_cpp_converter(store: Path) -> Path:
+    """convert_hf_to_gguf.py from the llama.cpp that the installed llama-cpp-python vendors (its PyPI sdist),
+    kept under `store` for the next tiny model (only the converter and gguf-py: 4 MB)."""
     version = importlib.metadata.version("llama_cpp_python")
+    kept = store / f"llama.cpp-converter-{version}"
+    if (kept / "convert_hf_to_gguf.py").is_file():
+        return kept / "convert_hf_to_gguf.py"
+    work = store / f"llama.cpp-converter-{version}.partial"
+    shutil.rmtree(work, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "pip", "download", f"llama-cpp-python=={version}", "--no-binary", ":all:",
                     "--no-deps", "--quiet", "-d", str(work)], check=True)
     wanted = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
@@ -91,4 +97,7 @@ def llama_cpp_converter(work: Path) -> Path:
         root = f"llama_cpp_python-{version}/vendor/llama.cpp/"
         members = [m for m in sdist.getmembers() if m.name.startswith(root) and m.name[len(root):].startswith(wanted)]
         sdist.extractall(work, members=members, filter="data")
-    return work / root / "convert_hf_to_gguf.py"
+    shutil.rmtree(kept, ignore_errors=True)
+    (work / root).rename(kept)
+    shutil.rmtree(work)
+    return kept / "convert_hf_to_gguf.py"

@@ -50,9 +50,14 @@ class SavedState:
 
 
 class KvTiers:
-    def __init__(self, directory: Path | None, key: str, *, ram_bytes: int, disk_bytes: int) -> None:
-        """`directory` None (or `disk_bytes` 0) keeps states in RAM only."""
+    def __init__(
+        self, directory: Path | None, key: str, *, ram_bytes: int, disk_bytes: int, whole_only: bool = False,
+    ) -> None:
+        """`directory` None (or `disk_bytes` 0) keeps states in RAM only. `whole_only`: a state serves only a
+        prompt that goes on past all of it (a recurrent model's: its state is at its last token, and cannot
+        be cut back to a shorter start), and a longer one does not make it redundant."""
         self.key = key
+        self.whole_only = whole_only
         self.ram_bytes, self.disk_bytes = ram_bytes, disk_bytes
         self._dir = directory / key if directory is not None and disk_bytes > 0 else None
         self._states: list[SavedState] = []
@@ -69,13 +74,20 @@ class KvTiers:
         """The saved state sharing the longest start with `prompt`, and how many tokens it shares."""
         found, longest = None, 0
         for state in self._states:
-            if (n := common_prefix(state.tokens, prompt)) > longest:
+            if (n := common_prefix(state.tokens, prompt)) > longest and self._serves(state, n, len(prompt)):
                 found, longest = state, n
         return found, longest
 
+    def _serves(self, state: SavedState, shared: int, prompt_length: int) -> bool:
+        return not self.whole_only or shared == len(state.tokens) < prompt_length
+
     def covers(self, tokens: Sequence[int]) -> bool:
-        """Whether a saved state already holds these tokens (or more that start with them)."""
-        return any(len(s.tokens) >= len(tokens) and s.tokens[:len(tokens)] == tuple(tokens) for s in self._states)
+        """Whether a saved state already holds these tokens (or more that start with them, where a state can
+        be cut back)."""
+        tokens = tuple(tokens)
+        if self.whole_only:
+            return any(s.tokens == tokens for s in self._states)
+        return any(len(s.tokens) >= len(tokens) and s.tokens[:len(tokens)] == tokens for s in self._states)
 
     def put(self, tokens: Sequence[int], data: bytearray, *, pinned: bool = False) -> None:
         """Keep the state of `tokens`; states it extends are dropped (unless pinned)."""
@@ -84,8 +96,9 @@ class KvTiers:
         if same is not None and (same.pinned or not pinned):
             same.used = time.time()
             return
-        for old in [s for s in self._states if not s.pinned and tokens[:len(s.tokens)] == s.tokens]:
-            self._drop(old)
+        if not self.whole_only:  # (a recurrent state's shorter starts are the points a conversation goes back to)
+            for old in [s for s in self._states if not s.pinned and tokens[:len(s.tokens)] == s.tokens]:
+                self._drop(old)
         self._states.append(SavedState(tokens, len(data), time.time(), pinned, data=data))
         self._fit()
 

@@ -29,7 +29,7 @@ from qwend.engine.draft_model import MAX_DRAFT as DRAFT_MODEL_MAX
 from qwend.engine.draft_model import DraftModel
 from qwend.engine.kv_tiers import KvTiers
 from qwend.engine.llama_sampler import Sampler, token_logprob
-from qwend.engine.llama_slots import Slot, SlotStates, unified_context
+from qwend.engine.llama_slots import Slot, SlotStates, recurrent, unified_context
 from qwend.engine.llama_stream import END, TokenStream
 from qwend.errors import BackendError
 from qwend.types import SamplingParams
@@ -81,8 +81,11 @@ class BatchDecoder:
         self.parallel = parallel
         self.reuse = reuse
         self.saved = saved if reuse else None
-        # a recurrent state cannot drop the positions of a rejected draft: such models are never drafted for
-        self.drafts = not (llama_cpp.llama_model_is_recurrent(model.model) or llama_cpp.llama_model_is_hybrid(model.model))
+        # a recurrent state holds only its last position, so a sequence is never cut back: its conversation goes
+        # on from where its slot ends or from a state saved where its prompt ended (`_step`), and it is never
+        # drafted for (a rejected draft's positions cannot be dropped)
+        self.recurrent = recurrent(llama_cpp, model)
+        self.drafts = not self.recurrent
         self.draft_max = draft_max if self.drafts else 0
         self.draft_model = draft_model if self.drafts else None
         if draft_model is not None and self.draft_model is None:
@@ -90,7 +93,8 @@ class BatchDecoder:
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._slots = [Slot(seq_id) for seq_id in range(slots)]
-        self._states = SlotStates(llama_cpp, self._ctx, self._slots, scratch=slots, saved=self.saved)
+        self._states = SlotStates(llama_cpp, self._ctx, self._slots, scratch=slots, saved=self.saved,
+                                  whole_only=self.recurrent)
         self._opening: list[TokenStream] = []
         self._running: list[TokenStream] = []
         self._turn = itertools.count()  # rotates which prompt reads first
@@ -191,7 +195,7 @@ class BatchDecoder:
         """Drop the cells of tokens generated past what the closed stream's reader took (a draft confirmed
         beyond max_tokens or a stop string): its conversation's next turn goes on from what was read."""
         read = len(stream.prompt) + stream.taken
-        if len(stream.slot.tokens) > read + READ_AHEAD:
+        if len(stream.slot.tokens) > read + READ_AHEAD and not self.recurrent:
             self._lib.llama_memory_seq_rm(self._memory, stream.slot.seq_id, read, -1)
             del stream.slot.tokens[read:]
 
@@ -210,7 +214,7 @@ class BatchDecoder:
             if restorable >= max(prefixes.values()) + MIN_RESTORED_GAIN:
                 self._states.restore(saved, slot)
                 prefixes = self._prefixes(prompt)  # the slot changed, and others may have been emptied for room
-            source = max(self._slots, key=prefixes.__getitem__)
+            source = slot if self.recurrent else max(self._slots, key=prefixes.__getitem__)
             keep, shared = prefixes[slot], prefixes[source]
             reuse = min(max(keep, shared), len(prompt) - 1) if self.reuse else 0  # the last token is read again
             if shared > keep and reuse > keep:
@@ -226,8 +230,12 @@ class BatchDecoder:
             self._states.trim_idle([stream.prompt for stream in self._running])
 
     def _prefixes(self, prompt: list[int]) -> dict[Slot, int]:
-        """How many of the prompt's first tokens each slot holds."""
-        return {slot: common_prefix(slot.tokens, prompt) for slot in self._slots}
+        """How many of the prompt's first tokens each slot holds (for a recurrent model: all of its tokens, and
+        the prompt goes on past them, or none)."""
+        shared = {slot: common_prefix(slot.tokens, prompt) for slot in self._slots}
+        if self.recurrent:
+            return {slot: n if n == len(slot.tokens) < len(prompt) else 0 for slot, n in shared.items()}
+        return shared
 
     def _slot_for(self, prefixes: dict[Slot, int]) -> Slot:
         """The free slot that continues the prompt's conversation (losing at most a few tokens past their
@@ -318,6 +326,10 @@ class BatchDecoder:
             if not entry.logits:
                 entry.stream.slot.tokens += entry.tokens
                 entry.stream.read_more()
+                if self.recurrent and len(entry.stream.pending) == 1:
+                    # all but the prompt's last token read: the point its conversation's next turn goes on from,
+                    # should the answer not come back token for token
+                    self._states.save(entry.stream.slot)
             elif not entry.drafted:
                 entry.stream.slot.tokens += entry.tokens
                 entry.stream.burst = 1

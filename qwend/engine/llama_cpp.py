@@ -29,6 +29,7 @@ from qwend.engine.draft_model import DraftModel
 from qwend.engine.kv_tiers import KvTiers, model_key
 from qwend.engine.llama_batch import BatchDecoder
 from qwend.engine.llama_cpp_vision import LlamaCppImages
+from qwend.engine.llama_slots import recurrent
 from qwend.engine.llama_embeddings import LlamaEmbedder
 from qwend.engine.specials import ControlTexts
 from qwend.engine.template import ChatTemplate
@@ -113,7 +114,8 @@ class LlamaCppBackend(TemplatedPrompts):
         draft = _draft_model(model, llama._model, settings, threads, n_ctx) if model.draft else None
         try:
             saved = KvTiers(settings.saved_kv_dir, model_key(path, llama_cpp.__version__),
-                            ram_bytes=settings.kv_ram_mb << 20, disk_bytes=settings.kv_disk_mb << 20)
+                            ram_bytes=settings.kv_ram_mb << 20, disk_bytes=settings.kv_disk_mb << 20,
+                            whole_only=recurrent(llama_cpp, llama._model))
             decoder = BatchDecoder(llama._model, n_ctx=n_ctx, n_batch=settings.batch_size,
                                    parallel=settings.parallel, slots=settings.cached_sequences, threads=threads,
                                    reuse=settings.prompt_cache, saved=saved, draft_max=settings.draft_max,

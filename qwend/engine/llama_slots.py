@@ -14,6 +14,13 @@ from qwend.engine.kv_tiers import KvTiers, SavedState
 MIN_SAVED_TOKENS = 64  # shorter states are read again faster than they are saved and found
 
 
+def recurrent(lib, model) -> bool:
+    """Whether the model keeps a recurrent state (Mamba, RWKV; hybrids such as Qwen3.5 and Qwen3-Next beside
+    their attention layers): it holds the sequence up to its last token only, so a sequence cannot be cut back
+    to a shorter start (llama.cpp refuses, or drops the state whole), only emptied or continued."""
+    return bool(lib.llama_model_is_recurrent(model.model) or lib.llama_model_is_hybrid(model.model))
+
+
 def unified_context(lib, model, *, n_ctx: int, n_batch: int, sequences: int, threads: int):
     """A llama.cpp context for `model` whose `sequences` share one pool of KV cells (they share prefixes and
     take what they need); None when llama.cpp cannot make it."""
@@ -38,11 +45,14 @@ class Slot:
 class SlotStates:
     """Moves the slots' states between the context and the saved tiers (`saved`; None: states are dropped)."""
 
-    def __init__(self, lib, ctx, slots: list[Slot], *, scratch: int, saved: KvTiers | None) -> None:
+    def __init__(
+        self, lib, ctx, slots: list[Slot], *, scratch: int, saved: KvTiers | None, whole_only: bool = False,
+    ) -> None:
         self._lib, self._ctx, self._memory = lib, ctx, lib.llama_get_memory(ctx)
         self._slots = slots
         self._scratch = scratch  # a sequence id no slot uses
         self.saved = saved
+        self.whole_only = whole_only  # a slot's state is kept or dropped whole (a recurrent model's)
 
     def trim_idle(self, running: list[list[int]]) -> None:
         """Idle slots keep only what they share with a running prompt (a system prompt, tools), their whole
@@ -52,6 +62,8 @@ class SlotStates:
         for slot in self._slots:
             if slot.stream is None and slot.tokens:
                 keep = max((common_prefix(slot.tokens, prompt) for prompt in running), default=0)
+                if self.whole_only and keep < len(slot.tokens):
+                    keep = 0
                 if len(slot.tokens) - keep >= MIN_SAVED_TOKENS:  # (a short one stays: it costs little)
                     self.save(slot)
                     self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1)
@@ -74,6 +86,8 @@ class SlotStates:
         tokens = slot.tokens[:length]
         if self.saved is None or len(tokens) < MIN_SAVED_TOKENS or (not pinned and self.saved.covers(tokens)):
             return
+        if self.whole_only and len(tokens) < len(slot.tokens):
+            return  # (a recurrent state holds the slot's last token only)
         lib, seq_id = self._lib, slot.seq_id
         if len(tokens) < len(slot.tokens):  # a copy of the part to save, in the scratch sequence (shares cells)
             lib.llama_memory_seq_rm(self._memory, self._scratch, -1, -1)

@@ -39,6 +39,18 @@ def test_a_longer_state_of_the_same_conversation_replaces_the_shorter(tmp_path):
     assert [s.tokens for s in saved.states] == [(1, 2, 3, 4)]
 
 
+def test_a_recurrent_models_states_serve_only_prompts_that_go_on_past_all_of_them(tmp_path):
+    saved = KvTiers(tmp_path, KEY, ram_bytes=10_000, disk_bytes=0, whole_only=True)
+    saved.put([1, 2], state(1))
+    saved.put([1, 2, 3, 4], state(2))  # a longer state keeps the shorter: the point to go back to
+    assert [s.tokens for s in saved.states] == [(1, 2), (1, 2, 3, 4)]
+    assert saved.best([1, 2, 3, 4, 5])[0].tokens == (1, 2, 3, 4)
+    assert saved.best([1, 2, 3, 9])[0].tokens == (1, 2)  # not the one sharing 3 tokens: it cannot be cut back
+    assert saved.best([1, 2, 3, 4]) == (saved.states[0], 2)  # the prompt's last token must be read
+    assert saved.best([1, 9]) == (None, 0)
+    assert saved.covers([1, 2]) and not saved.covers([1, 2, 3])
+
+
 def test_ram_over_its_bound_spills_the_least_recently_used_to_disk(tmp_path):
     saved = tiers(tmp_path, ram=1000)
     for i in range(3):
