@@ -21,7 +21,7 @@ from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
-from qwend.chat.parser import json_or_none
+from qwend.chat.json_text import json_or_none
 from qwend.chat.xml_calls import is_xml_call, xml_call
 from qwend.engine.base import Finished, Generated, Piece
 from qwend.engine.grammar import CALL_CLOSE, CALL_OPEN

@@ -4,7 +4,8 @@ Recognised, in order of trust:
   <think>...</think>              reasoning (also when the prompt already opened the block)
   <tool_call>{json}</tool_call>   a call; under a grammar its arguments stream as they are generated
   <tool_call><function=NAME>...   a call in Qwen3-Coder's form (chat/xml_calls.py); under a grammar its
-                                  arguments stream a parameter at a time
+                                  arguments stream a parameter at a time; also without the tags, where
+                                  NAME is an offered tool (these models sometimes leave them out)
   bare or ```json-fenced {json}   a call only when it is the whole answer and `lenient` (no grammar), as
                                   small Qwen models answer that way; a list or several objects: several calls
 A call to a tool that was not offered, or with arguments that do not validate, is never returned as a call:
@@ -24,8 +25,10 @@ from typing import Any
 
 from jsonschema.exceptions import SchemaError
 
+from qwend.chat.json_text import json_or_none, json_values, loads_repairing, unfenced
 from qwend.chat.stops import partial_suffix
-from qwend.chat.xml_calls import XmlArguments, is_xml_call, xml_call, xml_called_name, xml_head
+from qwend.chat.xml_calls import XmlArguments, bare_call, is_xml_call, xml_call, xml_called_name, xml_head
+from qwend.engine.grammar import FUNCTION_CLOSE, FUNCTION_OPEN
 from qwend.errors import InvalidRequest
 from qwend.patterns import schema_validator
 from qwend.types import ChatEvent, Reasoning, Token, ToolCall, ToolCallDelta, ToolCallEnd, ToolCallStart, ToolSpec
@@ -48,9 +51,9 @@ def call_intent(text: str) -> bool | None:
     head = text.lstrip()
     if not head:
         return None
-    if head.startswith((CALL_OPEN, "{", "[{")):
+    if head.startswith((CALL_OPEN, FUNCTION_OPEN, "{", "[{")):
         return True
-    if CALL_OPEN.startswith(head) or "```".startswith(head) or head == "[":
+    if CALL_OPEN.startswith(head) or FUNCTION_OPEN.startswith(head) or "```".startswith(head) or head == "[":
         return None
     if head.startswith("```"):
         rest = head[3:]
@@ -100,6 +103,7 @@ class OutputParser:
         self._made: set[tuple[str, str]] = set()  # (name, arguments) of the calls emitted whole
         self._streamed: _StreamedCall | None = None  # the trusted call whose arguments are streaming
         self._call_searched = 0  # how much of a call's text has been searched for its end
+        self._closing = CALL_CLOSE  # what ends the call being read: its tag, or a bare call's </function>
 
     @property
     def calls(self) -> int:
@@ -149,20 +153,32 @@ class OutputParser:
         if not self._answer_started and not final and THINK_OPEN.startswith(head):
             return False  # may be the start of a reasoning block
         if self.tools:
-            return self._until(CALL_OPEN, events, Token, final, then="call")
+            return self._until_call(events, final)
         self._emit_content(self._buffer, events)
         self._buffer = ""
         return False
 
-    def _until(self, marker: str, events, kind, final: bool, *, then: str) -> bool:
-        """Emit buffer text up to `marker` as `kind`, switching mode at the marker; hold back a partial one."""
+    def _until_call(self, events: list[ChatEvent], final: bool) -> bool:
+        """Content up to the next call: a <tool_call> block, or a Qwen3-Coder call without its tags."""
+        bare, held = bare_call(self._buffer, self.tools)
+        tagged = self._buffer.find(CALL_OPEN)
+        if bare >= 0 and (tagged < 0 or bare < tagged):
+            self._emit_content(self._buffer[:bare], events)
+            self._buffer, self._mode, self._closing = self._buffer[bare:], "call", FUNCTION_CLOSE
+            return True
+        self._closing = CALL_CLOSE
+        return self._until(CALL_OPEN, events, Token, final, then="call", hold=held)
+
+    def _until(self, marker: str, events, kind, final: bool, *, then: str, hold: int = 0) -> bool:
+        """Emit buffer text up to `marker` as `kind`, switching mode at the marker; hold back a partial one
+        (and the last `hold` characters)."""
         at = self._buffer.find(marker)
         if at >= 0:
             self._emit(kind, self._buffer[:at], events)
             self._buffer = self._buffer[at + len(marker):]
             self._mode = then
             return True
-        keep = 0 if final else partial_suffix(self._buffer, marker)
+        keep = 0 if final else max(partial_suffix(self._buffer, marker), hold)
         self._emit(kind, self._buffer[: len(self._buffer) - keep], events)
         self._buffer = self._buffer[len(self._buffer) - keep:]
         return False
@@ -184,14 +200,16 @@ class OutputParser:
 
     def _in_call(self, events: list[ChatEvent], final: bool) -> bool:
         # only new text is searched: a search from the start on every piece was quadratic in a long call
-        end = self._buffer.find(CALL_CLOSE, max(0, self._call_searched - len(CALL_CLOSE) + 1))
+        closing = self._closing
+        end = self._buffer.find(closing, max(0, self._call_searched - len(closing) + 1))
         self._call_searched = len(self._buffer)
-        body = self._buffer if end < 0 else self._buffer[:end]
+        # a bare call's text is all of it, its </function> included (a tagged one's is what the tags hold)
+        body = self._buffer if end < 0 else self._buffer[:end + len(closing) * (closing == FUNCTION_CLOSE)]
         if self.trusted and not self._content_seen and not self._full():
             self._stream_arguments(body, events)
         if end < 0 and not final:
             return False
-        self._buffer = "" if end < 0 else self._buffer[end + len(CALL_CLOSE):]
+        self._buffer = "" if end < 0 else self._buffer[end + len(closing):]
         self._mode, self._call_searched = "content", 0
         if end < 0 and self._streamed is None and json_or_none(body) is None and xml_call(body, self.tools) is None:
             # cut off (max_tokens): dropped, never markup in the content (a whole call missing only its
@@ -236,18 +254,18 @@ class OutputParser:
         if is_xml_call(body):
             parsed = (xml, False) if (xml := xml_call(body, self.tools)) is not None else None
         else:
-            parsed = _loads_repairing(body)
+            parsed = loads_repairing(body)
         call = self._validated(parsed[0]) if parsed else None
         if call is None:
             self.outcomes["fell_back"] += 1
-            self._emit_content(f"{CALL_OPEN}{body}{CALL_CLOSE}", events)
+            self._emit_content(body if self._closing == FUNCTION_CLOSE else f"{CALL_OPEN}{body}{CALL_CLOSE}", events)
             return
         self._emit_call(*call, events, outcome="parsed" if not parsed[1] else "repaired")
 
     def _whole_answer(self, events: list[ChatEvent]) -> None:
         """The answer began like JSON: it is calls only if all of it is calls to offered tools."""
         text, self._buffer = self._buffer, ""
-        objects = _json_values(_unfenced(text.strip()))
+        objects = json_values(unfenced(text.strip()))
         calls = [self._validated(o) for o in objects] if objects else []
         if calls and all(calls):
             for call in calls:
@@ -333,50 +351,6 @@ class _ArgumentsEnd:
                 if self.depth == 0:
                     self.done = True
         return text
-
-
-def _unfenced(text: str) -> str:
-    """The inside of a ```json fence (the closing fence optional), or `text` itself when it is not fenced.
-    String operations, not a regex: a lazy group between optional whitespace runs backtracked cubically."""
-    if not text.startswith("```"):
-        return text
-    inside = text[3:].removeprefix("json").strip()
-    return inside.removesuffix("```").strip()
-
-
-def _json_values(text: str) -> list[Any]:
-    """One JSON value, a list of them, or several back to back; [] if the text is anything else."""
-    decoder, values, pos = json.JSONDecoder(), [], 0
-    while pos < len(text):
-        try:
-            value, pos = decoder.raw_decode(text, pos)
-        except (ValueError, RecursionError):
-            return []
-        values.extend(value if isinstance(value, list) else [value])
-        while pos < len(text) and text[pos] in " \t\r\n,":
-            pos += 1
-    return values
-
-
-def json_or_none(text: str) -> Any | None:
-    """The JSON value in `text`, or None."""
-    try:
-        return json.loads(text.strip())
-    except (ValueError, RecursionError):
-        return None
-
-
-def _loads_repairing(text: str) -> tuple[Any, bool] | None:
-    """(value, repaired) for a JSON object, closing one cut off at the end; None if hopeless."""
-    text = text.strip()
-    if (whole := json_or_none(text)) is not None:
-        return whole, False
-    for closing in ("}", "}}", "\"}}", "}}}", "\"}", "]}}"):
-        try:
-            return json.loads(text + closing), True
-        except (ValueError, RecursionError):
-            continue
-    return None
 
 
 def _valid(arguments: dict, schema: dict) -> bool:

@@ -24,12 +24,14 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from qwend.chat.stops import partial_suffix
 from qwend.engine.grammar import FUNCTION_CLOSE, FUNCTION_OPEN, PARAMETER_CLOSE, schema_types
 from qwend.types import ToolSpec
 
 # names are bounded: a tag that never closes is not read again to its end on every piece of a stream
 _FUNCTION_HEAD = re.compile(r"\s*<function=([^>\n]{1,256})>")
 _FUNCTION_NAME = re.compile(r"<function=([^>\n]{1,256})>")
+_FUNCTION_TAG_SO_FAR = re.compile(r"<function=[^>\n]{0,256}")
 _PARAMETER_OPEN = re.compile(r"<parameter=([^>\n]{1,256})>")
 _SPACE = re.compile(r"\s*")
 
@@ -44,6 +46,21 @@ def xml_head(body: str) -> tuple[str, int] | None:
     """The function a call's text opens with, and where its parameters begin (None until its tag is whole)."""
     head = _FUNCTION_HEAD.match(body)
     return (head.group(1).strip(), head.end()) if head else None
+
+
+def bare_call(text: str, tools: Mapping[str, ToolSpec]) -> tuple[int, int]:
+    """Where a call to an offered tool written without its <tool_call> tags begins in `text` (-1: none), and
+    how much of the end of `text` may still become one: Qwen3-Coder models sometimes leave the tags out. A
+    `<function=` naming no offered tool is text."""
+    at = text.find(FUNCTION_OPEN)
+    while at >= 0:
+        head = _FUNCTION_HEAD.match(text, at)
+        if head is not None and head.group(1).strip() in tools:
+            return at, 0
+        if head is None and _FUNCTION_TAG_SO_FAR.fullmatch(text, at):  # its name not whole yet
+            return -1, len(text) - at
+        at = text.find(FUNCTION_OPEN, at + 1)
+    return -1, partial_suffix(text, FUNCTION_OPEN)
 
 
 def xml_called_name(text: str) -> str | None:

@@ -137,6 +137,7 @@ OUTPUT_REGEXES = {
     "qwend.chat.xml_calls._FUNCTION_NAME": "search",
     "qwend.chat.xml_calls._PARAMETER_OPEN": "match",
     "qwend.chat.xml_calls._SPACE": "match",
+    "qwend.chat.xml_calls._FUNCTION_TAG_SO_FAR": "fullmatch",
 }
 
 

@@ -3,7 +3,7 @@ calls, several calls, pieces of any size, and malformed or cut-off calls, on out
 
 import pytest
 
-from qwend.chat.parser import OutputParser, called_name
+from qwend.chat.parser import OutputParser, call_intent, called_name
 from qwend.chat.xml_calls import typed, xml_call
 from qwend.types import ToolSpec
 from tests.unit.test_parser import fold
@@ -61,6 +61,34 @@ def test_a_call_cut_off_is_dropped_never_markup_in_the_content(whole):
     text = "Checking.\n" + call("get_weather", city="Paris")[:-40]
     (_, content, calls), outcomes = parse(text, whole=whole)
     assert calls == [] and content.strip() == "Checking." and outcomes["truncated"] == 1
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_calls_without_their_tool_call_tags_are_calls_to_offered_tools(whole):
+    bare = call("get_weather", city="Paris").removeprefix("<tool_call>\n").removesuffix("\n</tool_call>")
+    text = ("Use <function=name> tags like <function=rm_rf> this.\n" + bare + "\n"
+            + call("write_file", path="a.txt", content="hi") + "\n" + bare.replace("Paris", "Rome"))
+    (_, content, calls), outcomes = parse(text, whole=whole)
+    # a tag naming no offered tool is text; the tagged call between the bare ones is read as before
+    assert content.strip() == "Use <function=name> tags like <function=rm_rf> this."
+    assert calls == [("get_weather", {"city": "Paris"}), ("write_file", {"path": "a.txt", "content": "hi"}),
+                     ("get_weather", {"city": "Rome"})]
+    assert outcomes["parsed"] == 3
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_a_bare_call_cut_off_is_dropped_and_a_bad_one_stays_text(whole):
+    bare = call("get_weather", city="Paris").removeprefix("<tool_call>\n").removesuffix("\n</tool_call>")
+    (_, content, calls), outcomes = parse("Checking.\n" + bare[:-25], whole=whole)
+    assert calls == [] and content.strip() == "Checking." and outcomes["truncated"] == 1
+    wrong = bare.replace("city", "town")  # required city missing: not a valid call
+    (_, content, calls), _ = parse(wrong, whole=whole)
+    assert calls == [] and content == wrong
+
+
+def test_an_answer_opening_with_a_bare_call_is_meant_as_a_call():
+    assert call_intent("<func") is None and call_intent("<function=get_weather>") is True
+    assert called_name("<function=get_weather>\n") == "get_weather"
 
 
 def test_a_whole_call_missing_only_its_closing_tag_is_kept():
