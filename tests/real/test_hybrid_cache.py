@@ -1,5 +1,5 @@
-"""A hybrid model's conversations across turns and restarts, with the tiny random Qwen3.5 of tests/tiny_qwen3.py
-(3 recurrent layers beside 1 attention layer, as Qwen3.5 and Qwen3-Next interleave them). A recurrent state
+"""A hybrid model's conversations across turns and restarts, with the tiny random Qwen3.5 and Qwen3-Next of
+tests/tiny_qwen3.py (3 recurrent layers beside 1 attention layer, as the real ones interleave them). A recurrent state
 holds its sequence up to the last token only, so a turn goes on from where its slot ends or from a state saved
 where an earlier prompt ended, in RAM or on disk: each turn's greedy answer must be what a fresh instance that
 reads the whole conversation gives, and the cached tokens reported must be the ones that were not read."""
@@ -18,7 +18,7 @@ from qwend.models.store import LocalModel
 from qwend.runtime import Runtime
 from qwend.settings import Settings
 from qwend.types import Message, SamplingParams
-from tests.tiny_qwen3 import HYBRID_FILE
+from tests.tiny_qwen3 import HYBRID_FILE, NEXT_FILE
 
 pytest.importorskip("torch")
 
@@ -26,8 +26,13 @@ GREEDY = SamplingParams(temperature=0, max_tokens=16)
 OPENING = Message("user", "Tell me about the sea, the ships on it and the people who sail them. " * 4)
 
 
-def load(folder: Path, data: Path, **settings) -> LlamaCppBackend:
-    return LlamaCppBackend.load(LocalModel(HYBRID_FILE, folder / HYBRID_FILE), Settings(
+@pytest.fixture(params=[HYBRID_FILE, NEXT_FILE], ids=["qwen3.5", "qwen3-next"])
+def hybrid(request, tiny_qwen3_dir: Path) -> Path:
+    return tiny_qwen3_dir / request.param
+
+
+def load(model: Path, data: Path, **settings) -> LlamaCppBackend:
+    return LlamaCppBackend.load(LocalModel(model.name, model), Settings(
         _env_file=None, data_dir=data, context_length=2048, threads=2, **settings))
 
 
@@ -40,16 +45,16 @@ def answer(backend: LlamaCppBackend, messages: list[Message]) -> tuple[int, str]
     return items[0].cached_tokens, "".join(i.text for i in items if isinstance(i, Piece))
 
 
-def fresh_answer(folder: Path, tmp_path: Path, messages: list[Message]) -> str:
-    backend = load(folder, tmp_path / "fresh", prompt_cache=False, kv_disk_mb=0)
+def fresh_answer(model: Path, tmp_path: Path, messages: list[Message]) -> str:
+    backend = load(model, tmp_path / "fresh", prompt_cache=False, kv_disk_mb=0)
     try:
         return answer(backend, messages)[1]
     finally:
         backend.close()
 
 
-def test_the_model_is_hybrid_and_never_drafted_for(tiny_qwen3_dir, tmp_path):
-    backend = load(tiny_qwen3_dir, tmp_path)
+def test_the_model_is_hybrid_and_never_drafted_for(hybrid, tmp_path):
+    backend = load(hybrid, tmp_path)
     try:
         assert backend.decoder.recurrent and not backend.decoder.drafts
         assert backend.decoder.saved.whole_only
@@ -57,14 +62,14 @@ def test_the_model_is_hybrid_and_never_drafted_for(tiny_qwen3_dir, tmp_path):
         backend.close()
 
 
-def test_turns_go_on_from_the_saved_state_and_answer_as_a_fresh_read(tiny_qwen3_dir, tmp_path):
-    backend = load(tiny_qwen3_dir, tmp_path / "data")
+def test_turns_go_on_from_the_saved_state_and_answer_as_a_fresh_read(hybrid, tmp_path):
+    backend = load(hybrid, tmp_path / "data")
     conversation, lengths = [OPENING], []
     try:
         for turn in range(3):
             cached, said = answer(backend, conversation)
             length = backend.prompt(conversation).length
-            assert said == fresh_answer(tiny_qwen3_dir, tmp_path, conversation), f"turn {turn}"
+            assert said == fresh_answer(hybrid, tmp_path, conversation), f"turn {turn}"
             if lengths:  # at least all of the last prompt but its final token came from the cache
                 assert lengths[-1] - 1 <= cached < length
             else:
@@ -74,34 +79,34 @@ def test_turns_go_on_from_the_saved_state_and_answer_as_a_fresh_read(tiny_qwen3_
     finally:
         backend.close()
     # after a restart the saved states come back from disk
-    restarted = load(tiny_qwen3_dir, tmp_path / "data")
+    restarted = load(hybrid, tmp_path / "data")
     try:
         cached, said = answer(restarted, conversation)
         assert lengths[-1] - 1 <= cached < restarted.prompt(conversation).length
-        assert said == fresh_answer(tiny_qwen3_dir, tmp_path, conversation)
+        assert said == fresh_answer(hybrid, tmp_path, conversation)
     finally:
         restarted.close()
 
 
-def test_conversations_that_take_each_others_slots_come_back_exact(tiny_qwen3_dir, tmp_path):
+def test_conversations_that_take_each_others_slots_come_back_exact(hybrid, tmp_path):
     # two slots for three conversations: each turn's slot is another conversation's, whose state is saved first
-    backend = load(tiny_qwen3_dir, tmp_path / "data", parallel=1, cached_sequences=2, kv_disk_mb=0)
+    backend = load(hybrid, tmp_path / "data", parallel=1, cached_sequences=2, kv_disk_mb=0)
     conversations = [[Message("user", f"Conversation {n}: " + OPENING.content)] for n in range(3)]
     try:
         for turn in range(2):
             for conversation in conversations:
                 cached, said = answer(backend, conversation)
-                assert said == fresh_answer(tiny_qwen3_dir, tmp_path, conversation)
+                assert said == fresh_answer(hybrid, tmp_path, conversation)
                 assert cached > 0 or turn == 0
                 conversation += [Message("assistant", said), Message("user", "Go on.")]
     finally:
         backend.close()
 
 
-def test_sessions_report_the_cached_tokens_over_http(tiny_qwen3_dir, tmp_path):
+def test_sessions_report_the_cached_tokens_over_http(hybrid, tmp_path):
     from qwend.cli.local_server import serve_in_thread
 
-    settings = Settings(_env_file=None, data_dir=tmp_path, models_dir=tiny_qwen3_dir, model=HYBRID_FILE,
+    settings = Settings(_env_file=None, data_dir=tmp_path, models_dir=hybrid.parent, model=hybrid.name,
                         context_length=2048, threads=2)
     runtime = Runtime.create(settings)
     messages = [{"role": "user", "content": OPENING.content}]
