@@ -151,6 +151,9 @@ class TemplatedPrompts:
         masked = self.controls.mask_messages(messages)
         rendered = self.template.render(masked, self.controls.mask_tools(tools), add_generation_prompt=True,
                                         thinking=thinking)
+        if thinking is False and rendered.rstrip().endswith("<think>"):
+            # a template that opens the block whatever its switch says: closed empty, as Qwen3's own switch does
+            rendered = rendered.rstrip() + "\n\n</think>\n\n"
         self.check_length(rendered)
         return rendered
 

@@ -129,3 +129,27 @@ def test_closing_the_job_mid_reasoning_closes_the_generation(budget):
 
     asyncio.run(first_pieces())
     assert engine.asked[0].closed
+
+
+def test_switched_off_a_block_the_template_opens_whatever_it_is_told_is_closed_empty():
+    from qwend.engine.base import TemplatedPrompts
+    from qwend.engine.specials import ControlTexts
+    from qwend.engine.template import ChatTemplate
+    from qwend.types import Message
+
+    class AlwaysThinks(TemplatedPrompts):  # as Qwen3-Thinking-2507's template: no switch, the block always opened
+        template = ChatTemplate("{% for m in messages %}{{ m['content'] }}{% endfor %}{{ '<|im_start|>assistant\\n"
+                                "<think>\\n' }}")
+        controls = ControlTexts(())
+        info = ModelInfo(512, 512, 256, 1000, 1, True, thinking=True)
+
+        def tokenize(self, text, special=True, bos=True):
+            return [ord(c) for c in text]
+
+    backend = AlwaysThinks()
+    assert backend.template.thinks
+    assert backend.prompt([Message("user", "hi")]).text.endswith("assistant\n<think>\n")
+    off = backend.prompt([Message("user", "hi")], thinking=False)
+    assert off.text.endswith("assistant\n<think>\n\n</think>\n\n") and off.thinking is False
+    continued = backend.continued(off, "Hello")
+    assert continued.text == off.text + "Hello" and continued.tokens[-5:] == tuple(map(ord, "Hello"))
