@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from qwend.agents.profiles import Profiles
 from qwend.chat.service import chat, complete
@@ -24,6 +27,9 @@ from qwend.tools.registry import ToolRegistry
 from qwend.tools.sandbox import Limits, Sandbox
 from qwend.types import ChatRequest, Message, SamplingParams
 
+T = TypeVar("T")
+WRITES_GRACE_S = 30.0  # how long closing waits for store writes under way (a stopped turn's)
+
 
 @dataclass
 class Runtime:
@@ -38,6 +44,7 @@ class Runtime:
     profiles: Profiles = field(init=False)
     database: Database = field(init=False)  # sessions, tool switches, stored responses
     session_turns: SessionTurns = field(default_factory=SessionTurns)
+    _writes: set[asyncio.Task] = field(default_factory=set)  # store writes under way (`write_whole`)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -86,7 +93,19 @@ class Runtime:
         await self.database.switches.save(name, enabled)
         return self.tools.set_enabled(name, enabled)
 
+    async def write_whole(self, write: Awaitable[T]) -> T:
+        """A store write that its caller's cancellation does not cut short (a turn ending as its client leaves,
+        or as the daemon stops); `close` waits for it before the database goes."""
+        task = asyncio.ensure_future(write)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        return await asyncio.shield(task)
+
     async def close(self) -> None:
+        # turns the stopping daemon cancelled store themselves as far as they came, then the database closes
+        await self.session_turns.drained(WRITES_GRACE_S)
+        if self._writes:
+            await asyncio.wait(set(self._writes), timeout=WRITES_GRACE_S)
         await self.mcp.close()
         await self.database.close()
         self.models.close()

@@ -105,13 +105,14 @@ async def run_turn(runtime: Runtime, request: Turn) -> AsyncIterator[LoopEvent |
                     so_far.add(event)
                     if isinstance(event, TurnEnd):  # written whole from here, even if the client leaves meanwhile
                         so_far.kept = True
-                        await asyncio.shield(runtime.sessions.append_turn(session.id, so_far.stored(event.messages)))
+                        await runtime.write_whole(runtime.sessions.append_turn(session.id,
+                                                                               so_far.stored(event.messages)))
                     yield event
         except (GeneratorExit, asyncio.CancelledError):
             # stopped (the client's Stop, a closed tab, a dropped connection): the question stays, and the answer
             # as far as it came, marked stopped, as chat UIs keep them; shielded, as the task may be cancelled
             if not so_far.kept:
-                await asyncio.shield(runtime.sessions.append_turn(session.id, so_far.stopped()))
+                await runtime.write_whole(runtime.sessions.append_turn(session.id, so_far.stopped()))
             raise
 
 

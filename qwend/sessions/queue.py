@@ -16,6 +16,13 @@ class SessionTurns:
     def ahead(self, session_id: str) -> int:
         return self._users.get(session_id, 0)
 
+    async def drained(self, timeout: float) -> None:
+        """Wait, `timeout` seconds at most, until no turn holds or waits for a session: a turn the stopping
+        daemon cancelled stores itself as far as it came before the database closes."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._users and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+
     @asynccontextmanager
     async def hold(self, session_id: str):
         lock = self._locks.setdefault(session_id, asyncio.Lock())

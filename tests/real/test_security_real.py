@@ -90,7 +90,7 @@ def _stream(url: str, body: dict, out: dict) -> None:
         out["error"] = exc
 
 
-def test_sigterm_lets_short_answers_finish_cancels_long_ones_and_keeps_sessions_whole(model_path, tmp_path):
+def test_sigterm_lets_short_answers_finish_cancels_long_ones_and_stores_them_as_far_as_they_came(model_path, tmp_path):
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "plain.toml").write_text('name = "plain"\ndescription = "No tools."\ntools = []\n'
                                                       'system_prompt = "You are a helpful assistant."\n')
@@ -133,10 +133,15 @@ def test_sigterm_lets_short_answers_finish_cancels_long_ones_and_keeps_sessions_
         assert "token" in long["events"] and "done" not in long["events"]
     finally:
         server.stop()
-    server.start()  # the same data dir: the session keeps its completed turn only
+    server.start()  # the same data dir: the completed turn, and the cancelled one as far as it came, marked stopped
     try:
         messages = httpx.get(f"{server.url}/v1/sessions/{sid}").json()["messages"]
-        assert {m["turn"] for m in messages} == {1} and messages[-1]["role"] == "assistant"
+        first_turn = [m for m in messages if m["turn"] == 1]
+        assert [m["role"] for m in first_turn] == ["user", "assistant"] and not first_turn[-1]["stopped"]
+        cancelled = [m for m in messages if m["turn"] == 2]
+        assert cancelled[0]["content"] == long_body["message"]
+        assert cancelled[-1]["role"] == "assistant" and cancelled[-1]["stopped"] and cancelled[-1]["content"]
+        assert {m["turn"] for m in messages} == {1, 2}
         again = httpx.post(f"{server.url}/v1/sessions/{sid}/chat", json={"message": "Bye.", "max_tokens": 8},
                            timeout=120)
         assert again.status_code == 200

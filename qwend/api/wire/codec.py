@@ -62,23 +62,32 @@ class Codec(Generic[F]):
     last: tuple[Any, ...] = ()  # sent after every stream, failed or not (OpenAI's `[DONE]`)
 
 
-def sse(items: AsyncIterator[Any], ping: Callable[[], ServerSentEvent] | None = None) -> EventSourceResponse:
-    """Server-sent events, with a keep-alive every 15 s (sse-starlette's comment line unless `ping`)."""
-    return EventSourceResponse(items, sep="\n", ping=15, ping_message_factory=ping)
+class _ClosesItsIterator:
+    """A streaming response that closes its iterator however it ends: a client that leaves while a frame is
+    being sent, or the daemon cancelling the request as it stops, would otherwise leave the work behind it
+    running (and a stopped session turn unstored) until the iterator is garbage-collected."""
 
-
-def sse_event(name: str, payload: Any, *, ensure_ascii: bool = True) -> dict[str, str]:
-    return {"event": name, "data": json.dumps(payload, ensure_ascii=ensure_ascii)}
-
-
-class NdjsonResponse(StreamingResponse):
-    """Closes its iterator however the response ends: a client that leaves while a line is being sent
-    would otherwise leave the generation running until the iterator is garbage-collected."""
-
-    media_type = "application/x-ndjson"
+    body_iterator: AsyncIterator[Any]
 
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             await self.body_iterator.aclose()
+
+
+class _EventSource(_ClosesItsIterator, EventSourceResponse):
+    pass
+
+
+def sse(items: AsyncIterator[Any], ping: Callable[[], ServerSentEvent] | None = None) -> EventSourceResponse:
+    """Server-sent events, with a keep-alive every 15 s (sse-starlette's comment line unless `ping`)."""
+    return _EventSource(items, sep="\n", ping=15, ping_message_factory=ping)
+
+
+def sse_event(name: str, payload: Any, *, ensure_ascii: bool = True) -> dict[str, str]:
+    return {"event": name, "data": json.dumps(payload, ensure_ascii=ensure_ascii)}
+
+
+class NdjsonResponse(_ClosesItsIterator, StreamingResponse):
+    media_type = "application/x-ndjson"
