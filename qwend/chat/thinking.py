@@ -23,8 +23,8 @@ from qwend.chat.parser import THINK_CLOSE, THINK_OPEN
 from qwend.engine.base import Backend, Finished, Generated, Piece, Prefill, Prompt
 from qwend.types import OutputConstraint, SamplingParams
 
-# what the answer's reasoning is closed with at its budget: Qwen3's technical report (section 4.3) stops
-# thinking with this sentence, the model having been trained to answer from an unfinished thought
+# what the answer's reasoning is closed with at its budget: the Qwen3 technical report stops thinking with
+# this sentence, the model having been trained to answer from an unfinished thought
 EARLY_ANSWER = ("\n\nConsidering the limited time by the user, I have to give the solution based on the thinking "
                 "directly now.\n</think>\n\n")
 AFTER_CLOSE = "\n\n"  # between the closed block and the answer, as Qwen3's template writes a past turn
